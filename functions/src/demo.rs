@@ -1,0 +1,71 @@
+//! The demonstration orchestration of the main job until the medallion pipeline lands:
+//! a fan-out over activities, one of which fails once and is retried after a durable
+//! back-off timer, then a durable timer, then a fan-in.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use flowforge_orchestrator::prelude::*;
+use serde::{Deserialize, Serialize};
+
+/// Input of the `demo` orchestration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DemoInput {
+    /// Files to "ingest" in parallel.
+    pub files: Vec<String>,
+    /// Pause between ingestion and the summary, in milliseconds.
+    pub pause_ms: u64,
+}
+
+/// Output of the `demo` orchestration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DemoOutput {
+    /// Bytes per file, in input order.
+    pub sizes: Vec<u64>,
+    /// Their total.
+    pub total: u64,
+}
+
+async fn demo(ctx: OrchestrationContext, input: DemoInput) -> Result<DemoOutput, FailureDetails> {
+    ctx.set_custom_status(serde_json::json!({"stage": "ingest", "files": input.files.len()}));
+    let retry = RetryPolicy::new(3, Duration::from_millis(200)).with_backoff(2.0);
+    let calls = input
+        .files
+        .iter()
+        .map(|file| ctx.call_activity_with_retry::<u64>("measure", file, retry.clone()))
+        .collect();
+    let sizes = ctx
+        .join_all(calls)
+        .await
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()?;
+    ctx.set_custom_status(serde_json::json!({"stage": "pause"}));
+    ctx.sleep(Duration::from_millis(input.pause_ms)).await;
+    let total = ctx.call_activity::<u64>("sum", &sizes).await?;
+    ctx.set_custom_status(serde_json::json!({"stage": "done"}));
+    Ok(DemoOutput { sizes, total })
+}
+
+/// The registry of the demo: the orchestration and its two activities. `measure` fails
+/// the first time it sees a file named `flaky…`, to show a durable retry.
+pub fn registry() -> Registry {
+    let flaky_failures = Arc::new(AtomicU32::new(0));
+    Registry::new()
+        .orchestration("demo", demo)
+        .activity("sum", |_ctx, sizes: Vec<u64>| async move {
+            Ok(sizes.iter().sum::<u64>())
+        })
+        .activity("measure", move |_ctx, file: String| {
+            let flaky_failures = flaky_failures.clone();
+            async move {
+                if file.starts_with("flaky") && flaky_failures.fetch_add(1, Ordering::SeqCst) == 0 {
+                    return Err(FailureDetails::new(
+                        "TransientIo",
+                        format!("{file}: connection reset"),
+                    ));
+                }
+                Ok(file.len() as u64 * 1024)
+            }
+        })
+}

@@ -1,0 +1,116 @@
+//! `flowforge`: the one binary of FlowForge Durable.
+//!
+//! Today it runs the main job (`flowforge demo`): the demonstration orchestration on the
+//! in-memory backend, printing its status and history. The HTTP API, the standalone worker
+//! and the Functions custom handler join it as their issues land.
+
+mod demo;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use flowforge_orchestrator::client::StatusOptions;
+use flowforge_orchestrator::prelude::*;
+
+#[derive(Parser)]
+#[command(
+    name = "flowforge",
+    version,
+    about = "FlowForge Durable: durable orchestrations on Azure Storage"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the demonstration orchestration (fan-out with a retry and a timer) in memory.
+    Demo {
+        /// How many files to fan out over.
+        #[arg(long, default_value_t = 8)]
+        files: usize,
+        /// Pause (durable timer) before the summary, in milliseconds.
+        #[arg(long, default_value_t = 300)]
+        pause_ms: u64,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,flowforge=info".into()),
+        )
+        .init();
+    match Cli::parse().command {
+        Command::Demo { files, pause_ms } => run_demo(files, pause_ms).await,
+    }
+}
+
+async fn run_demo(files: usize, pause_ms: u64) -> anyhow::Result<()> {
+    let backend = Arc::new(MemoryBackend::new());
+    let worker = Worker::new(backend.clone(), demo::registry(), WorkerOptions::default()).start();
+    let client = Client::new(backend.clone());
+    let mut names: Vec<String> = (1..=files)
+        .map(|i| format!("landing/file-{i:03}.csv"))
+        .collect();
+    names.push("flaky-file.csv".into());
+    let input = demo::DemoInput {
+        files: names,
+        pause_ms,
+    };
+    let id = client
+        .start("demo", StartOptions::with_instance_id("demo-1"), &input)
+        .await
+        .context("starting the demo orchestration")?;
+    println!("started instance {id}");
+    let done = client
+        .wait_for_completion(&id, Duration::from_secs(60))
+        .await?;
+    let status = client
+        .status(
+            &id,
+            StatusOptions {
+                show_history: true,
+                show_history_output: true,
+                show_input: false,
+            },
+        )
+        .await?;
+    println!("runtime status: {}", done.runtime_status);
+    println!("output: {}", done.output);
+    println!("custom status: {}", done.custom_status);
+    println!(
+        "history ({} events):",
+        status.history.as_ref().map_or(0, Vec::len)
+    );
+    for event in status.history.unwrap_or_default() {
+        println!(
+            "  #{:<3} {}  {}",
+            event.seq,
+            event.timestamp.format("%H:%M:%S%.3f"),
+            describe(&event.kind)
+        );
+    }
+    let transactions: u64 = backend.transaction_counts().values().sum();
+    println!("backend operations: {transactions}");
+    worker.shutdown().await;
+    if done.runtime_status != RuntimeStatus::Completed {
+        anyhow::bail!("the demo orchestration ended {}", done.runtime_status);
+    }
+    Ok(())
+}
+
+fn describe(kind: &flowforge_orchestrator::history::EventKind) -> String {
+    let json = serde_json::to_value(kind).unwrap_or_default();
+    let mut text = json.to_string();
+    if text.len() > 110 {
+        text.truncate(107);
+        text.push_str("...");
+    }
+    text
+}

@@ -1,0 +1,450 @@
+//! An in-process backend: the reference semantics of the traits, for tests, the demo and
+//! the benchmark's engine-only figures. Nothing survives the process.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use tokio::sync::Notify;
+
+use super::{
+    Backend, DeadLetter, ETag, EpisodeCommit, Error, HistoryWrite, InstancePage, InstanceQuery,
+    InstanceStore, LoadedInstance, Outbound, PayloadStore, QueueMessage, QueueName, QueueStore,
+    Receipt, Received,
+};
+use crate::clock::{Clock, SystemClock};
+use crate::history::HistoryEvent;
+use crate::status::InstanceState;
+
+const DEFAULT_PAGE_SIZE: usize = 100;
+
+struct StoredInstance {
+    state: InstanceState,
+    etag: u64,
+    history: Vec<HistoryEvent>,
+}
+
+struct StoredMessage {
+    id: String,
+    raw: String,
+    visible_at: DateTime<Utc>,
+    dequeue_count: u32,
+    pop_receipt: String,
+}
+
+#[derive(Default)]
+struct Inner {
+    instances: BTreeMap<String, StoredInstance>,
+    queues: HashMap<QueueName, VecDeque<StoredMessage>>,
+    dead: HashMap<QueueName, Vec<DeadLetter>>,
+    payloads: BTreeMap<String, Vec<u8>>,
+    next_id: u64,
+    transactions: BTreeMap<String, u64>,
+}
+
+impl Inner {
+    fn count(&mut self, op: &str) {
+        *self.transactions.entry(op.to_owned()).or_default() += 1;
+    }
+
+    fn next(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    fn push(&mut self, queue: QueueName, raw: String, visible_at: DateTime<Utc>) {
+        let id = format!("m{}", self.next());
+        self.queues
+            .entry(queue)
+            .or_default()
+            .push_back(StoredMessage {
+                id,
+                raw,
+                visible_at,
+                dequeue_count: 0,
+                pop_receipt: String::new(),
+            });
+    }
+}
+
+/// The in-memory backend.
+pub struct MemoryBackend {
+    inner: Mutex<Inner>,
+    clock: Arc<dyn Clock>,
+    notify: Notify,
+    partitions: u32,
+}
+
+impl Default for MemoryBackend {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemoryBackend {
+    /// A backend on the system clock with one control partition.
+    pub fn new() -> Self {
+        Self::with_clock(Arc::new(SystemClock))
+    }
+
+    /// A backend whose message visibility follows `clock` (a manual clock in tests).
+    pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
+        Self {
+            inner: Mutex::new(Inner::default()),
+            clock,
+            notify: Notify::new(),
+            partitions: 1,
+        }
+    }
+
+    /// Sets the number of control partitions.
+    pub fn with_partitions(mut self, partitions: u32) -> Self {
+        self.partitions = partitions.max(1);
+        self
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn enqueue(&self, inner: &mut Inner, outbound: &Outbound) {
+        let now = self.clock.now();
+        let visible_at = outbound.visible_at.map_or(now, |at| at.max(now));
+        inner.push(
+            outbound.queue.clone(),
+            outbound.message.encode(),
+            visible_at,
+        );
+        inner.count("queue.put");
+    }
+
+    /// Messages waiting in a queue (visible or not), for tests and tools.
+    pub fn queue_len(&self, queue: &QueueName) -> usize {
+        self.lock().queues.get(queue).map_or(0, VecDeque::len)
+    }
+}
+
+fn receipt_mismatch(receipt: &Receipt) -> Error {
+    Error::NotFound(format!(
+        "message {} with that pop receipt",
+        receipt.message_id
+    ))
+}
+
+#[async_trait]
+impl InstanceStore for MemoryBackend {
+    async fn create_instance(
+        &self,
+        state: &InstanceState,
+        start: &Outbound,
+        replace: Option<&ETag>,
+    ) -> Result<ETag, Error> {
+        let mut inner = self.lock();
+        inner.count("table.insert");
+        match (inner.instances.get(&state.instance_id), replace) {
+            (Some(_), None) => {
+                return Err(Error::Conflict(format!(
+                    "instance '{}' exists",
+                    state.instance_id
+                )))
+            }
+            (Some(existing), Some(etag)) if existing.etag.to_string() != etag.0 => {
+                return Err(Error::Conflict(format!(
+                    "instance '{}' changed",
+                    state.instance_id
+                )))
+            }
+            (None, Some(_)) => {
+                return Err(Error::Conflict(format!(
+                    "instance '{}' vanished",
+                    state.instance_id
+                )))
+            }
+            _ => {}
+        }
+        let etag = inner.next();
+        inner.instances.insert(
+            state.instance_id.clone(),
+            StoredInstance {
+                state: state.clone(),
+                etag,
+                history: Vec::new(),
+            },
+        );
+        self.enqueue(&mut inner, start);
+        drop(inner);
+        self.notify.notify_waiters();
+        Ok(ETag(etag.to_string()))
+    }
+
+    async fn load_instance(&self, instance_id: &str) -> Result<Option<LoadedInstance>, Error> {
+        let mut inner = self.lock();
+        inner.count("table.query");
+        Ok(inner.instances.get(instance_id).map(|s| LoadedInstance {
+            state: s.state.clone(),
+            etag: ETag(s.etag.to_string()),
+            history: s.history.clone(),
+        }))
+    }
+
+    async fn read_state(&self, instance_id: &str) -> Result<Option<(InstanceState, ETag)>, Error> {
+        let mut inner = self.lock();
+        inner.count("table.get");
+        Ok(inner
+            .instances
+            .get(instance_id)
+            .map(|s| (s.state.clone(), ETag(s.etag.to_string()))))
+    }
+
+    async fn commit_episode(
+        &self,
+        instance_id: &str,
+        commit: EpisodeCommit,
+    ) -> Result<ETag, Error> {
+        let mut inner = self.lock();
+        inner.count("table.batch");
+        let current = inner.instances.get(instance_id).map(|s| s.etag.to_string());
+        match (&commit.expected, current) {
+            (None, Some(_)) => {
+                return Err(Error::Conflict(format!(
+                    "instance '{instance_id}' already exists"
+                )))
+            }
+            (Some(expected), Some(current)) if expected.0 != current => {
+                return Err(Error::Conflict(format!("instance '{instance_id}' changed")))
+            }
+            (Some(_), None) => {
+                return Err(Error::Conflict(format!(
+                    "instance '{instance_id}' was deleted"
+                )))
+            }
+            _ => {}
+        }
+        let etag = inner.next();
+        let entry = inner
+            .instances
+            .entry(instance_id.to_owned())
+            .or_insert_with(|| StoredInstance {
+                state: commit.state.clone(),
+                etag,
+                history: Vec::new(),
+            });
+        match commit.history {
+            HistoryWrite::Append(events) => entry.history.extend(events),
+            HistoryWrite::Replace(events) => entry.history = events,
+        }
+        entry.state = commit.state;
+        entry.etag = etag;
+        for outbound in &commit.messages {
+            self.enqueue(&mut inner, outbound);
+        }
+        drop(inner);
+        if !commit.messages.is_empty() {
+            self.notify.notify_waiters();
+        }
+        Ok(ETag(etag.to_string()))
+    }
+
+    async fn list_instances(&self, query: &InstanceQuery) -> Result<InstancePage, Error> {
+        let mut inner = self.lock();
+        inner.count("table.query");
+        let size = if query.page_size == 0 {
+            DEFAULT_PAGE_SIZE
+        } else {
+            query.page_size
+        };
+        let after = query.continuation.clone().unwrap_or_default();
+        let mut matching = inner
+            .instances
+            .range::<String, _>((
+                std::ops::Bound::Excluded(&after),
+                std::ops::Bound::Unbounded,
+            ))
+            .map(|(_, s)| &s.state)
+            .filter(|s| query.matches(s));
+        let instances: Vec<_> = matching.by_ref().take(size).cloned().collect();
+        let more = matching.next().is_some();
+        let continuation = if more {
+            instances.last().map(|s| s.instance_id.clone())
+        } else {
+            None
+        };
+        Ok(InstancePage {
+            instances,
+            continuation,
+        })
+    }
+
+    async fn delete_instance(&self, instance_id: &str) -> Result<bool, Error> {
+        let mut inner = self.lock();
+        inner.count("table.delete");
+        let existed = inner.instances.remove(instance_id).is_some();
+        let prefix = format!("{instance_id}/");
+        inner.payloads.retain(|k, _| !k.starts_with(&prefix));
+        Ok(existed)
+    }
+}
+
+#[async_trait]
+impl QueueStore for MemoryBackend {
+    fn control_partitions(&self) -> u32 {
+        self.partitions
+    }
+
+    async fn send(&self, outbound: &Outbound) -> Result<(), Error> {
+        let mut inner = self.lock();
+        self.enqueue(&mut inner, outbound);
+        drop(inner);
+        self.notify.notify_waiters();
+        Ok(())
+    }
+
+    async fn send_raw(&self, queue: &QueueName, raw: &str) -> Result<(), Error> {
+        let mut inner = self.lock();
+        let now = self.clock.now();
+        inner.push(queue.clone(), raw.to_owned(), now);
+        inner.count("queue.put");
+        drop(inner);
+        self.notify.notify_waiters();
+        Ok(())
+    }
+
+    async fn receive(
+        &self,
+        queue: &QueueName,
+        max: usize,
+        lock: Duration,
+    ) -> Result<Vec<Received>, Error> {
+        let now = self.clock.now();
+        let hidden_until = now + chrono::Duration::from_std(lock).unwrap_or_default();
+        let mut inner = self.lock();
+        inner.count("queue.get");
+        let mut receipts = Vec::new();
+        let mut next = inner.next_id;
+        if let Some(messages) = inner.queues.get_mut(queue) {
+            for message in messages
+                .iter_mut()
+                .filter(|m| m.visible_at <= now)
+                .take(max.min(32))
+            {
+                next += 1;
+                message.visible_at = hidden_until;
+                message.dequeue_count += 1;
+                message.pop_receipt = format!("r{next}");
+                receipts.push(Received {
+                    receipt: Receipt {
+                        message_id: message.id.clone(),
+                        pop_receipt: message.pop_receipt.clone(),
+                    },
+                    dequeue_count: message.dequeue_count,
+                    raw: message.raw.clone(),
+                    message: QueueMessage::decode(&message.raw),
+                });
+            }
+        }
+        inner.next_id = next;
+        Ok(receipts)
+    }
+
+    async fn delete(&self, queue: &QueueName, receipt: &Receipt) -> Result<(), Error> {
+        let mut inner = self.lock();
+        inner.count("queue.delete");
+        let messages = inner.queues.entry(queue.clone()).or_default();
+        let position = messages
+            .iter()
+            .position(|m| m.id == receipt.message_id && m.pop_receipt == receipt.pop_receipt)
+            .ok_or_else(|| receipt_mismatch(receipt))?;
+        messages.remove(position);
+        Ok(())
+    }
+
+    async fn abandon(
+        &self,
+        queue: &QueueName,
+        receipt: &Receipt,
+        delay: Duration,
+    ) -> Result<Receipt, Error> {
+        let visible_at = self.clock.now() + chrono::Duration::from_std(delay).unwrap_or_default();
+        let mut inner = self.lock();
+        inner.count("queue.update");
+        let next = inner.next();
+        let messages = inner.queues.entry(queue.clone()).or_default();
+        let message = messages
+            .iter_mut()
+            .find(|m| m.id == receipt.message_id && m.pop_receipt == receipt.pop_receipt)
+            .ok_or_else(|| receipt_mismatch(receipt))?;
+        message.visible_at = visible_at;
+        message.pop_receipt = format!("r{next}");
+        let renewed = Receipt {
+            message_id: message.id.clone(),
+            pop_receipt: message.pop_receipt.clone(),
+        };
+        drop(inner);
+        self.notify.notify_waiters();
+        Ok(renewed)
+    }
+
+    async fn dead_letter(
+        &self,
+        queue: &QueueName,
+        received: &Received,
+        reason: &str,
+    ) -> Result<(), Error> {
+        {
+            let mut inner = self.lock();
+            inner.count("queue.put");
+            inner
+                .dead
+                .entry(queue.clone())
+                .or_default()
+                .push(DeadLetter {
+                    raw: received.raw.clone(),
+                    reason: reason.to_owned(),
+                    dequeue_count: received.dequeue_count,
+                });
+        }
+        self.delete(queue, &received.receipt).await
+    }
+
+    async fn dead_letters(&self, queue: &QueueName) -> Result<Vec<DeadLetter>, Error> {
+        Ok(self.lock().dead.get(queue).cloned().unwrap_or_default())
+    }
+
+    async fn wait_for_messages(&self, queues: &[QueueName], max_wait: Duration) {
+        let _ = queues;
+        let notified = self.notify.notified();
+        let _ = tokio::time::timeout(max_wait, notified).await;
+    }
+}
+
+#[async_trait]
+impl PayloadStore for MemoryBackend {
+    async fn put_payload(&self, key: &str, bytes: Vec<u8>) -> Result<(), Error> {
+        let mut inner = self.lock();
+        inner.count("blob.put");
+        inner.payloads.insert(key.to_owned(), bytes);
+        Ok(())
+    }
+
+    async fn get_payload(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
+        let mut inner = self.lock();
+        inner.count("blob.get");
+        Ok(inner.payloads.get(key).cloned())
+    }
+
+    async fn delete_payloads(&self, prefix: &str) -> Result<usize, Error> {
+        let mut inner = self.lock();
+        inner.count("blob.delete");
+        let before = inner.payloads.len();
+        inner.payloads.retain(|k, _| !k.starts_with(prefix));
+        Ok(before - inner.payloads.len())
+    }
+}
+
+impl Backend for MemoryBackend {
+    fn transaction_counts(&self) -> BTreeMap<String, u64> {
+        self.lock().transactions.clone()
+    }
+}

@@ -1,0 +1,167 @@
+//! The messages the engine sends over its queues (schema versioned by `v`).
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::replay::NewEvent;
+
+/// Version of the message schema written by this build.
+pub const MESSAGE_FORMAT_VERSION: u32 = 1;
+
+/// A queue of the task hub.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum QueueName {
+    /// A control queue partition: events for orchestration instances.
+    Control(u32),
+    /// The work-item queue: activities to run.
+    Work,
+}
+
+impl QueueName {
+    /// The control partition of an instance: a stable FNV-1a hash of its id.
+    pub fn control_for(instance_id: &str, partitions: u32) -> Self {
+        let mut hash: u32 = 0x811c_9dc5;
+        for byte in instance_id.bytes() {
+            hash ^= u32::from(byte);
+            hash = hash.wrapping_mul(0x0100_0193);
+        }
+        Self::Control(hash % partitions.max(1))
+    }
+
+    /// A short name (`control-00`, `workitems`) for queue names and logs.
+    pub fn suffix(&self) -> String {
+        match self {
+            Self::Control(p) => format!("control-{p:02}"),
+            Self::Work => "workitems".to_owned(),
+        }
+    }
+}
+
+/// An event for an orchestration instance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrchestratorMessage {
+    /// Target instance.
+    pub instance_id: String,
+    /// Target execution; `None` for events meant for whichever execution is current
+    /// (external events, terminate, suspend, resume).
+    #[serde(default)]
+    pub execution_id: Option<String>,
+    /// The event.
+    pub event: NewEvent,
+}
+
+/// An activity to run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActivityWorkItem {
+    /// The instance that scheduled it.
+    pub instance_id: String,
+    /// Its execution.
+    pub execution_id: String,
+    /// The `ActivityScheduled` id.
+    pub scheduled_id: u64,
+    /// Activity name.
+    pub name: String,
+    /// Activity version.
+    #[serde(default)]
+    pub version: String,
+    /// Input.
+    #[serde(default)]
+    pub input: Value,
+    /// W3C trace context.
+    #[serde(default)]
+    pub trace_parent: Option<String>,
+}
+
+/// Everything that travels on a queue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind")]
+pub enum QueueMessage {
+    /// For the orchestration worker.
+    Orchestrator(OrchestratorMessage),
+    /// For the activity worker.
+    Activity(ActivityWorkItem),
+}
+
+#[derive(Serialize, Deserialize)]
+struct Envelope {
+    v: u32,
+    #[serde(flatten)]
+    message: QueueMessage,
+}
+
+impl QueueMessage {
+    /// The instance the message belongs to.
+    pub fn instance_id(&self) -> &str {
+        match self {
+            Self::Orchestrator(m) => &m.instance_id,
+            Self::Activity(w) => &w.instance_id,
+        }
+    }
+
+    /// Serialises with the schema version.
+    pub fn encode(&self) -> String {
+        let envelope = Envelope {
+            v: MESSAGE_FORMAT_VERSION,
+            message: self.clone(),
+        };
+        serde_json::to_string(&envelope).unwrap_or_default()
+    }
+
+    /// Parses a message body; the error says what is wrong with it.
+    pub fn decode(raw: &str) -> Result<Self, String> {
+        let envelope: Envelope =
+            serde_json::from_str(raw).map_err(|e| format!("not a valid engine message: {e}"))?;
+        if envelope.v > MESSAGE_FORMAT_VERSION {
+            return Err(format!(
+                "message schema version {} is newer than this build understands ({MESSAGE_FORMAT_VERSION})",
+                envelope.v
+            ));
+        }
+        Ok(envelope.message)
+    }
+}
+
+/// A message to send, possibly delayed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outbound {
+    /// Where.
+    pub queue: QueueName,
+    /// What.
+    pub message: QueueMessage,
+    /// Not visible before this time (timers).
+    pub visible_at: Option<DateTime<Utc>>,
+}
+
+/// The receipt that deletes, abandons or renews a received message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    /// Message id.
+    pub message_id: String,
+    /// Pop receipt of this delivery.
+    pub pop_receipt: String,
+}
+
+/// A received message: decoded, or malformed with the reason.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// Receipt of this delivery.
+    pub receipt: Receipt,
+    /// Deliveries so far, this one included.
+    pub dequeue_count: u32,
+    /// The raw body.
+    pub raw: String,
+    /// The decoded message, or why it could not be decoded.
+    pub message: Result<QueueMessage, String>,
+}
+
+/// A message moved to the dead-letter queue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// The raw body.
+    pub raw: String,
+    /// Why it was dead-lettered.
+    pub reason: String,
+    /// Deliveries before it was.
+    pub dequeue_count: u32,
+}

@@ -1,0 +1,21 @@
+//! The storage API of the engine, split by concern: instance state and history
+//! ([`InstanceStore`]), queues ([`QueueStore`]) and large payloads ([`PayloadStore`]).
+//! [`MemoryBackend`] implements all three in process; the Azure Storage backend implements
+//! them over Tables, Queues and Blobs. Every implementation must pass the conformance suite
+//! (feature `conformance`).
+
+#[cfg(feature = "conformance")]
+pub mod conformance;
+mod memory;
+mod message;
+mod store;
+
+pub use memory::MemoryBackend;
+pub use message::{
+    ActivityWorkItem, DeadLetter, OrchestratorMessage, Outbound, QueueMessage, QueueName, Receipt,
+    Received, MESSAGE_FORMAT_VERSION,
+};
+pub use store::{
+    Backend, ETag, EpisodeCommit, Error, HistoryWrite, InstancePage, InstanceQuery, InstanceStore,
+    LoadedInstance, PayloadStore, QueueStore,
+};

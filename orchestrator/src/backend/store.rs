@@ -1,0 +1,213 @@
+//! The backend traits and the types that cross them.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use super::{DeadLetter, Outbound, QueueName, Receipt, Received};
+use crate::history::HistoryEvent;
+use crate::status::{InstanceState, RuntimeStatus};
+
+/// Errors of a backend.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// An optimistic-concurrency check failed (stale ETag, or the row already exists).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The instance, message or payload does not exist.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The storage service failed; may succeed when retried.
+    #[error("storage error: {0}")]
+    Transient(String),
+    /// The storage service refused the request for good.
+    #[error("storage error: {0}")]
+    Permanent(String),
+}
+
+impl Error {
+    /// Whether retrying the same call may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Transient(_))
+    }
+}
+
+/// Opaque version tag of an instance's state row.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ETag(pub String);
+
+/// An instance as an episode needs it.
+#[derive(Debug, Clone)]
+pub struct LoadedInstance {
+    /// The state row.
+    pub state: InstanceState,
+    /// Its ETag, the condition of the next commit.
+    pub etag: ETag,
+    /// The history of the current execution, in sequence order, up to `state.history_len`.
+    pub history: Vec<HistoryEvent>,
+}
+
+/// How an episode changes the history.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HistoryWrite {
+    /// Append events after the committed ones.
+    Append(Vec<HistoryEvent>),
+    /// Start a new execution: replace the whole history (continue-as-new, restart).
+    Replace(Vec<HistoryEvent>),
+}
+
+/// Everything one episode writes, atomically for the instance.
+#[derive(Debug, Clone)]
+pub struct EpisodeCommit {
+    /// The new state row.
+    pub state: InstanceState,
+    /// `None`: the instance must not exist yet; `Some`: its state row must still have this ETag.
+    pub expected: Option<ETag>,
+    /// History changes.
+    pub history: HistoryWrite,
+    /// Messages decided by the episode: sent only if the commit succeeds, and then never lost.
+    pub messages: Vec<Outbound>,
+}
+
+/// A query over instances.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct InstanceQuery {
+    /// Only these statuses (empty: all).
+    pub statuses: Vec<RuntimeStatus>,
+    /// Created at or after.
+    pub created_from: Option<DateTime<Utc>>,
+    /// Created at or before.
+    pub created_to: Option<DateTime<Utc>>,
+    /// Instance id prefix.
+    pub instance_id_prefix: Option<String>,
+    /// Page size (0: the backend's default).
+    pub page_size: usize,
+    /// Continuation token from the previous page.
+    pub continuation: Option<String>,
+}
+
+impl InstanceQuery {
+    /// Whether an instance matches the filters (not the paging).
+    pub fn matches(&self, state: &InstanceState) -> bool {
+        (self.statuses.is_empty() || self.statuses.contains(&state.status))
+            && self
+                .created_from
+                .is_none_or(|from| state.created_at >= from)
+            && self.created_to.is_none_or(|to| state.created_at <= to)
+            && self
+                .instance_id_prefix
+                .as_deref()
+                .is_none_or(|p| state.instance_id.starts_with(p))
+    }
+}
+
+/// One page of instances.
+#[derive(Debug, Clone, Default)]
+pub struct InstancePage {
+    /// The instances, ordered by instance id.
+    pub instances: Vec<InstanceState>,
+    /// Token for the next page, if any.
+    pub continuation: Option<String>,
+}
+
+/// Instance state and history, with optimistic concurrency.
+#[async_trait]
+pub trait InstanceStore: Send + Sync {
+    /// Creates an instance and enqueues its start message, so that its state is readable as
+    /// soon as this returns. `replace`: `None` to refuse an existing instance (Conflict),
+    /// `Some(etag)` to replace one whose state row still has that ETag (its history is wiped).
+    async fn create_instance(
+        &self,
+        state: &InstanceState,
+        start: &Outbound,
+        replace: Option<&ETag>,
+    ) -> Result<ETag, Error>;
+
+    /// The state row and history of an instance.
+    async fn load_instance(&self, instance_id: &str) -> Result<Option<LoadedInstance>, Error>;
+
+    /// The state row of an instance.
+    async fn read_state(&self, instance_id: &str) -> Result<Option<(InstanceState, ETag)>, Error>;
+
+    /// Commits an episode: state and history together, conditional on `expected`;
+    /// then sends its messages. Conflict when the condition fails (nothing is written).
+    async fn commit_episode(&self, instance_id: &str, commit: EpisodeCommit)
+        -> Result<ETag, Error>;
+
+    /// Lists instances by filter, ordered by instance id, in pages.
+    async fn list_instances(&self, query: &InstanceQuery) -> Result<InstancePage, Error>;
+
+    /// Deletes an instance's state, history and payloads. False when it did not exist.
+    async fn delete_instance(&self, instance_id: &str) -> Result<bool, Error>;
+}
+
+/// Queues with visibility delay and at-least-once delivery.
+#[async_trait]
+pub trait QueueStore: Send + Sync {
+    /// How many control queue partitions the task hub has.
+    fn control_partitions(&self) -> u32;
+
+    /// Sends a message, invisible until `visible_at` when given.
+    async fn send(&self, outbound: &Outbound) -> Result<(), Error>;
+
+    /// Sends a raw body (tools and tests: injecting malformed messages).
+    async fn send_raw(&self, queue: &QueueName, raw: &str) -> Result<(), Error>;
+
+    /// Receives up to `max` visible messages and hides them for `lock`.
+    async fn receive(
+        &self,
+        queue: &QueueName,
+        max: usize,
+        lock: Duration,
+    ) -> Result<Vec<Received>, Error>;
+
+    /// Deletes a received message (after the work it caused is committed).
+    async fn delete(&self, queue: &QueueName, receipt: &Receipt) -> Result<(), Error>;
+
+    /// Makes a received message visible again after `delay`. Returns its new receipt.
+    async fn abandon(
+        &self,
+        queue: &QueueName,
+        receipt: &Receipt,
+        delay: Duration,
+    ) -> Result<Receipt, Error>;
+
+    /// Moves a received message to the queue's dead-letter queue with a reason.
+    async fn dead_letter(
+        &self,
+        queue: &QueueName,
+        received: &Received,
+        reason: &str,
+    ) -> Result<(), Error>;
+
+    /// The dead-lettered messages of a queue.
+    async fn dead_letters(&self, queue: &QueueName) -> Result<Vec<DeadLetter>, Error>;
+
+    /// Waits until a message may be available on one of `queues` or `max_wait` passes.
+    /// Backends that can be notified return early; others just sleep.
+    async fn wait_for_messages(&self, queues: &[QueueName], max_wait: Duration) {
+        let _ = queues;
+        tokio::time::sleep(max_wait).await;
+    }
+}
+
+/// Large payloads by reference.
+#[async_trait]
+pub trait PayloadStore: Send + Sync {
+    /// Stores bytes under a key (`<instance id>/<name>`).
+    async fn put_payload(&self, key: &str, bytes: Vec<u8>) -> Result<(), Error>;
+    /// Reads bytes back.
+    async fn get_payload(&self, key: &str) -> Result<Option<Vec<u8>>, Error>;
+    /// Deletes every payload under a prefix. Returns how many.
+    async fn delete_payloads(&self, prefix: &str) -> Result<usize, Error>;
+}
+
+/// A complete backend.
+pub trait Backend: InstanceStore + QueueStore + PayloadStore + 'static {
+    /// Storage transactions so far, by `service.operation`.
+    fn transaction_counts(&self) -> BTreeMap<String, u64> {
+        BTreeMap::new()
+    }
+}

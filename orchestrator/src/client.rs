@@ -1,0 +1,469 @@
+//! The client: start, query and control instances (the operations of the Durable Functions
+//! client), over any backend.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::backend::{self, Backend, ETag, InstanceQuery};
+use crate::clock::{Clock, SystemClock};
+use crate::history::{EventKind, HISTORY_FORMAT_VERSION};
+use crate::ids;
+use crate::runtime::episode_effects::to_instance;
+use crate::status::{InstanceState, InstanceStatus, RuntimeStatus};
+
+/// Errors of client operations; each maps to one HTTP status in the API.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request is malformed (bad id, name or input). → 400
+    #[error("invalid request: {0}")]
+    InvalidInput(String),
+    /// No such instance. → 404
+    #[error("instance '{0}' does not exist")]
+    NotFound(String),
+    /// The instance already runs and the start policy refuses a second one. → 409
+    #[error("instance '{id}' is already {status}")]
+    AlreadyRunning {
+        /// Instance id.
+        id: String,
+        /// Its status.
+        status: RuntimeStatus,
+    },
+    /// The instance has finished and cannot take this operation. → 410
+    #[error("instance '{id}' has already finished ({status})")]
+    Finished {
+        /// Instance id.
+        id: String,
+        /// Its status.
+        status: RuntimeStatus,
+    },
+    /// The instance is still running and cannot be purged. → 409
+    #[error("instance '{id}' is still {status}; terminate it before purging")]
+    NotFinished {
+        /// Instance id.
+        id: String,
+        /// Its status.
+        status: RuntimeStatus,
+    },
+    /// `wait_for_completion` ran out of time.
+    #[error("instance '{id}' did not finish within {timeout:?} (last status {status})")]
+    Timeout {
+        /// Instance id.
+        id: String,
+        /// Time waited.
+        timeout: Duration,
+        /// The last status seen.
+        status: RuntimeStatus,
+    },
+    /// Storage failed.
+    #[error(transparent)]
+    Storage(#[from] backend::Error),
+}
+
+impl From<ids::Error> for Error {
+    fn from(e: ids::Error) -> Self {
+        Self::InvalidInput(e.to_string())
+    }
+}
+
+/// What to do when starting an instance id that is still running.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum IfRunning {
+    /// Refuse with [`Error::AlreadyRunning`] (HTTP 409), as Durable Functions does.
+    #[default]
+    Fail,
+    /// Return the running instance's id without starting anything (deduplicate).
+    ReturnExisting,
+}
+
+/// Options of a start.
+#[derive(Debug, Clone, Default)]
+pub struct StartOptions {
+    /// The instance id; a new random one when `None`.
+    pub instance_id: Option<String>,
+    /// Orchestration version (empty: latest).
+    pub version: String,
+    /// Do not start before this time.
+    pub start_at: Option<DateTime<Utc>>,
+    /// Policy for an id that is still running.
+    pub if_running: IfRunning,
+    /// W3C trace context to carry through the instance.
+    pub trace_parent: Option<String>,
+}
+
+impl StartOptions {
+    /// Start with the given instance id.
+    pub fn with_instance_id(id: impl Into<String>) -> Self {
+        Self {
+            instance_id: Some(id.into()),
+            ..Self::default()
+        }
+    }
+}
+
+/// What to include in a status.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StatusOptions {
+    /// Include the history of the current execution.
+    pub show_history: bool,
+    /// Include activity results and inputs in the history (otherwise they are nulled).
+    pub show_history_output: bool,
+    /// Include the input.
+    pub show_input: bool,
+}
+
+/// The client.
+#[derive(Clone)]
+pub struct Client {
+    backend: Arc<dyn Backend>,
+    clock: Arc<dyn Clock>,
+}
+
+impl Client {
+    /// A client over a backend, on the system clock.
+    pub fn new(backend: Arc<dyn Backend>) -> Self {
+        Self {
+            backend,
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// A client on the given clock.
+    pub fn with_clock(backend: Arc<dyn Backend>, clock: Arc<dyn Clock>) -> Self {
+        Self { backend, clock }
+    }
+
+    /// Starts an orchestration; returns its instance id. The status is readable as soon as
+    /// this returns. Starting an id that has finished starts it anew.
+    pub async fn start(
+        &self,
+        name: &str,
+        options: StartOptions,
+        input: &impl Serialize,
+    ) -> Result<String, Error> {
+        let input = serde_json::to_value(input)
+            .map_err(|e| Error::InvalidInput(format!("input is not serialisable: {e}")))?;
+        self.start_value(name, options, input).await
+    }
+
+    /// [`start`](Self::start) with a JSON input.
+    pub async fn start_value(
+        &self,
+        name: &str,
+        options: StartOptions,
+        input: Value,
+    ) -> Result<String, Error> {
+        ids::validate_name(name)?;
+        let id = options
+            .instance_id
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+        ids::validate_instance_id(&id)?;
+        let replace: Option<ETag> = match self.backend.read_state(&id).await? {
+            Some((state, _)) if !state.status.is_terminal() => {
+                return match options.if_running {
+                    IfRunning::Fail => Err(Error::AlreadyRunning {
+                        id,
+                        status: state.status,
+                    }),
+                    IfRunning::ReturnExisting => Ok(id),
+                }
+            }
+            Some((_, etag)) => Some(etag),
+            None => None,
+        };
+        let now = self.clock.now();
+        let execution_id = uuid::Uuid::new_v4().simple().to_string();
+        let state = InstanceState {
+            instance_id: id.clone(),
+            name: name.to_owned(),
+            version: options.version.clone(),
+            execution_id: execution_id.clone(),
+            status: RuntimeStatus::Pending,
+            input: input.clone(),
+            output: Value::Null,
+            failure: None,
+            custom_status: Value::Null,
+            created_at: now,
+            updated_at: now,
+            parent: None,
+            trace_parent: options.trace_parent.clone(),
+            history_len: 0,
+            format_version: HISTORY_FORMAT_VERSION,
+        };
+        let start = to_instance(
+            &id,
+            Some(&execution_id),
+            EventKind::ExecutionStarted {
+                name: name.to_owned(),
+                version: options.version,
+                execution_id: execution_id.clone(),
+                input,
+                parent: None,
+                format_version: HISTORY_FORMAT_VERSION,
+                trace_parent: options.trace_parent,
+            },
+            now,
+            options.start_at,
+            self.backend.control_partitions(),
+        );
+        match self
+            .backend
+            .create_instance(&state, &start, replace.as_ref())
+            .await
+        {
+            Ok(_) => Ok(id),
+            Err(backend::Error::Conflict(_)) => {
+                // Someone started the same id at the same moment.
+                let status = self.read(&id).await?.status;
+                match options.if_running {
+                    IfRunning::ReturnExisting => Ok(id),
+                    IfRunning::Fail => Err(Error::AlreadyRunning { id, status }),
+                }
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The status of an instance.
+    pub async fn status(&self, id: &str, options: StatusOptions) -> Result<InstanceStatus, Error> {
+        ids::validate_instance_id(id)?;
+        if options.show_history {
+            let loaded = self
+                .backend
+                .load_instance(id)
+                .await?
+                .ok_or_else(|| Error::NotFound(id.to_owned()))?;
+            let mut history = loaded.history;
+            if !options.show_history_output {
+                for event in &mut history {
+                    hide_payloads(&mut event.kind);
+                }
+            }
+            let mut status = to_status(loaded.state, options.show_input);
+            status.history = Some(history);
+            return Ok(status);
+        }
+        Ok(to_status(self.read(id).await?, options.show_input))
+    }
+
+    /// One page of instances matching the query, and the token of the next page.
+    pub async fn list(
+        &self,
+        query: &InstanceQuery,
+        show_input: bool,
+    ) -> Result<(Vec<InstanceStatus>, Option<String>), Error> {
+        let page = self.backend.list_instances(query).await?;
+        let statuses = page
+            .instances
+            .into_iter()
+            .map(|s| to_status(s, show_input))
+            .collect();
+        Ok((statuses, page.continuation))
+    }
+
+    /// Raises an external event on a running instance.
+    pub async fn raise_event(
+        &self,
+        id: &str,
+        name: &str,
+        data: &impl Serialize,
+    ) -> Result<(), Error> {
+        ids::validate_name(name)?;
+        let data = serde_json::to_value(data)
+            .map_err(|e| Error::InvalidInput(format!("event data is not serialisable: {e}")))?;
+        let kind = EventKind::EventRaised {
+            name: name.to_owned(),
+            input: data,
+            event_id: uuid::Uuid::new_v4().simple().to_string(),
+        };
+        self.send_to_running(id, kind).await
+    }
+
+    /// Terminates a running instance.
+    pub async fn terminate(&self, id: &str, reason: &str) -> Result<(), Error> {
+        self.send_to_running(
+            id,
+            EventKind::ExecutionTerminated {
+                reason: reason.to_owned(),
+            },
+        )
+        .await
+    }
+
+    /// Suspends a running instance: its events are kept but not delivered until resumed.
+    pub async fn suspend(&self, id: &str, reason: &str) -> Result<(), Error> {
+        self.send_to_running(
+            id,
+            EventKind::ExecutionSuspended {
+                reason: reason.to_owned(),
+            },
+        )
+        .await
+    }
+
+    /// Resumes a suspended instance.
+    pub async fn resume(&self, id: &str, reason: &str) -> Result<(), Error> {
+        self.send_to_running(
+            id,
+            EventKind::ExecutionResumed {
+                reason: reason.to_owned(),
+            },
+        )
+        .await
+    }
+
+    /// Starts an instance again with its original name and input, under the same id
+    /// (which must have finished) or a new one. Returns the id started.
+    pub async fn restart(&self, id: &str, new_instance_id: bool) -> Result<String, Error> {
+        let state = self.read(id).await?;
+        let options = StartOptions {
+            instance_id: (!new_instance_id).then(|| id.to_owned()),
+            version: state.version.clone(),
+            trace_parent: state.trace_parent.clone(),
+            ..StartOptions::default()
+        };
+        self.start_value(&state.name, options, state.input).await
+    }
+
+    /// Deletes a finished instance's state, history and payloads.
+    pub async fn purge(&self, id: &str) -> Result<(), Error> {
+        let state = self.read(id).await?;
+        if !state.status.is_terminal() {
+            return Err(Error::NotFinished {
+                id: id.to_owned(),
+                status: state.status,
+            });
+        }
+        self.backend.delete_instance(id).await?;
+        self.backend.delete_payloads(&format!("{id}/")).await?;
+        Ok(())
+    }
+
+    /// Purges every finished instance matching the query (paging through all of it).
+    /// Returns how many were deleted.
+    pub async fn purge_many(&self, query: &InstanceQuery) -> Result<usize, Error> {
+        let mut query = query.clone();
+        if query.statuses.is_empty() {
+            query.statuses = vec![
+                RuntimeStatus::Completed,
+                RuntimeStatus::Failed,
+                RuntimeStatus::Terminated,
+            ];
+        }
+        let mut ids = Vec::new();
+        loop {
+            let page = self.backend.list_instances(&query).await?;
+            ids.extend(
+                page.instances
+                    .into_iter()
+                    .filter(|s| s.status.is_terminal())
+                    .map(|s| s.instance_id),
+            );
+            match page.continuation {
+                Some(token) => query.continuation = Some(token),
+                None => break,
+            }
+        }
+        for id in &ids {
+            self.backend.delete_instance(id).await?;
+            self.backend.delete_payloads(&format!("{id}/")).await?;
+        }
+        Ok(ids.len())
+    }
+
+    /// Waits until the instance finishes (Completed, Failed or Terminated).
+    pub async fn wait_for_completion(
+        &self,
+        id: &str,
+        timeout: Duration,
+    ) -> Result<InstanceStatus, Error> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut pause = Duration::from_millis(5);
+        loop {
+            let status = self
+                .status(
+                    id,
+                    StatusOptions {
+                        show_input: true,
+                        ..Default::default()
+                    },
+                )
+                .await?;
+            if status.runtime_status.is_terminal() {
+                return Ok(status);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Error::Timeout {
+                    id: id.to_owned(),
+                    timeout,
+                    status: status.runtime_status,
+                });
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(250));
+        }
+    }
+
+    async fn read(&self, id: &str) -> Result<InstanceState, Error> {
+        ids::validate_instance_id(id)?;
+        match self.backend.read_state(id).await? {
+            Some((state, _)) => Ok(state),
+            None => Err(Error::NotFound(id.to_owned())),
+        }
+    }
+
+    async fn send_to_running(&self, id: &str, kind: EventKind) -> Result<(), Error> {
+        let state = self.read(id).await?;
+        if state.status.is_terminal() {
+            return Err(Error::Finished {
+                id: id.to_owned(),
+                status: state.status,
+            });
+        }
+        let message = to_instance(
+            id,
+            None,
+            kind,
+            self.clock.now(),
+            None,
+            self.backend.control_partitions(),
+        );
+        self.backend.send(&message).await?;
+        Ok(())
+    }
+}
+
+fn to_status(state: InstanceState, show_input: bool) -> InstanceStatus {
+    InstanceStatus {
+        name: state.name,
+        instance_id: state.instance_id,
+        runtime_status: state.status,
+        input: show_input.then_some(state.input),
+        custom_status: state.custom_status,
+        output: state.output,
+        failure: state.failure,
+        created_time: state.created_at,
+        last_updated_time: state.updated_at,
+        history: None,
+    }
+}
+
+/// Nulls inputs and results in a history shown without `showHistoryOutput`.
+fn hide_payloads(kind: &mut EventKind) {
+    match kind {
+        EventKind::ActivityScheduled { input, .. }
+        | EventKind::SubOrchestrationScheduled { input, .. }
+        | EventKind::OrchestrationStartSent { input, .. }
+        | EventKind::EventSent { input, .. }
+        | EventKind::EventRaised { input, .. }
+        | EventKind::ExecutionStarted { input, .. } => *input = Value::Null,
+        EventKind::ActivityCompleted { result, .. }
+        | EventKind::SubOrchestrationCompleted { result, .. } => *result = Value::Null,
+        EventKind::ExecutionCompleted { output } => *output = Value::Null,
+        _ => {}
+    }
+}

@@ -1,0 +1,7 @@
+//! What an instance has done: the versioned history event model.
+
+mod event;
+mod failure;
+
+pub use event::{EventKind, HistoryEvent, ParentRef, HISTORY_FORMAT_VERSION};
+pub use failure::FailureDetails;

@@ -1,0 +1,15 @@
+//! The pure replay core: (history, new events) → (new history events, actions).
+//!
+//! No I/O and no clock: the episode time comes in with the input, and everything the code
+//! learns about the world comes from history.
+
+mod action;
+mod engine;
+mod inbox;
+mod nondeterminism;
+pub(crate) mod state;
+
+pub use action::Action;
+pub use engine::{run_episode, Episode, ExecutionOutcome, NewEvent, ReplayInput, StartInfo};
+pub use inbox::accept_new_events;
+pub use nondeterminism::{NondeterminismError, NONDETERMINISM_CODE};

@@ -1,0 +1,188 @@
+//! Runs activities from the work-item queue and reports their results to the instance.
+
+use std::sync::Arc;
+
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+use tracing::{debug, info_span, warn, Instrument};
+
+use super::episode_effects::to_instance;
+use super::{idle_or_stop, next_idle, Shared};
+use crate::backend::{ActivityWorkItem, QueueMessage, QueueName, Received};
+use crate::history::{EventKind, FailureDetails};
+use crate::registry::ActivityContext;
+
+pub(crate) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let queue = QueueName::Work;
+    let permits = Arc::new(Semaphore::new(shared.options.activity_concurrency.max(1)));
+    let mut running = JoinSet::new();
+    let mut idle = shared.options.min_idle_poll;
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        while running.try_join_next().is_some() {}
+        let free = permits.available_permits().min(shared.options.batch_size);
+        if free == 0 {
+            // Every slot busy: wait for one to free up.
+            tokio::select! {
+                _ = running.join_next() => {}
+                _ = stop.changed() => break,
+            }
+            continue;
+        }
+        let batch = match shared
+            .backend
+            .receive(&queue, free, shared.options.lock_timeout)
+            .await
+        {
+            Ok(batch) => batch,
+            Err(error) => {
+                warn!(%error, "receiving work items failed");
+                Vec::new()
+            }
+        };
+        if batch.is_empty() {
+            if idle_or_stop(&shared, std::slice::from_ref(&queue), idle, &mut stop).await {
+                break;
+            }
+            idle = next_idle(idle, &shared.options);
+            continue;
+        }
+        idle = shared.options.min_idle_poll;
+        for received in batch {
+            let Ok(permit) = permits.clone().acquire_owned().await else {
+                break;
+            };
+            let shared = shared.clone();
+            running.spawn(async move {
+                handle(&shared, received).await;
+                drop(permit);
+            });
+        }
+    }
+    while running.join_next().await.is_some() {}
+}
+
+async fn handle(shared: &Shared, received: Received) {
+    let queue = QueueName::Work;
+    let item = match &received.message {
+        Ok(QueueMessage::Activity(item)) => item.clone(),
+        Ok(other) => {
+            let reason = format!(
+                "an orchestrator message for '{}' on the work-item queue",
+                other.instance_id()
+            );
+            dead_letter(shared, &received, &reason).await;
+            return;
+        }
+        Err(reason) => {
+            dead_letter(shared, &received, reason).await;
+            return;
+        }
+    };
+    let span = info_span!("activity", instance_id = %item.instance_id, activity = %item.name,
+        activity_id = item.scheduled_id, trace_parent = item.trace_parent.as_deref().unwrap_or(""));
+    async {
+        let result = if received.dequeue_count > shared.options.max_dequeue_count {
+            let reason = format!(
+                "the work item was delivered {} times (limit {}) without completing",
+                received.dequeue_count, shared.options.max_dequeue_count
+            );
+            dead_letter(shared, &received, &reason).await;
+            Err(FailureDetails::non_retryable("PoisonMessage", reason))
+        } else {
+            execute(shared, &item, received.dequeue_count).await
+        };
+        let reported = report(shared, &item, result).await;
+        if reported && received.dequeue_count <= shared.options.max_dequeue_count {
+            if let Err(error) = shared.backend.delete(&queue, &received.receipt).await {
+                debug!(%error, "work item already gone (redelivered elsewhere)");
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+async fn execute(
+    shared: &Shared,
+    item: &ActivityWorkItem,
+    delivery_count: u32,
+) -> Result<serde_json::Value, FailureDetails> {
+    let Some(activity) = shared.registry.find_activity(&item.name, &item.version) else {
+        return Err(FailureDetails::non_retryable(
+            "UnknownActivity",
+            format!("no activity named '{}' is registered", item.name),
+        ));
+    };
+    let ctx = ActivityContext {
+        instance_id: item.instance_id.clone(),
+        name: item.name.clone(),
+        scheduled_id: item.scheduled_id,
+        delivery_count,
+        trace_parent: item.trace_parent.clone(),
+    };
+    // A panic stays inside the spawned task and becomes a failure of this activity.
+    match tokio::spawn(activity(ctx, item.input.clone())).await {
+        Ok(result) => result,
+        Err(join) => Err(FailureDetails::new(
+            "ActivityPanicked",
+            format!("activity '{}' panicked: {join}", item.name),
+        )),
+    }
+}
+
+/// Sends the result to the instance; false when it could not (the work item then stays
+/// and is retried after its lock expires).
+async fn report(
+    shared: &Shared,
+    item: &ActivityWorkItem,
+    result: Result<serde_json::Value, FailureDetails>,
+) -> bool {
+    let kind = match result {
+        Ok(result) => EventKind::ActivityCompleted {
+            scheduled_id: item.scheduled_id,
+            result,
+        },
+        Err(failure) => EventKind::ActivityFailed {
+            scheduled_id: item.scheduled_id,
+            failure,
+        },
+    };
+    let message = to_instance(
+        &item.instance_id,
+        Some(&item.execution_id),
+        kind,
+        shared.clock.now(),
+        None,
+        shared.backend.control_partitions(),
+    );
+    // Sent before the work item is deleted: a crash in between re-runs the activity, and
+    // the instance ignores the second result (at-least-once activities, exactly-once results).
+    let mut attempt = 0;
+    while let Err(error) = shared.backend.send(&message).await {
+        attempt += 1;
+        warn!(%error, attempt, "sending an activity result failed");
+        if attempt >= 5 {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100 * attempt)).await;
+    }
+    true
+}
+
+async fn dead_letter(shared: &Shared, received: &Received, reason: &str) {
+    warn!(
+        reason,
+        dequeue_count = received.dequeue_count,
+        "dead-lettering a work item"
+    );
+    if let Err(error) = shared
+        .backend
+        .dead_letter(&QueueName::Work, received, reason)
+        .await
+    {
+        warn!(%error, "dead-lettering failed");
+    }
+}

@@ -1,0 +1,153 @@
+//! The worker runtime: polls the task hub's queues, runs orchestration episodes and
+//! activities with bounded concurrency, and stops gracefully.
+
+mod activity_worker;
+pub mod episode_effects;
+mod orchestration_worker;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::backend::{Backend, QueueName};
+use crate::clock::{Clock, SystemClock};
+use crate::registry::Registry;
+
+/// Tuning of a worker.
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    /// Instances whose episodes run at once.
+    pub orchestration_concurrency: usize,
+    /// Activities that run at once.
+    pub activity_concurrency: usize,
+    /// Messages per receive call (the queue service allows at most 32).
+    pub batch_size: usize,
+    /// How long a received message stays hidden while it is being processed.
+    pub lock_timeout: Duration,
+    /// Deliveries after which a message is dead-lettered.
+    pub max_dequeue_count: u32,
+    /// First idle wait; doubles while idle up to `max_idle_poll`.
+    pub min_idle_poll: Duration,
+    /// Ceiling of the idle wait (fewer storage transactions when idle).
+    pub max_idle_poll: Duration,
+    /// Upper bound of history events per execution.
+    pub max_history_events: usize,
+    /// Delay before a message that must wait (instance not started yet) is seen again.
+    pub defer_delay: Duration,
+    /// Which control partitions this worker polls (`None`: all).
+    pub partitions: Option<Vec<u32>>,
+}
+
+impl Default for WorkerOptions {
+    fn default() -> Self {
+        Self {
+            orchestration_concurrency: 32,
+            activity_concurrency: 32,
+            batch_size: 32,
+            lock_timeout: Duration::from_secs(300),
+            max_dequeue_count: 5,
+            min_idle_poll: Duration::from_millis(10),
+            max_idle_poll: Duration::from_secs(30),
+            max_history_events: 100_000,
+            defer_delay: Duration::from_millis(200),
+            partitions: None,
+        }
+    }
+}
+
+/// A worker over a backend with a registry.
+pub struct Worker {
+    shared: Arc<Shared>,
+}
+
+pub(crate) struct Shared {
+    pub backend: Arc<dyn Backend>,
+    pub registry: Registry,
+    pub options: WorkerOptions,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Worker {
+    /// A worker on the system clock.
+    pub fn new(backend: Arc<dyn Backend>, registry: Registry, options: WorkerOptions) -> Self {
+        Self::with_clock(backend, registry, options, Arc::new(SystemClock))
+    }
+
+    /// A worker on the given clock (a manual clock in tests).
+    pub fn with_clock(
+        backend: Arc<dyn Backend>,
+        registry: Registry,
+        options: WorkerOptions,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                backend,
+                registry,
+                options,
+                clock,
+            }),
+        }
+    }
+
+    /// Starts the polling loops on the current tokio runtime.
+    pub fn start(self) -> WorkerHandle {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        let partitions = self
+            .shared
+            .options
+            .partitions
+            .clone()
+            .unwrap_or_else(|| (0..self.shared.backend.control_partitions()).collect());
+        let control: Vec<QueueName> = partitions.into_iter().map(QueueName::Control).collect();
+        tasks.spawn(orchestration_worker::run(
+            self.shared.clone(),
+            control,
+            stop_rx.clone(),
+        ));
+        tasks.spawn(activity_worker::run(self.shared.clone(), stop_rx));
+        WorkerHandle {
+            stop: stop_tx,
+            tasks,
+        }
+    }
+}
+
+/// A running worker.
+pub struct WorkerHandle {
+    stop: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+}
+
+impl WorkerHandle {
+    /// Stops taking new messages, lets in-flight work finish, and returns. Messages not
+    /// finished stay in their queues and are seen again by the next worker.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+/// Waits for `delay` or until asked to stop; true when asked to stop.
+pub(crate) async fn idle_or_stop(
+    shared: &Shared,
+    queues: &[QueueName],
+    delay: Duration,
+    stop: &mut watch::Receiver<bool>,
+) -> bool {
+    if *stop.borrow() {
+        return true;
+    }
+    tokio::select! {
+        _ = shared.backend.wait_for_messages(queues, delay) => false,
+        _ = stop.changed() => true,
+    }
+}
+
+/// The next idle wait: doubles up to the ceiling.
+pub(crate) fn next_idle(current: Duration, options: &WorkerOptions) -> Duration {
+    (current * 2).clamp(options.min_idle_poll, options.max_idle_poll)
+}

@@ -1,0 +1,467 @@
+//! Runs orchestration episodes: receive a batch of control messages, group them by
+//! instance, load, replay, commit under the state row's ETag, then delete what was consumed.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+use tracing::{debug, info, info_span, warn, Instrument};
+
+use super::episode_effects::{next_state, outbound_messages, to_instance};
+use super::{idle_or_stop, next_idle, Shared};
+use crate::backend::{
+    EpisodeCommit, Error, HistoryWrite, OrchestratorMessage, QueueMessage, QueueName, Received,
+};
+use crate::history::{EventKind, FailureDetails, HistoryEvent, HISTORY_FORMAT_VERSION};
+use crate::replay::{run_episode, ExecutionOutcome, ReplayInput};
+use crate::status::{InstanceState, RuntimeStatus};
+
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    queues: Vec<QueueName>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let permits = Arc::new(Semaphore::new(
+        shared.options.orchestration_concurrency.max(1),
+    ));
+    let mut idle = shared.options.min_idle_poll;
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        let mut received_any = false;
+        for queue in &queues {
+            let batch = match shared
+                .backend
+                .receive(
+                    queue,
+                    shared.options.batch_size,
+                    shared.options.lock_timeout,
+                )
+                .await
+            {
+                Ok(batch) => batch,
+                Err(error) => {
+                    warn!(%error, queue = %queue.suffix(), "receiving control messages failed");
+                    continue;
+                }
+            };
+            if batch.is_empty() {
+                continue;
+            }
+            received_any = true;
+            process_batch(&shared, queue, batch, &permits).await;
+        }
+        if received_any {
+            idle = shared.options.min_idle_poll;
+        } else {
+            if idle_or_stop(&shared, &queues, idle, &mut stop).await {
+                break;
+            }
+            idle = next_idle(idle, &shared.options);
+        }
+    }
+}
+
+/// Handles one batch: malformed and poison messages first, then one episode per instance,
+/// instances in parallel. Returns when every episode of the batch is done.
+async fn process_batch(
+    shared: &Arc<Shared>,
+    queue: &QueueName,
+    batch: Vec<Received>,
+    permits: &Arc<Semaphore>,
+) {
+    let mut by_instance: BTreeMap<String, Vec<(Received, OrchestratorMessage)>> = BTreeMap::new();
+    for received in batch {
+        match received.message.clone() {
+            Ok(QueueMessage::Orchestrator(message)) => {
+                if received.dequeue_count > shared.options.max_dequeue_count {
+                    poison(shared, queue, &received, &message).await;
+                } else {
+                    by_instance
+                        .entry(message.instance_id.clone())
+                        .or_default()
+                        .push((received, message));
+                }
+            }
+            Ok(QueueMessage::Activity(item)) => {
+                let reason = format!("a work item for '{}' on a control queue", item.instance_id);
+                dead_letter(shared, queue, &received, &reason).await;
+            }
+            Err(reason) => dead_letter(shared, queue, &received, &reason).await,
+        }
+    }
+    let mut episodes = JoinSet::new();
+    for (instance_id, messages) in by_instance {
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            return;
+        };
+        let shared = shared.clone();
+        let queue = queue.clone();
+        let span = info_span!("episode", instance_id = %instance_id);
+        episodes.spawn(
+            async move {
+                process_instance(&shared, &queue, &instance_id, messages).await;
+                drop(permit);
+            }
+            .instrument(span),
+        );
+    }
+    while episodes.join_next().await.is_some() {}
+}
+
+/// What to do with each consumed message once the episode is decided.
+enum Disposition {
+    Delete,
+    Defer,
+    DeadLetter(String),
+}
+
+async fn process_instance(
+    shared: &Shared,
+    queue: &QueueName,
+    instance_id: &str,
+    messages: Vec<(Received, OrchestratorMessage)>,
+) {
+    let outcome = match run_instance_episode(shared, instance_id, &messages).await {
+        Ok(outcome) => outcome,
+        Err(Error::Conflict(reason)) => {
+            debug!(
+                reason,
+                "episode lost a race; its messages will be seen again"
+            );
+            settle(
+                shared,
+                queue,
+                &messages,
+                |_| Disposition::Defer,
+                std::time::Duration::ZERO,
+            )
+            .await;
+            return;
+        }
+        Err(error) => {
+            warn!(%error, "episode failed; its messages will be retried");
+            settle(
+                shared,
+                queue,
+                &messages,
+                |_| Disposition::Defer,
+                shared.options.defer_delay,
+            )
+            .await;
+            return;
+        }
+    };
+    settle(
+        shared,
+        queue,
+        &messages,
+        outcome,
+        shared.options.defer_delay,
+    )
+    .await;
+}
+
+type Decider = Box<dyn Fn(&OrchestratorMessage) -> Disposition + Send + Sync>;
+
+/// Runs and commits one episode. Returns how each consumed message is to be settled.
+async fn run_instance_episode(
+    shared: &Shared,
+    instance_id: &str,
+    messages: &[(Received, OrchestratorMessage)],
+) -> Result<Decider, Error> {
+    let now = shared.clock.now();
+    let loaded = shared.backend.load_instance(instance_id).await?;
+    let start = messages.iter().find_map(|(_, m)| match &m.event.kind {
+        EventKind::ExecutionStarted { execution_id, .. } => Some((m, execution_id.clone())),
+        _ => None,
+    });
+    let (mut state, etag, mut history) = match loaded {
+        Some(loaded) => (loaded.state, Some(loaded.etag), loaded.history),
+        None => match &start {
+            // A sub-orchestration or a fire-and-forget start creates its instance here.
+            Some((message, _)) => (new_state(instance_id, message, now), None, Vec::new()),
+            None => {
+                return Ok(Box::new(|m| {
+                    Disposition::DeadLetter(format!(
+                        "a {} message for instance '{}', which does not exist",
+                        m.event.kind.type_name(),
+                        m.instance_id
+                    ))
+                }));
+            }
+        },
+    };
+    let mut replace_history = false;
+    if let Some((message, execution_id)) = &start {
+        if execution_id != &state.execution_id {
+            let can_start_over =
+                state.status.is_terminal() || state.status == RuntimeStatus::ContinuedAsNew;
+            if can_start_over {
+                state = new_state(instance_id, message, now);
+                history = Vec::new();
+                replace_history = true;
+            } else {
+                refuse_duplicate_start(shared, message, &state).await;
+            }
+        }
+    }
+    let current = state.execution_id.clone();
+    let mut events = Vec::new();
+    for (_, message) in messages {
+        match &message.execution_id {
+            Some(execution) if execution != &current => {
+                debug!(execution, "dropping a message for another execution")
+            }
+            _ => events.push(message.event.clone()),
+        }
+    }
+    let waiting_for_start = !replace_history
+        && history.is_empty()
+        && !events
+            .iter()
+            .any(|e| matches!(e.kind, EventKind::ExecutionStarted { .. }));
+    let waiting_for_next_execution =
+        state.status == RuntimeStatus::ContinuedAsNew && !replace_history;
+    if waiting_for_start || waiting_for_next_execution {
+        // Events that raced ahead of the (next) start wait for it; stale ones go.
+        return Ok(Box::new(move |m| match m.execution_id {
+            None => Disposition::Defer,
+            Some(_) => Disposition::Delete,
+        }));
+    }
+    let episode = run_episode(
+        &shared.registry,
+        ReplayInput {
+            instance_id,
+            history: &history,
+            new_events: events,
+            now,
+            max_history_events: shared.options.max_history_events,
+        },
+    );
+    if matches!(episode.outcome, ExecutionOutcome::NotStarted) {
+        return Ok(Box::new(|_| Disposition::Defer));
+    }
+    if episode.new_events.is_empty() {
+        return Ok(Box::new(|_| Disposition::Delete));
+    }
+    let history_len = (history.len() + episode.new_events.len()) as u64;
+    let next = next_state(&state, &episode, history_len, now);
+    let outbound = outbound_messages(&next, &episode, shared.backend.control_partitions(), now);
+    log_outcome(&episode.outcome, &next);
+    let write = if replace_history {
+        HistoryWrite::Replace(episode.new_events)
+    } else {
+        HistoryWrite::Append(episode.new_events)
+    };
+    let commit = EpisodeCommit {
+        state: next,
+        expected: etag,
+        history: write,
+        messages: outbound,
+    };
+    shared.backend.commit_episode(instance_id, commit).await?;
+    Ok(Box::new(|_| Disposition::Delete))
+}
+
+fn log_outcome(outcome: &ExecutionOutcome, state: &InstanceState) {
+    match outcome {
+        ExecutionOutcome::Completed(_) => {
+            info!(orchestration = %state.name, "orchestration completed")
+        }
+        ExecutionOutcome::Failed(failure) => {
+            info!(orchestration = %state.name, %failure, "orchestration failed")
+        }
+        ExecutionOutcome::Terminated(reason) => {
+            info!(orchestration = %state.name, reason, "orchestration terminated")
+        }
+        ExecutionOutcome::ContinuedAsNew { .. } => {
+            info!(orchestration = %state.name, "orchestration continued as new")
+        }
+        ExecutionOutcome::Running | ExecutionOutcome::NotStarted => {}
+    }
+}
+
+/// The state row of an instance created by a start message.
+fn new_state(
+    instance_id: &str,
+    message: &OrchestratorMessage,
+    now: chrono::DateTime<chrono::Utc>,
+) -> InstanceState {
+    let (name, version, execution_id, input, parent, trace_parent) = match &message.event.kind {
+        EventKind::ExecutionStarted {
+            name,
+            version,
+            execution_id,
+            input,
+            parent,
+            trace_parent,
+            ..
+        } => (
+            name.clone(),
+            version.clone(),
+            execution_id.clone(),
+            input.clone(),
+            parent.clone(),
+            trace_parent.clone(),
+        ),
+        _ => Default::default(),
+    };
+    InstanceState {
+        instance_id: instance_id.to_owned(),
+        name,
+        version,
+        execution_id,
+        status: RuntimeStatus::Pending,
+        input,
+        output: serde_json::Value::Null,
+        failure: None,
+        custom_status: serde_json::Value::Null,
+        created_at: now,
+        updated_at: now,
+        parent,
+        trace_parent,
+        history_len: 0,
+        format_version: HISTORY_FORMAT_VERSION,
+    }
+}
+
+/// A start for an instance that is still running: the parent (if any) learns it failed.
+async fn refuse_duplicate_start(
+    shared: &Shared,
+    message: &OrchestratorMessage,
+    state: &InstanceState,
+) {
+    warn!(status = %state.status, "a start for an instance that is still running was refused");
+    if let EventKind::ExecutionStarted {
+        parent: Some(parent),
+        ..
+    } = &message.event.kind
+    {
+        let failure = FailureDetails::non_retryable(
+            "InstanceAlreadyRunning",
+            format!(
+                "instance '{}' is already {}",
+                state.instance_id, state.status
+            ),
+        );
+        let reply = to_instance(
+            &parent.instance_id,
+            Some(&parent.execution_id),
+            EventKind::SubOrchestrationFailed {
+                scheduled_id: parent.scheduled_id,
+                failure,
+            },
+            shared.clock.now(),
+            None,
+            shared.backend.control_partitions(),
+        );
+        if let Err(error) = shared.backend.send(&reply).await {
+            warn!(%error, "could not tell the parent");
+        }
+    }
+}
+
+async fn settle(
+    shared: &Shared,
+    queue: &QueueName,
+    messages: &[(Received, OrchestratorMessage)],
+    decide: impl Fn(&OrchestratorMessage) -> Disposition,
+    defer_delay: std::time::Duration,
+) {
+    for (received, message) in messages {
+        let result = match decide(message) {
+            Disposition::Delete => shared.backend.delete(queue, &received.receipt).await,
+            Disposition::Defer => shared
+                .backend
+                .abandon(queue, &received.receipt, defer_delay)
+                .await
+                .map(|_| ()),
+            Disposition::DeadLetter(reason) => {
+                dead_letter(shared, queue, received, &reason).await;
+                Ok(())
+            }
+        };
+        if let Err(error) = result {
+            debug!(%error, "settling a message failed; it will be redelivered and deduplicated");
+        }
+    }
+}
+
+async fn dead_letter(shared: &Shared, queue: &QueueName, received: &Received, reason: &str) {
+    warn!(
+        reason,
+        dequeue_count = received.dequeue_count,
+        "dead-lettering a control message"
+    );
+    if let Err(error) = shared.backend.dead_letter(queue, received, reason).await {
+        warn!(%error, "dead-lettering failed");
+    }
+}
+
+/// A message that keeps failing: dead-letter it and fail its instance, with the reason.
+async fn poison(
+    shared: &Shared,
+    queue: &QueueName,
+    received: &Received,
+    message: &OrchestratorMessage,
+) {
+    let reason = format!(
+        "a {} message was delivered {} times (limit {}) without being processed",
+        message.event.kind.type_name(),
+        received.dequeue_count,
+        shared.options.max_dequeue_count
+    );
+    dead_letter(shared, queue, received, &reason).await;
+    if let Err(error) = fail_instance(shared, &message.instance_id, &reason).await {
+        warn!(%error, instance_id = %message.instance_id, "could not mark the instance Failed");
+    }
+}
+
+/// Appends `ExecutionFailed` and sets the status to Failed (unless already finished).
+pub(crate) async fn fail_instance(
+    shared: &Shared,
+    instance_id: &str,
+    reason: &str,
+) -> Result<(), Error> {
+    for _ in 0..5 {
+        let Some(loaded) = shared.backend.load_instance(instance_id).await? else {
+            return Ok(());
+        };
+        if loaded.state.status.is_terminal() {
+            return Ok(());
+        }
+        let now = shared.clock.now();
+        let failure = FailureDetails::non_retryable("PoisonMessage", reason);
+        let seq = loaded.history.len() as u64;
+        let event = HistoryEvent {
+            seq,
+            timestamp: now,
+            kind: EventKind::ExecutionFailed {
+                failure: failure.clone(),
+            },
+        };
+        let mut state = loaded.state.clone();
+        state.status = RuntimeStatus::Failed;
+        state.output = serde_json::Value::String(failure.to_string());
+        state.failure = Some(failure);
+        state.updated_at = now;
+        state.history_len = seq + 1;
+        let commit = EpisodeCommit {
+            state,
+            expected: Some(loaded.etag),
+            history: HistoryWrite::Append(vec![event]),
+            messages: Vec::new(),
+        };
+        match shared.backend.commit_episode(instance_id, commit).await {
+            Err(Error::Conflict(_)) => continue,
+            other => return other.map(|_| ()),
+        }
+    }
+    Err(Error::Conflict(format!(
+        "instance '{instance_id}' kept changing"
+    )))
+}

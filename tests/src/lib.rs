@@ -1,0 +1,1 @@
+//! Test-only crate: the end-to-end and conformance tests live in `tests/tests/`.
