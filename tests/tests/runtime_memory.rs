@@ -1,0 +1,546 @@
+//! The worker runtime and the client end to end on the in-memory backend.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{TimeZone, Utc};
+use flowforge_orchestrator::backend::{InstanceQuery, MemoryBackend, QueueName, QueueStore};
+use flowforge_orchestrator::client::{Error as ClientError, IfRunning, StatusOptions};
+use flowforge_orchestrator::clock::ManualClock;
+use flowforge_orchestrator::history::EventKind;
+use flowforge_orchestrator::prelude::*;
+use serde_json::{json, Value};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn registry() -> Registry {
+    Registry::new()
+        .orchestration("fan", |ctx: OrchestrationContext, n: u32| async move {
+            let calls = (0..n)
+                .map(|i| ctx.call_activity::<u64>("square", i))
+                .collect();
+            let squares: Vec<u64> = ctx
+                .join_all(calls)
+                .await
+                .into_iter()
+                .collect::<Result<_, _>>()?;
+            Ok(squares.iter().sum::<u64>())
+        })
+        .orchestration("parent", |ctx: OrchestrationContext, _: Value| async move {
+            let out: u64 = ctx.call_sub_orchestration("child", None, json!(3)).await?;
+            Ok(out)
+        })
+        .orchestration("child", |ctx: OrchestrationContext, n: u64| async move {
+            let _: Value = ctx.call_activity("fail_if", n).await?;
+            Ok(n)
+        })
+        .orchestration(
+            "approval",
+            |ctx: OrchestrationContext, timeout_s: u64| async move {
+                let answer: Option<String> = ctx
+                    .wait_for_event_with_timeout("approve", Duration::from_secs(timeout_s))
+                    .await?;
+                Ok(answer.unwrap_or_else(|| "timed out".into()))
+            },
+        )
+        .orchestration(
+            "counter",
+            |ctx: OrchestrationContext, total: u64| async move {
+                let add: u64 = ctx.wait_for_event("add").await?;
+                if total + add >= 10 {
+                    return Ok(total + add);
+                }
+                ctx.continue_as_new(total + add);
+                Ok(0)
+            },
+        )
+        .activity("square", |_ctx, i: u64| async move { Ok(i * i) })
+        .activity("fail_if", |_ctx, n: u64| async move {
+            if n == 3 {
+                Err(FailureDetails::non_retryable(
+                    "Invalid",
+                    "three is not allowed",
+                ))
+            } else {
+                Ok(n)
+            }
+        })
+}
+
+fn setup() -> (
+    Arc<MemoryBackend>,
+    Client,
+    flowforge_orchestrator::runtime::WorkerHandle,
+) {
+    let backend = Arc::new(MemoryBackend::new());
+    let worker = Worker::new(backend.clone(), registry(), WorkerOptions::default()).start();
+    (backend.clone(), Client::new(backend), worker)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fan_out_of_a_thousand_activities() {
+    let (backend, client, worker) = setup();
+    let id = client
+        .start("fan", StartOptions::with_instance_id("fan-1000"), &1000)
+        .await
+        .unwrap();
+    let status = client.wait_for_completion(&id, WAIT).await.unwrap();
+    assert_eq!(status.runtime_status, RuntimeStatus::Completed);
+    let expected: u64 = (0..1000u64).map(|i| i * i).sum();
+    assert_eq!(status.output, json!(expected));
+    let full = client
+        .status(
+            &id,
+            StatusOptions {
+                show_history: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let history = full.history.unwrap();
+    let seqs: Vec<u64> = history.iter().map(|e| e.seq).collect();
+    assert_eq!(
+        seqs,
+        (0..history.len() as u64).collect::<Vec<_>>(),
+        "gap-free history"
+    );
+    let completions = history
+        .iter()
+        .filter(|e| matches!(e.kind, EventKind::ActivityCompleted { .. }))
+        .count();
+    assert_eq!(completions, 1000, "each result recorded exactly once");
+    assert_eq!(backend.queue_len(&QueueName::Work), 0);
+    worker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sub_orchestration_failure_propagates_with_details() {
+    let (_backend, client, worker) = setup();
+    let id = client
+        .start(
+            "parent",
+            StartOptions::with_instance_id("p-1"),
+            &json!(null),
+        )
+        .await
+        .unwrap();
+    let status = client.wait_for_completion(&id, WAIT).await.unwrap();
+    assert_eq!(status.runtime_status, RuntimeStatus::Failed);
+    let failure = status.failure.unwrap();
+    assert_eq!(failure.kind, "SubOrchestrationFailed");
+    let inner = failure.inner.unwrap();
+    assert_eq!(inner.kind, "Invalid");
+    assert_eq!(inner.message, "three is not allowed");
+    let child = client
+        .status("p-1:0", StatusOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        child.runtime_status,
+        RuntimeStatus::Failed,
+        "the child itself failed"
+    );
+    worker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn external_event_with_timeout_both_outcomes() {
+    let (_backend, client, worker) = setup();
+    let answered = client
+        .start("approval", StartOptions::with_instance_id("a-yes"), &3600)
+        .await
+        .unwrap();
+    // Raise-event works right after start (no 404 window), even before the first episode.
+    client
+        .raise_event(&answered, "approve", &"approved by ada")
+        .await
+        .unwrap();
+    let status = client.wait_for_completion(&answered, WAIT).await.unwrap();
+    assert_eq!(status.output, json!("approved by ada"));
+
+    let silent = client
+        .start("approval", StartOptions::with_instance_id("a-no"), &1)
+        .await
+        .unwrap();
+    let status = client.wait_for_completion(&silent, WAIT).await.unwrap();
+    assert_eq!(status.output, json!("timed out"));
+    let err = client
+        .raise_event(&silent, "approve", &"late")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClientError::Finished { .. }), "{err}");
+    worker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn continue_as_new_with_carried_over_events() {
+    let (_backend, client, worker) = setup();
+    let id = client
+        .start("counter", StartOptions::with_instance_id("counter"), &0)
+        .await
+        .unwrap();
+    // Four events sent at once: each execution consumes one and carries the rest over.
+    for add in [1u64, 2, 3, 4] {
+        client.raise_event(&id, "add", &add).await.unwrap();
+    }
+    let status = client.wait_for_completion(&id, WAIT).await.unwrap();
+    assert_eq!(status.runtime_status, RuntimeStatus::Completed);
+    assert_eq!(status.output, json!(10));
+    let full = client
+        .status(
+            &id,
+            StatusOptions {
+                show_history: true,
+                show_input: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(full.input, Some(json!(6)), "the last execution's input");
+    let raised = full
+        .history
+        .unwrap()
+        .iter()
+        .filter(|e| matches!(e.kind, EventKind::EventRaised { .. }))
+        .count();
+    assert_eq!(raised, 1, "fresh history per execution");
+    worker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_back_off_follows_the_manual_clock() {
+    let clock = ManualClock::new(Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap());
+    let backend = Arc::new(MemoryBackend::with_clock(Arc::new(clock.clone())));
+    let calls = Arc::new(AtomicU32::new(0));
+    let counter = calls.clone();
+    let registry = Registry::new()
+        .orchestration("retry", |ctx: OrchestrationContext, _: Value| async move {
+            let policy = RetryPolicy::new(4, Duration::from_secs(60)).with_backoff(2.0);
+            let v: u32 = ctx.call_activity_with_retry("flaky", (), policy).await?;
+            Ok(v)
+        })
+        .activity("flaky", move |_ctx, _: Value| {
+            let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+            async move {
+                if n < 3 {
+                    Err(FailureDetails::new("Transient", format!("attempt {n}")))
+                } else {
+                    Ok(n)
+                }
+            }
+        });
+    let options = WorkerOptions {
+        max_idle_poll: Duration::from_millis(20),
+        ..WorkerOptions::default()
+    };
+    let worker =
+        Worker::with_clock(backend.clone(), registry, options, Arc::new(clock.clone())).start();
+    let client = Client::with_clock(backend.clone(), Arc::new(clock.clone()));
+    let id = client
+        .start("retry", StartOptions::with_instance_id("r"), &json!(null))
+        .await
+        .unwrap();
+
+    let timers = |c: Client| async move {
+        let s = c
+            .status(
+                "r",
+                StatusOptions {
+                    show_history: true,
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        s.history
+            .unwrap()
+            .iter()
+            .filter_map(|e| match &e.kind {
+                EventKind::TimerCreated { fire_at, .. } => Some(*fire_at),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    let wait_for = |n: usize| {
+        let client = client.clone();
+        async move {
+            for _ in 0..2000 {
+                if timers(client.clone()).await.len() >= n {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            panic!("timer {n} never created");
+        }
+    };
+    wait_for(1).await;
+    // Time stands still: the back-off does not end, the activity is not retried early.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        timers(client.clone()).await,
+        vec![Utc.with_ymd_and_hms(2026, 1, 1, 0, 1, 0).unwrap()]
+    );
+    clock.advance(Duration::from_secs(60));
+    wait_for(2).await;
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert_eq!(
+        timers(client.clone()).await[1],
+        Utc.with_ymd_and_hms(2026, 1, 1, 0, 3, 0).unwrap(),
+        "60 s × 2"
+    );
+    clock.advance(Duration::from_secs(120));
+    let status = client.wait_for_completion(&id, WAIT).await.unwrap();
+    assert_eq!(status.output, json!(3));
+    worker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gives_typed_errors() {
+    let (backend, client, worker) = setup();
+    let err = client
+        .start("fan", StartOptions::with_instance_id("a/b"), &1)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ClientError::InvalidInput(ref m) if m.contains("'/'")),
+        "{err}"
+    );
+    let err = client
+        .start("", StartOptions::default(), &1)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClientError::InvalidInput(_)), "{err}");
+    let err = client
+        .status("nope", StatusOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClientError::NotFound(_)), "{err}");
+
+    let unknown = client
+        .start("no-such-orchestration", StartOptions::default(), &1)
+        .await
+        .unwrap();
+    let status = client.wait_for_completion(&unknown, WAIT).await.unwrap();
+    assert_eq!(status.runtime_status, RuntimeStatus::Failed);
+    assert_eq!(status.failure.unwrap().kind, "UnknownOrchestration");
+
+    let wrong_type = client
+        .start("fan", StartOptions::default(), &"ten")
+        .await
+        .unwrap();
+    let status = client.wait_for_completion(&wrong_type, WAIT).await.unwrap();
+    assert_eq!(status.failure.unwrap().kind, "InputDeserialization");
+
+    // A malformed queue message is dead-lettered with its reason; the worker keeps serving.
+    backend
+        .send_raw(&QueueName::Control(0), "garbage")
+        .await
+        .unwrap();
+    backend
+        .send_raw(&QueueName::Work, "{\"v\":1,\"kind\":\"Nope\"}")
+        .await
+        .unwrap();
+    let ok = client
+        .start("fan", StartOptions::default(), &3)
+        .await
+        .unwrap();
+    assert_eq!(
+        client.wait_for_completion(&ok, WAIT).await.unwrap().output,
+        json!(5)
+    );
+    for queue in [QueueName::Control(0), QueueName::Work] {
+        let mut dead = Vec::new();
+        for _ in 0..200 {
+            dead = backend.dead_letters(&queue).await.unwrap();
+            if !dead.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(dead.len(), 1, "{queue:?}");
+        assert!(
+            dead[0].reason.contains("not a valid engine message"),
+            "{}",
+            dead[0].reason
+        );
+    }
+    worker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_activity_fails_the_instance_clearly() {
+    let backend = Arc::new(MemoryBackend::new());
+    let registry = Registry::new().orchestration(
+        "calls_missing",
+        |ctx: OrchestrationContext, _: Value| async move {
+            let v: Value = ctx.call_activity("missing", ()).await?;
+            Ok(v)
+        },
+    );
+    let worker = Worker::new(backend.clone(), registry, WorkerOptions::default()).start();
+    let client = Client::new(backend);
+    let id = client
+        .start("calls_missing", StartOptions::default(), &json!(null))
+        .await
+        .unwrap();
+    let status = client.wait_for_completion(&id, WAIT).await.unwrap();
+    let failure = status.failure.unwrap();
+    assert_eq!(failure.kind, "UnknownActivity");
+    assert!(failure.message.contains("'missing'"));
+    worker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_operations_terminate_suspend_resume_restart_list_purge() {
+    let (_backend, client, worker) = setup();
+    // Start is idempotent on the id under the policy.
+    let id = client
+        .start("approval", StartOptions::with_instance_id("ops"), &3600)
+        .await
+        .unwrap();
+    let again = client
+        .start("approval", StartOptions::with_instance_id("ops"), &3600)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(again, ClientError::AlreadyRunning { .. }),
+        "{again}"
+    );
+    let dedup = StartOptions {
+        if_running: IfRunning::ReturnExisting,
+        ..StartOptions::with_instance_id("ops")
+    };
+    assert_eq!(client.start("approval", dedup, &3600).await.unwrap(), "ops");
+
+    client.suspend(&id, "pause").await.unwrap();
+    let mut suspended = false;
+    for _ in 0..400 {
+        if client
+            .status(&id, StatusOptions::default())
+            .await
+            .unwrap()
+            .runtime_status
+            == RuntimeStatus::Suspended
+        {
+            suspended = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(suspended, "status becomes Suspended");
+    client
+        .raise_event(&id, "approve", &"while suspended")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        client
+            .status(&id, StatusOptions::default())
+            .await
+            .unwrap()
+            .runtime_status,
+        RuntimeStatus::Suspended
+    );
+    client.resume(&id, "go on").await.unwrap();
+    let done = client.wait_for_completion(&id, WAIT).await.unwrap();
+    assert_eq!(
+        done.output,
+        json!("while suspended"),
+        "held event delivered on resume"
+    );
+
+    let doomed = client
+        .start("approval", StartOptions::with_instance_id("doomed"), &3600)
+        .await
+        .unwrap();
+    client.terminate(&doomed, "no longer needed").await.unwrap();
+    let status = client.wait_for_completion(&doomed, WAIT).await.unwrap();
+    assert_eq!(status.runtime_status, RuntimeStatus::Terminated);
+    assert_eq!(status.output, json!("no longer needed"));
+    assert!(matches!(
+        client.terminate(&doomed, "again").await,
+        Err(ClientError::Finished { .. })
+    ));
+
+    let restarted = client.restart(&doomed, true).await.unwrap();
+    assert_ne!(restarted, doomed);
+    client
+        .raise_event(&restarted, "approve", &"second life")
+        .await
+        .unwrap();
+    assert_eq!(
+        client
+            .wait_for_completion(&restarted, WAIT)
+            .await
+            .unwrap()
+            .output,
+        json!("second life")
+    );
+    let same = client.restart(&doomed, false).await.unwrap();
+    assert_eq!(same, doomed);
+    client.terminate(&doomed, "again").await.unwrap();
+    client.wait_for_completion(&doomed, WAIT).await.unwrap();
+
+    for i in 0..7 {
+        let id = client
+            .start(
+                "fan",
+                StartOptions::with_instance_id(format!("list-{i}")),
+                &2,
+            )
+            .await
+            .unwrap();
+        client.wait_for_completion(&id, WAIT).await.unwrap();
+    }
+    let mut query = InstanceQuery {
+        statuses: vec![RuntimeStatus::Completed],
+        instance_id_prefix: Some("list-".into()),
+        page_size: 3,
+        ..Default::default()
+    };
+    let mut listed = Vec::new();
+    loop {
+        let (page, next) = client.list(&query, false).await.unwrap();
+        listed.extend(page.into_iter().map(|s| s.instance_id));
+        match next {
+            Some(token) => query.continuation = Some(token),
+            None => break,
+        }
+    }
+    assert_eq!(
+        listed,
+        (0..7).map(|i| format!("list-{i}")).collect::<Vec<_>>()
+    );
+
+    let running = client
+        .start(
+            "approval",
+            StartOptions::with_instance_id("still-running"),
+            &3600,
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        client.purge(&running).await,
+        Err(ClientError::NotFinished { .. })
+    ));
+    client.purge("list-0").await.unwrap();
+    assert!(matches!(
+        client.status("list-0", StatusOptions::default()).await,
+        Err(ClientError::NotFound(_))
+    ));
+    let purged = client
+        .purge_many(&InstanceQuery {
+            instance_id_prefix: Some("list-".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(purged, 6);
+    worker.shutdown().await;
+}
