@@ -413,9 +413,22 @@ impl QueueStore for MemoryBackend {
     }
 
     async fn wait_for_messages(&self, queues: &[QueueName], max_wait: Duration) {
-        let _ = queues;
         let notified = self.notify.notified();
-        let _ = tokio::time::timeout(max_wait, notified).await;
+        // Wake up no later than the next delayed message (a timer) becomes visible.
+        let now = self.clock.now();
+        let next_due = {
+            let inner = self.lock();
+            queues
+                .iter()
+                .filter_map(|q| inner.queues.get(q))
+                .flat_map(|messages| messages.iter().map(|m| m.visible_at))
+                .min()
+        };
+        let wait = match next_due {
+            Some(due) => (due - now).to_std().unwrap_or(Duration::ZERO).min(max_wait),
+            None => max_wait,
+        };
+        let _ = tokio::time::timeout(wait, notified).await;
     }
 }
 
