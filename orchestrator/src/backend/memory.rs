@@ -337,6 +337,7 @@ impl QueueStore for MemoryBackend {
                     receipt: Receipt {
                         message_id: message.id.clone(),
                         pop_receipt: message.pop_receipt.clone(),
+                        stored_body: String::new(),
                     },
                     dequeue_count: message.dequeue_count,
                     raw: message.raw.clone(),
@@ -380,6 +381,7 @@ impl QueueStore for MemoryBackend {
         let renewed = Receipt {
             message_id: message.id.clone(),
             pop_receipt: message.pop_receipt.clone(),
+            stored_body: String::new(),
         };
         drop(inner);
         self.notify.notify_waiters();

@@ -140,6 +140,9 @@ pub struct Receipt {
     pub message_id: String,
     /// Pop receipt of this delivery.
     pub pop_receipt: String,
+    /// The body as the service stores it, for services that need it to change a message's
+    /// visibility (Storage Queues); empty where not needed.
+    pub stored_body: String,
 }
 
 /// A received message: decoded, or malformed with the reason.

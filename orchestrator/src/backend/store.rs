@@ -118,6 +118,10 @@ pub trait InstanceStore: Send + Sync {
     /// Creates an instance and enqueues its start message, so that its state is readable as
     /// soon as this returns. `replace`: `None` to refuse an existing instance (Conflict),
     /// `Some(etag)` to replace one whose state row still has that ETag (its history is wiped).
+    /// A backend may send the start message before writing the state row (a worker that
+    /// sees it first creates the instance itself); an existing instance with the same
+    /// execution id then counts as created. A rejected start's message is harmless: the
+    /// worker refuses a start for a running instance.
     async fn create_instance(
         &self,
         state: &InstanceState,
@@ -141,6 +145,15 @@ pub trait InstanceStore: Send + Sync {
 
     /// Deletes an instance's state, history and payloads. False when it did not exist.
     async fn delete_instance(&self, instance_id: &str) -> Result<bool, Error>;
+
+    /// Re-sends the messages of the instance's last commit. The runtime calls it before an
+    /// episode whose messages were delivered more than once, since the previous attempt may
+    /// have died between its commit and its sends. Backends that commit and send
+    /// atomically keep the default, which does nothing.
+    async fn resend_outbox(&self, instance_id: &str) -> Result<(), Error> {
+        let _ = instance_id;
+        Ok(())
+    }
 }
 
 /// Queues with visibility delay and at-least-once delivery.

@@ -1,0 +1,166 @@
+//! The Azure Storage backend: clients, task hub lifecycle and large-value offload.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use azure_data_tables::clients::{TableClient, TableServiceClient, TableServiceClientBuilder};
+use azure_storage_blobs::prelude::{BlobServiceClient, ClientBuilder, ContainerClient};
+use azure_storage_queues::{QueueClient, QueueServiceClient, QueueServiceClientBuilder};
+use flowforge_orchestrator::backend::{Backend, Error, QueueName};
+
+use crate::config::AzureConfig;
+use crate::counter::Counter;
+use crate::error::classify;
+use crate::payload::{as_blob_ref, blob_name, blob_ref_text};
+
+/// The Azure Storage backend of one task hub.
+pub struct AzureBackend {
+    pub(crate) config: AzureConfig,
+    pub(crate) table: TableClient,
+    queues: QueueServiceClient,
+    pub(crate) payloads: ContainerClient,
+    pub(crate) counter: Counter,
+}
+
+impl AzureBackend {
+    /// Connects to the task hub and creates its tables, queues and container if missing.
+    pub async fn connect(config: AzureConfig) -> Result<Arc<Self>, Error> {
+        config.validate().map_err(Error::Permanent)?;
+        let credentials = config.storage_credentials().map_err(Error::Permanent)?;
+        let tables: TableServiceClient = TableServiceClientBuilder::with_location(
+            config.location(&config.endpoints.table),
+            credentials.clone(),
+        )
+        .build();
+        let queues = QueueServiceClientBuilder::with_location(
+            config.location(&config.endpoints.queue),
+            credentials.clone(),
+        )
+        .build();
+        let blobs: BlobServiceClient =
+            ClientBuilder::with_location(config.location(&config.endpoints.blob), credentials)
+                .blob_service_client();
+        let table = tables.table_client(format!("{}instances", config.task_hub));
+        let payloads = blobs.container_client(format!("{}-payloads", config.task_hub));
+        let backend = Arc::new(Self {
+            config,
+            table,
+            queues,
+            payloads,
+            counter: Counter::default(),
+        });
+        backend.create_task_hub().await?;
+        Ok(backend)
+    }
+
+    async fn create_task_hub(&self) -> Result<(), Error> {
+        ignore_exists(self.table.create().await.map(|_| ()), "create table")?;
+        for queue in self.all_queue_names() {
+            ignore_exists(
+                self.queue_client(&queue).create().await.map(|_| ()),
+                "create queue",
+            )?;
+        }
+        ignore_exists(self.payloads.create().await.map(|_| ()), "create container")?;
+        Ok(())
+    }
+
+    /// Deletes the whole task hub: its table, queues (with their dead-letter queues) and
+    /// payload container.
+    pub async fn delete_task_hub(&self) -> Result<(), Error> {
+        ignore_missing(self.table.delete().await.map(|_| ()), "delete table")?;
+        for queue in self.all_queue_names() {
+            ignore_missing(
+                self.queue_client(&queue).delete().await.map(|_| ()),
+                "delete queue",
+            )?;
+        }
+        ignore_missing(self.payloads.delete().await.map(|_| ()), "delete container")?;
+        Ok(())
+    }
+
+    /// The storage queue name of an engine queue (`<hub>-control-00`, `<hub>-workitems`).
+    pub fn queue_name(&self, queue: &QueueName) -> String {
+        format!("{}-{}", self.config.task_hub, queue.suffix())
+    }
+
+    /// The dead-letter queue of an engine queue (`<queue>-poison`, as the Functions host names it).
+    pub fn poison_queue_name(&self, queue: &QueueName) -> String {
+        format!("{}-poison", self.queue_name(queue))
+    }
+
+    fn all_queue_names(&self) -> Vec<String> {
+        let mut names = Vec::new();
+        let mut queues: Vec<QueueName> = (0..self.config.control_partitions)
+            .map(QueueName::Control)
+            .collect();
+        queues.push(QueueName::Work);
+        for queue in &queues {
+            names.push(self.queue_name(queue));
+            names.push(self.poison_queue_name(queue));
+        }
+        names
+    }
+
+    pub(crate) fn queue_client(&self, name: &str) -> QueueClient {
+        self.queues.queue_client(name)
+    }
+
+    /// Stores `text` inline when small, else in a blob, returning what goes in its place.
+    pub(crate) async fn offload(
+        &self,
+        instance_id: &str,
+        text: String,
+        limit: usize,
+    ) -> Result<String, Error> {
+        if text.len() <= limit {
+            return Ok(text);
+        }
+        let name = blob_name(instance_id, text.as_bytes());
+        self.counter.count("blob.put");
+        self.payloads
+            .blob_client(&name)
+            .put_block_blob(text.into_bytes())
+            .await
+            .map_err(|e| classify("offload payload", e))?;
+        Ok(blob_ref_text(&name))
+    }
+
+    /// Undoes [`offload`](Self::offload).
+    pub(crate) async fn inline(&self, text: String) -> Result<String, Error> {
+        match as_blob_ref(&text) {
+            None => Ok(text),
+            Some(name) => {
+                self.counter.count("blob.get");
+                let bytes = self
+                    .payloads
+                    .blob_client(&name)
+                    .get_content()
+                    .await
+                    .map_err(|e| classify("read offloaded payload", e))?;
+                String::from_utf8(bytes)
+                    .map_err(|_| Error::Permanent(format!("payload {name} is not UTF-8")))
+            }
+        }
+    }
+}
+
+impl Backend for AzureBackend {
+    fn transaction_counts(&self) -> BTreeMap<String, u64> {
+        self.counter.snapshot()
+    }
+}
+
+fn ignore_exists(result: azure_core::Result<()>, what: &str) -> Result<(), Error> {
+    match result.map_err(|e| classify(what, e)) {
+        Err(Error::Conflict(_)) => Ok(()),
+        other => other,
+    }
+}
+
+fn ignore_missing(result: azure_core::Result<()>, what: &str) -> Result<(), Error> {
+    match result.map_err(|e| classify(what, e)) {
+        Err(Error::NotFound(_)) => Ok(()),
+        other => other,
+    }
+}

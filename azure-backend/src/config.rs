@@ -1,0 +1,240 @@
+//! Where the task hub lives and how the engine authenticates: a connection string (Azurite
+//! or account key) or Entra ID (managed identity, workload identity, Azure CLI).
+
+use std::time::Duration;
+
+use azure_storage::{CloudLocation, StorageCredentials};
+
+/// Which credentials to use.
+#[derive(Clone)]
+pub enum Credentials {
+    /// Account name and key (Azurite's well-known key, or a real account's key).
+    SharedKey {
+        /// Account name.
+        account: String,
+        /// Account key (never logged).
+        key: String,
+    },
+    /// Entra ID through azure_identity: managed identity, workload identity, Azure CLI, …
+    /// (chosen by `AZURE_CREDENTIAL_KIND` or the default chain).
+    EntraId {
+        /// Account name.
+        account: String,
+    },
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::SharedKey { account, .. } => {
+                write!(f, "SharedKey {{ account: {account:?}, key: <redacted> }}")
+            }
+            Self::EntraId { account } => write!(f, "EntraId {{ account: {account:?} }}"),
+        }
+    }
+}
+
+/// Service endpoints: the public cloud for an account, or explicit URLs (Azurite).
+#[derive(Debug, Clone)]
+pub struct Endpoints {
+    /// Blob endpoint, e.g. `http://127.0.0.1:10000/devstoreaccount1`; `None`: public cloud.
+    pub blob: Option<String>,
+    /// Queue endpoint.
+    pub queue: Option<String>,
+    /// Table endpoint.
+    pub table: Option<String>,
+}
+
+/// Configuration of the Azure Storage backend.
+#[derive(Debug, Clone)]
+pub struct AzureConfig {
+    /// Credentials.
+    pub credentials: Credentials,
+    /// Endpoints.
+    pub endpoints: Endpoints,
+    /// Task hub name: lowercase letters and digits, 3–40, starting with a letter. Prefixes
+    /// every table, queue and container.
+    pub task_hub: String,
+    /// Number of control queues.
+    pub control_partitions: u32,
+    /// Longest visibility delay the queue service accepts (7 days in Azure); longer timers
+    /// are re-armed in steps. Configurable so tests can use seconds.
+    pub max_visibility_delay: Duration,
+    /// Queue messages larger than this (bytes, before base64) go to a blob by reference.
+    pub max_inline_message: usize,
+    /// Table properties larger than this (bytes) go to a blob by reference.
+    pub max_inline_property: usize,
+}
+
+/// Well-known Azurite account key (public, documented by Microsoft).
+pub const AZURITE_ACCOUNT: &str = "devstoreaccount1";
+const AZURITE_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+impl AzureConfig {
+    /// Azurite on its default ports (10000–10002).
+    pub fn azurite(task_hub: &str) -> Self {
+        Self::azurite_at(task_hub, 10000, 10001, 10002)
+    }
+
+    /// Azurite on the given blob, queue and table ports.
+    pub fn azurite_at(task_hub: &str, blob: u16, queue: u16, table: u16) -> Self {
+        let url = |port: u16| Some(format!("http://127.0.0.1:{port}/{AZURITE_ACCOUNT}"));
+        Self::new(
+            task_hub,
+            Credentials::SharedKey {
+                account: AZURITE_ACCOUNT.into(),
+                key: AZURITE_KEY.into(),
+            },
+            Endpoints {
+                blob: url(blob),
+                queue: url(queue),
+                table: url(table),
+            },
+        )
+    }
+
+    /// Entra ID (managed identity and friends) against an account in the public cloud.
+    pub fn entra_id(task_hub: &str, account: &str) -> Self {
+        Self::new(
+            task_hub,
+            Credentials::EntraId {
+                account: account.into(),
+            },
+            Endpoints {
+                blob: None,
+                queue: None,
+                table: None,
+            },
+        )
+    }
+
+    fn new(task_hub: &str, credentials: Credentials, endpoints: Endpoints) -> Self {
+        Self {
+            credentials,
+            endpoints,
+            task_hub: task_hub.to_owned(),
+            control_partitions: 4,
+            max_visibility_delay: Duration::from_secs(7 * 24 * 3600 - 60),
+            max_inline_message: 45 * 1024,
+            max_inline_property: 30 * 1024,
+        }
+    }
+
+    /// Parses a storage connection string: `UseDevelopmentStorage=true`, or
+    /// `AccountName=…;AccountKey=…` with optional `BlobEndpoint`/`QueueEndpoint`/`TableEndpoint`
+    /// (and `DefaultEndpointsProtocol`, `EndpointSuffix`, ignored). The error never contains
+    /// the key.
+    pub fn from_connection_string(task_hub: &str, connection: &str) -> Result<Self, String> {
+        let mut parts = std::collections::HashMap::new();
+        for part in connection
+            .split(';')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+        {
+            let (k, v) = part
+                .split_once('=')
+                .ok_or_else(|| "connection string parts must look like Name=value".to_owned())?;
+            parts.insert(k.trim().to_ascii_lowercase(), v.trim().to_owned());
+        }
+        if parts
+            .get("usedevelopmentstorage")
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+        {
+            return Ok(Self::azurite(task_hub));
+        }
+        let account = parts
+            .get("accountname")
+            .cloned()
+            .ok_or_else(|| "connection string has no AccountName".to_owned())?;
+        let key = parts
+            .get("accountkey")
+            .cloned()
+            .ok_or_else(|| "connection string has no AccountKey".to_owned())?;
+        let endpoints = Endpoints {
+            blob: parts.get("blobendpoint").cloned(),
+            queue: parts.get("queueendpoint").cloned(),
+            table: parts.get("tableendpoint").cloned(),
+        };
+        Ok(Self::new(
+            task_hub,
+            Credentials::SharedKey { account, key },
+            endpoints,
+        ))
+    }
+
+    /// Checks the task hub name.
+    pub fn validate(&self) -> Result<(), String> {
+        let hub = &self.task_hub;
+        let ok = (3..=40).contains(&hub.len())
+            && hub.starts_with(|c: char| c.is_ascii_lowercase())
+            && hub
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+        if !ok {
+            return Err(format!(
+                "task hub name '{hub}' must be 3 to 40 lowercase letters or digits, starting with a letter"
+            ));
+        }
+        if self.control_partitions == 0 || self.control_partitions > 16 {
+            return Err("control partitions must be between 1 and 16".into());
+        }
+        Ok(())
+    }
+
+    pub(crate) fn account(&self) -> &str {
+        match &self.credentials {
+            Credentials::SharedKey { account, .. } | Credentials::EntraId { account } => account,
+        }
+    }
+
+    pub(crate) fn storage_credentials(&self) -> Result<StorageCredentials, String> {
+        match &self.credentials {
+            Credentials::SharedKey { account, key } => {
+                Ok(StorageCredentials::access_key(account.clone(), key.clone()))
+            }
+            Credentials::EntraId { .. } => azure_identity::create_credential()
+                .map(StorageCredentials::token_credential)
+                .map_err(|e| format!("no Entra ID credential available: {e}")),
+        }
+    }
+
+    pub(crate) fn location(&self, endpoint: &Option<String>) -> CloudLocation {
+        match endpoint {
+            Some(uri) => CloudLocation::Custom {
+                account: self.account().to_owned(),
+                uri: uri.trim_end_matches('/').to_owned(),
+            },
+            None => CloudLocation::Public {
+                account: self.account().to_owned(),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_strings_parse_and_never_show_the_key() {
+        let dev = AzureConfig::from_connection_string("hub", "UseDevelopmentStorage=true").unwrap();
+        assert_eq!(dev.account(), AZURITE_ACCOUNT);
+        let cs = "DefaultEndpointsProtocol=https;AccountName=acct;AccountKey=c2VjcmV0;EndpointSuffix=core.windows.net";
+        let real = AzureConfig::from_connection_string("hub", cs).unwrap();
+        assert_eq!(real.account(), "acct");
+        let shown = format!("{real:?}");
+        assert!(!shown.contains("c2VjcmV0"), "{shown}");
+        let err =
+            AzureConfig::from_connection_string("hub", "AccountName=a;AccountKey").unwrap_err();
+        assert!(!err.contains("AccountKey="), "{err}");
+        assert!(AzureConfig::from_connection_string("hub", "AccountName=a").is_err());
+    }
+
+    #[test]
+    fn task_hub_names_are_checked() {
+        assert!(AzureConfig::azurite("flowforge1").validate().is_ok());
+        assert!(AzureConfig::azurite("Bad-Hub").validate().is_err());
+        assert!(AzureConfig::azurite("ab").validate().is_err());
+    }
+}

@@ -1,0 +1,446 @@
+//! Instance state and history in Table Storage, committed per the engine invariants: one
+//! partition per instance, every commit conditional on the state row's ETag, multi-batch
+//! appends under a claim with generation-tagged row keys, the state row written last.
+
+use async_trait::async_trait;
+use azure_data_tables::IfMatchCondition;
+use flowforge_orchestrator::backend::{
+    ETag, EpisodeCommit, Error, HistoryWrite, InstancePage, InstanceQuery, InstanceStore,
+    LoadedInstance, Outbound, PayloadStore, QueueStore,
+};
+use flowforge_orchestrator::history::HistoryEvent;
+use flowforge_orchestrator::status::InstanceState;
+use futures::StreamExt;
+
+use crate::backend::AzureBackend;
+use crate::error::classify;
+use crate::rows::{gen_of, history_key, parse_history_key, Range, Row, ATOMIC_GEN, STATE_ROW};
+
+/// Operations per entity group transaction (the service allows 100).
+const BATCH: usize = 100;
+const DEFAULT_PAGE_SIZE: usize = 100;
+
+/// One write of a transaction.
+enum Op {
+    Insert(Row),
+    Upsert(Row),
+    Update(Row, String),
+    Merge(Row, String),
+    Delete(String),
+}
+
+impl AzureBackend {
+    /// Runs one entity group transaction and checks every operation's status (the SDK
+    /// returns `Ok` even when the service rejected the batch). Returns the ETag of the
+    /// last operation.
+    async fn transact(&self, partition: &str, ops: Vec<Op>) -> Result<Option<String>, Error> {
+        let expected_responses = ops.len();
+        let mut tx = self.table.partition_key_client(partition).transaction();
+        let build = |e: azure_core::Error| Error::Permanent(format!("building a batch: {e}"));
+        for op in ops {
+            tx = match op {
+                Op::Insert(row) => tx.insert(row).map_err(build)?,
+                Op::Upsert(row) => {
+                    let key = row.row_key.clone();
+                    tx.insert_or_replace(key, row).map_err(build)?
+                }
+                Op::Update(row, etag) => {
+                    let key = row.row_key.clone();
+                    tx.update(key, row, Some(IfMatchCondition::Etag(etag.into())))
+                        .map_err(build)?
+                }
+                Op::Merge(row, etag) => {
+                    let key = row.row_key.clone();
+                    tx.merge(key, row, Some(IfMatchCondition::Etag(etag.into())))
+                        .map_err(build)?
+                }
+                Op::Delete(key) => tx.delete(key, Some(IfMatchCondition::Any)).map_err(build)?,
+            };
+        }
+        self.counter.count("table.batch");
+        let response = tx.await.map_err(|e| classify("table batch", e))?;
+        if let Some(bad) = response
+            .operation_responses
+            .iter()
+            .find(|r| u16::from(r.status_code) >= 300)
+        {
+            let status = u16::from(bad.status_code);
+            let message = format!("table batch rejected with HTTP {status}");
+            return Err(match status {
+                409 | 412 => Error::Conflict(message),
+                404 => Error::NotFound(message),
+                500..=599 => Error::Transient(message),
+                _ => Error::Permanent(message),
+            });
+        }
+        if response.operation_responses.len() != expected_responses {
+            return Err(Error::Transient(format!(
+                "table batch answered {} of {expected_responses} operations",
+                response.operation_responses.len()
+            )));
+        }
+        Ok(response
+            .operation_responses
+            .last()
+            .and_then(|r| r.etag.as_ref())
+            .map(|e| e.to_string()))
+    }
+
+    /// Every row of an instance's partition.
+    async fn partition_rows(&self, instance_id: &str) -> Result<Vec<Row>, Error> {
+        let filter = format!("PartitionKey eq '{}'", odata_quote(instance_id));
+        self.query_rows(filter).await
+    }
+
+    async fn query_rows(&self, filter: String) -> Result<Vec<Row>, Error> {
+        let mut stream = self.table.query().filter(filter).into_stream::<Row>();
+        let mut rows = Vec::new();
+        while let Some(page) = stream.next().await {
+            self.counter.count("table.query");
+            rows.extend(page.map_err(|e| classify("table query", e))?.entities);
+        }
+        Ok(rows)
+    }
+
+    async fn decode_state(&self, row: &Row) -> Result<(InstanceState, Vec<Range>), Error> {
+        let body = self.inline(row.body.clone().unwrap_or_default()).await?;
+        let state: InstanceState = serde_json::from_str(&body).map_err(|e| {
+            Error::Permanent(format!(
+                "state row of '{}' is unreadable: {e}",
+                row.partition_key
+            ))
+        })?;
+        let ranges = match &row.ranges {
+            Some(text) => serde_json::from_str(text).map_err(|e| {
+                Error::Permanent(format!("ranges of '{}' unreadable: {e}", row.partition_key))
+            })?,
+            None => Vec::new(),
+        };
+        Ok((state, ranges))
+    }
+
+    async fn state_row(
+        &self,
+        state: &InstanceState,
+        ranges: &[Range],
+        outbox: &[Outbound],
+    ) -> Result<Row, Error> {
+        let id = &state.instance_id;
+        let body = serde_json::to_string(state).map_err(|e| Error::Permanent(e.to_string()))?;
+        let outbox = self.encode_outbox(outbox)?;
+        let limit = self.config.max_inline_property;
+        Ok(Row {
+            partition_key: id.clone(),
+            row_key: STATE_ROW.into(),
+            status: Some(state.status.as_str().into()),
+            name: Some(state.name.clone()),
+            created_at: Some(state.created_at.to_rfc3339()),
+            body: Some(self.offload(id, body, limit).await?),
+            outbox: Some(self.offload(id, outbox, limit).await?),
+            ranges: Some(serde_json::to_string(ranges).unwrap_or_else(|_| "[]".into())),
+            ..Row::default()
+        })
+    }
+
+    async fn history_row(
+        &self,
+        instance_id: &str,
+        execution_id: &str,
+        event: &HistoryEvent,
+        gen: &str,
+    ) -> Result<Row, Error> {
+        let text = serde_json::to_string(event).map_err(|e| Error::Permanent(e.to_string()))?;
+        Ok(Row {
+            partition_key: instance_id.to_owned(),
+            row_key: history_key(execution_id, event.seq, gen),
+            event: Some(
+                self.offload(instance_id, text, self.config.max_inline_property)
+                    .await?,
+            ),
+            ..Row::default()
+        })
+    }
+
+    /// The ranges of the committed state row (read again: commits must build on them).
+    async fn current_ranges(
+        &self,
+        instance_id: &str,
+        expected: &ETag,
+    ) -> Result<Vec<Range>, Error> {
+        self.counter.count("table.get");
+        let got = self
+            .table
+            .partition_key_client(instance_id)
+            .entity_client(STATE_ROW)
+            .get::<Row>()
+            .await
+            .map_err(|e| classify("read state", e))?;
+        if got.etag.to_string() != expected.0 {
+            return Err(Error::Conflict(format!("instance '{instance_id}' changed")));
+        }
+        Ok(self.decode_state(&got.entity).await?.1)
+    }
+
+    /// Re-sends the messages of the last commit (after a crash between commit and send).
+    pub async fn resend_outbox_of(&self, instance_id: &str) -> Result<usize, Error> {
+        self.counter.count("table.get");
+        let got = self
+            .table
+            .partition_key_client(instance_id)
+            .entity_client(STATE_ROW)
+            .get::<Row>()
+            .await;
+        let row = match got.map_err(|e| classify("read state", e)) {
+            Ok(got) => got.entity,
+            Err(Error::NotFound(_)) => return Ok(0),
+            Err(e) => return Err(e),
+        };
+        let outbox = self.inline(row.outbox.unwrap_or_default()).await?;
+        let messages = self.decode_outbox(&outbox)?;
+        self.send_all(&messages).await?;
+        Ok(messages.len())
+    }
+}
+
+/// Doubles single quotes for an OData string literal.
+fn odata_quote(value: &str) -> String {
+    value.replace('\'', "''")
+}
+
+#[async_trait]
+impl InstanceStore for AzureBackend {
+    async fn create_instance(
+        &self,
+        state: &InstanceState,
+        start: &Outbound,
+        replace: Option<&ETag>,
+    ) -> Result<ETag, Error> {
+        // The start message goes first: a worker that sees it before the state row exists
+        // creates the instance itself, so no crash between the two writes loses the start.
+        self.send(start).await?;
+        let row = self.state_row(state, &[], &[]).await?;
+        let op = match replace {
+            None => Op::Insert(row),
+            Some(etag) => Op::Update(row, etag.0.clone()),
+        };
+        match self.transact(&state.instance_id, vec![op]).await {
+            Ok(etag) => Ok(ETag(etag.unwrap_or_default())),
+            Err(Error::Conflict(reason)) => match self.read_state(&state.instance_id).await? {
+                // The worker got there first with the same execution.
+                Some((existing, etag)) if existing.execution_id == state.execution_id => Ok(etag),
+                _ => Err(Error::Conflict(reason)),
+            },
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn load_instance(&self, instance_id: &str) -> Result<Option<LoadedInstance>, Error> {
+        let rows = self.partition_rows(instance_id).await?;
+        let Some(state_row) = rows.iter().find(|r| r.row_key == STATE_ROW) else {
+            return Ok(None);
+        };
+        let (state, ranges) = self.decode_state(state_row).await?;
+        let etag = ETag(state_row.etag.clone().unwrap_or_default());
+        let mut history: Vec<Option<HistoryEvent>> = vec![None; state.history_len as usize];
+        for row in &rows {
+            let Some((execution, seq, gen)) = parse_history_key(&row.row_key) else {
+                continue;
+            };
+            if execution != state.execution_id
+                || seq >= state.history_len
+                || gen != gen_of(&ranges, seq)
+            {
+                continue;
+            }
+            let text = self.inline(row.event.clone().unwrap_or_default()).await?;
+            let event: HistoryEvent = serde_json::from_str(&text).map_err(|e| {
+                Error::Permanent(format!("history row {} unreadable: {e}", row.row_key))
+            })?;
+            history[seq as usize] = Some(event);
+        }
+        let history: Option<Vec<HistoryEvent>> = history.into_iter().collect();
+        match history {
+            Some(history) => Ok(Some(LoadedInstance {
+                state,
+                etag,
+                history,
+            })),
+            // A commit landed between the pages of the query: read again later.
+            None => Err(Error::Transient(format!(
+                "history of '{instance_id}' changed while read"
+            ))),
+        }
+    }
+
+    async fn read_state(&self, instance_id: &str) -> Result<Option<(InstanceState, ETag)>, Error> {
+        self.counter.count("table.get");
+        let got = self
+            .table
+            .partition_key_client(instance_id)
+            .entity_client(STATE_ROW)
+            .get::<Row>()
+            .await;
+        match got.map_err(|e| classify("read state", e)) {
+            Ok(got) => Ok(Some((
+                self.decode_state(&got.entity).await?.0,
+                ETag(got.etag.to_string()),
+            ))),
+            Err(Error::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn commit_episode(
+        &self,
+        instance_id: &str,
+        commit: EpisodeCommit,
+    ) -> Result<ETag, Error> {
+        let execution = commit.state.execution_id.clone();
+        let (events, replace) = match commit.history {
+            HistoryWrite::Append(events) => (events, false),
+            HistoryWrite::Replace(events) => (events, true),
+        };
+        let mut ranges = match (&commit.expected, replace) {
+            (Some(expected), false) => self.current_ranges(instance_id, expected).await?,
+            _ => Vec::new(),
+        };
+        let first_seq = events.first().map(|e| e.seq);
+        let etag = if events.len() < BATCH {
+            if let Some(from_seq) = first_seq {
+                if gen_of(&ranges, from_seq) != ATOMIC_GEN {
+                    ranges.push(Range {
+                        from_seq,
+                        gen: ATOMIC_GEN.into(),
+                    });
+                }
+            }
+            let mut ops = Vec::with_capacity(events.len() + 1);
+            for event in &events {
+                ops.push(Op::Upsert(
+                    self.history_row(instance_id, &execution, event, ATOMIC_GEN)
+                        .await?,
+                ));
+            }
+            let state = self
+                .state_row(&commit.state, &ranges, &commit.messages)
+                .await?;
+            ops.push(match &commit.expected {
+                None => Op::Insert(state),
+                Some(etag) => Op::Update(state, etag.0.clone()),
+            });
+            self.transact(instance_id, ops).await?
+        } else {
+            // Too many rows for one batch: claim the instance first (If-Match), so no stale
+            // worker writes a row; write the rows under this claim's generation; then make
+            // them visible by updating the state row under the claim's ETag.
+            let claim = uuid::Uuid::new_v4().simple().to_string();
+            let claim_etag = match &commit.expected {
+                Some(etag) => {
+                    let row = Row {
+                        partition_key: instance_id.to_owned(),
+                        row_key: STATE_ROW.into(),
+                        claim: Some(claim.clone()),
+                        ..Row::default()
+                    };
+                    self.transact(instance_id, vec![Op::Merge(row, etag.0.clone())])
+                        .await?
+                }
+                None => {
+                    let mut placeholder = commit.state.clone();
+                    placeholder.status = flowforge_orchestrator::status::RuntimeStatus::Pending;
+                    placeholder.history_len = 0;
+                    let row = self.state_row(&placeholder, &[], &[]).await?;
+                    self.transact(instance_id, vec![Op::Insert(row)]).await?
+                }
+            }
+            .unwrap_or_default();
+            for chunk in events.chunks(BATCH) {
+                let mut ops = Vec::with_capacity(chunk.len());
+                for event in chunk {
+                    ops.push(Op::Upsert(
+                        self.history_row(instance_id, &execution, event, &claim)
+                            .await?,
+                    ));
+                }
+                self.transact(instance_id, ops).await?;
+            }
+            if let Some(from_seq) = first_seq {
+                ranges.push(Range {
+                    from_seq,
+                    gen: claim,
+                });
+            }
+            let state = self
+                .state_row(&commit.state, &ranges, &commit.messages)
+                .await?;
+            self.transact(instance_id, vec![Op::Update(state, claim_etag)])
+                .await?
+        };
+        // Decided messages go out only now; the outbox in the state row lets a later
+        // episode re-send them if this process dies before they are all sent.
+        self.send_all(&commit.messages).await?;
+        Ok(ETag(etag.unwrap_or_default()))
+    }
+
+    async fn list_instances(&self, query: &InstanceQuery) -> Result<InstancePage, Error> {
+        let size = if query.page_size == 0 {
+            DEFAULT_PAGE_SIZE
+        } else {
+            query.page_size
+        };
+        let mut filter = format!("RowKey eq '{STATE_ROW}'");
+        if let Some(after) = &query.continuation {
+            filter.push_str(&format!(" and PartitionKey gt '{}'", odata_quote(after)));
+        }
+        let rows = self.query_rows(filter).await?;
+        let mut instances = Vec::new();
+        let mut more = false;
+        for row in rows {
+            let (state, _) = self.decode_state(&row).await?;
+            if !query.matches(&state) {
+                continue;
+            }
+            if instances.len() == size {
+                more = true;
+                break;
+            }
+            instances.push(state);
+        }
+        instances.sort_by(|a, b| a.instance_id.cmp(&b.instance_id));
+        let continuation = if more {
+            instances.last().map(|s| s.instance_id.clone())
+        } else {
+            None
+        };
+        Ok(InstancePage {
+            instances,
+            continuation,
+        })
+    }
+
+    async fn delete_instance(&self, instance_id: &str) -> Result<bool, Error> {
+        let rows = self.partition_rows(instance_id).await?;
+        let existed = rows.iter().any(|r| r.row_key == STATE_ROW);
+        // History first, the state row last: a purge that dies half-way leaves an instance
+        // that still reads as itself and can be purged again.
+        let (state, history): (Vec<_>, Vec<_>) =
+            rows.into_iter().partition(|r| r.row_key == STATE_ROW);
+        for chunk in history.chunks(BATCH) {
+            let ops = chunk
+                .iter()
+                .map(|r| Op::Delete(r.row_key.clone()))
+                .collect();
+            self.transact(instance_id, ops).await?;
+        }
+        if !state.is_empty() {
+            self.transact(instance_id, vec![Op::Delete(STATE_ROW.into())])
+                .await?;
+        }
+        self.delete_payloads(&format!("{instance_id}/")).await?;
+        Ok(existed)
+    }
+
+    async fn resend_outbox(&self, instance_id: &str) -> Result<(), Error> {
+        self.resend_outbox_of(instance_id).await.map(|_| ())
+    }
+}

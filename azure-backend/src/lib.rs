@@ -1,0 +1,25 @@
+//! The Azure Storage backend of FlowForge Durable.
+//!
+//! - State and history in Table Storage, one partition per instance, each episode committed
+//!   under the state row's ETag (see [`rows`] for the layout).
+//! - Work items, events and timers over Storage Queues (partitioned control queues, one
+//!   work-item queue, `<queue>-poison` dead-letter queues); message bodies base64 as the
+//!   Functions host expects.
+//! - Values too large for a property or a message in Blob Storage by reference.
+//!
+//! Built on the Azure SDK crates of the 0.21 family, the one that serves Tables, Queues
+//! and Blobs with both shared key (Azurite) and Entra ID today.
+
+pub mod azurite;
+mod backend;
+mod config;
+mod counter;
+mod error;
+mod instance_store;
+mod payload;
+mod payload_store;
+mod queue_store;
+pub mod rows;
+
+pub use backend::AzureBackend;
+pub use config::{AzureConfig, Credentials, Endpoints, AZURITE_ACCOUNT};

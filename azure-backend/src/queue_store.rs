@@ -1,0 +1,286 @@
+//! Engine queues over Storage Queues: base64 bodies (what the Functions host expects),
+//! large bodies by blob reference, delays capped at the service's visibility limit (the
+//! runtime re-arms longer timers), dead letters in `<queue>-poison`.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use azure_storage_queues::prelude::*;
+use base64::Engine as _;
+use chrono::Utc;
+use flowforge_orchestrator::backend::{
+    DeadLetter, Error, Outbound, QueueMessage, QueueName, QueueStore, Receipt, Received,
+};
+use futures::{stream, StreamExt, TryStreamExt};
+
+use crate::backend::AzureBackend;
+use crate::error::classify;
+use crate::rows::OutboxEntry;
+
+/// Time to live of every message: beyond the longest visibility delay, so that a timer
+/// message never expires before it is seen (the service's default is 7 days).
+const MESSAGE_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// Queue puts in flight at once when an episode sends many messages.
+const SEND_CONCURRENCY: usize = 32;
+
+fn b64(text: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(text)
+}
+
+/// Decodes a base64 body; a body that is not base64 is taken as plain text (tolerant of
+/// messages put by other tools).
+fn unb64(body: &str) -> String {
+    base64::engine::general_purpose::STANDARD
+        .decode(body.trim())
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .unwrap_or_else(|| body.to_owned())
+}
+
+impl AzureBackend {
+    pub(crate) fn encode_outbox(&self, messages: &[Outbound]) -> Result<String, Error> {
+        let entries: Vec<OutboxEntry> = messages
+            .iter()
+            .map(|m| OutboxEntry {
+                queue: self.queue_name(&m.queue),
+                body: m.message.encode(),
+                visible_at: m.visible_at,
+            })
+            .collect();
+        serde_json::to_string(&entries).map_err(|e| Error::Permanent(e.to_string()))
+    }
+
+    pub(crate) fn decode_outbox(&self, text: &str) -> Result<Vec<OutboxEntry>, Error> {
+        if text.is_empty() {
+            return Ok(Vec::new());
+        }
+        serde_json::from_str(text).map_err(|e| Error::Permanent(format!("outbox unreadable: {e}")))
+    }
+
+    /// Sends outbox entries concurrently.
+    pub(crate) async fn send_all_entries(&self, entries: Vec<OutboxEntry>) -> Result<(), Error> {
+        stream::iter(entries)
+            .map(|entry| async move {
+                self.put(&entry.queue, entry.body, entry.visible_at, "")
+                    .await
+            })
+            .buffer_unordered(SEND_CONCURRENCY)
+            .try_collect::<Vec<()>>()
+            .await
+            .map(|_| ())
+    }
+
+    pub(crate) async fn send_all<M: OutboxLike>(&self, messages: &[M]) -> Result<(), Error> {
+        let entries = messages.iter().map(|m| m.entry(self)).collect();
+        self.send_all_entries(entries).await
+    }
+
+    /// Puts a body (offloaded when large), visible at `visible_at` capped at the limit.
+    async fn put(
+        &self,
+        queue: &str,
+        body: String,
+        visible_at: Option<chrono::DateTime<Utc>>,
+        instance_hint: &str,
+    ) -> Result<(), Error> {
+        let instance = if instance_hint.is_empty() {
+            QueueMessage::decode(&body)
+                .map(|m| m.instance_id().to_owned())
+                .unwrap_or_else(|_| "_raw".into())
+        } else {
+            instance_hint.to_owned()
+        };
+        let body = self
+            .offload(&instance, body, self.config.max_inline_message)
+            .await?;
+        let mut put = self
+            .queue_client(queue)
+            .put_message(b64(&body))
+            .ttl(MESSAGE_TTL);
+        if let Some(at) = visible_at {
+            let delay = (at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+            // The service counts whole seconds: round up, never fire early.
+            let delay = Duration::from_secs(delay.as_secs() + u64::from(delay.subsec_nanos() > 0));
+            let delay = delay.min(self.config.max_visibility_delay);
+            if !delay.is_zero() {
+                put = put.visibility_timeout(delay);
+            }
+        }
+        self.counter.count("queue.put");
+        put.await.map(|_| ()).map_err(|e| classify("queue put", e))
+    }
+}
+
+/// Something that can go to the outbox: an engine message or an already-encoded entry.
+pub(crate) trait OutboxLike {
+    fn entry(&self, backend: &AzureBackend) -> OutboxEntry;
+}
+
+impl OutboxLike for Outbound {
+    fn entry(&self, backend: &AzureBackend) -> OutboxEntry {
+        OutboxEntry {
+            queue: backend.queue_name(&self.queue),
+            body: self.message.encode(),
+            visible_at: self.visible_at,
+        }
+    }
+}
+
+impl OutboxLike for OutboxEntry {
+    fn entry(&self, _: &AzureBackend) -> OutboxEntry {
+        self.clone()
+    }
+}
+
+#[async_trait]
+impl QueueStore for AzureBackend {
+    fn control_partitions(&self) -> u32 {
+        self.config.control_partitions
+    }
+
+    async fn send(&self, outbound: &Outbound) -> Result<(), Error> {
+        let instance = outbound.message.instance_id().to_owned();
+        self.put(
+            &self.queue_name(&outbound.queue),
+            outbound.message.encode(),
+            outbound.visible_at,
+            &instance,
+        )
+        .await
+    }
+
+    async fn send_raw(&self, queue: &QueueName, raw: &str) -> Result<(), Error> {
+        self.counter.count("queue.put");
+        self.queue_client(&self.queue_name(queue))
+            .put_message(b64(raw))
+            .ttl(MESSAGE_TTL)
+            .await
+            .map(|_| ())
+            .map_err(|e| classify("queue put", e))
+    }
+
+    async fn receive(
+        &self,
+        queue: &QueueName,
+        max: usize,
+        lock: Duration,
+    ) -> Result<Vec<Received>, Error> {
+        self.counter.count("queue.get");
+        let response = self
+            .queue_client(&self.queue_name(queue))
+            .get_messages()
+            .number_of_messages(max.clamp(1, 32) as u8)
+            .visibility_timeout(lock.max(Duration::from_secs(1)))
+            .await
+            .map_err(|e| classify("queue get", e))?;
+        let mut received = Vec::with_capacity(response.messages.len());
+        for message in response.messages {
+            let text = unb64(&message.message_text);
+            let stored_body = message.message_text.clone();
+            let raw = match self.inline(text.clone()).await {
+                Ok(raw) => raw,
+                Err(e) => format!("<offloaded body unreadable: {e}> {text}"),
+            };
+            received.push(Received {
+                receipt: Receipt {
+                    message_id: message.message_id,
+                    pop_receipt: message.pop_receipt,
+                    stored_body,
+                },
+                dequeue_count: message.dequeue_count.try_into().unwrap_or(u32::MAX),
+                message: QueueMessage::decode(&raw),
+                raw,
+            });
+        }
+        Ok(received)
+    }
+
+    async fn delete(&self, queue: &QueueName, receipt: &Receipt) -> Result<(), Error> {
+        self.counter.count("queue.delete");
+        self.queue_client(&self.queue_name(queue))
+            .pop_receipt_client(PopReceipt::new(
+                receipt.message_id.clone(),
+                receipt.pop_receipt.clone(),
+            ))
+            .delete()
+            .await
+            .map(|_| ())
+            .map_err(|e| classify("queue delete", e))
+    }
+
+    async fn abandon(
+        &self,
+        queue: &QueueName,
+        receipt: &Receipt,
+        delay: Duration,
+    ) -> Result<Receipt, Error> {
+        self.counter.count("queue.update");
+        let client = self
+            .queue_client(&self.queue_name(queue))
+            .pop_receipt_client(PopReceipt::new(
+                receipt.message_id.clone(),
+                receipt.pop_receipt.clone(),
+            ));
+        // The update rewrites the text too: give back the stored body unchanged.
+        let response = client
+            .update(
+                receipt.stored_body.clone(),
+                VisibilityTimeout::new(delay.min(self.config.max_visibility_delay)),
+            )
+            .await
+            .map_err(|e| classify("queue update", e))?;
+        Ok(Receipt {
+            message_id: receipt.message_id.clone(),
+            pop_receipt: response.pop_receipt,
+            stored_body: receipt.stored_body.clone(),
+        })
+    }
+
+    async fn dead_letter(
+        &self,
+        queue: &QueueName,
+        received: &Received,
+        reason: &str,
+    ) -> Result<(), Error> {
+        let letter = DeadLetter {
+            raw: received.raw.clone(),
+            reason: reason.to_owned(),
+            dequeue_count: received.dequeue_count,
+        };
+        let body = serde_json::to_string(&letter).map_err(|e| Error::Permanent(e.to_string()))?;
+        let body = self
+            .offload("_dead", body, self.config.max_inline_message)
+            .await?;
+        self.counter.count("queue.put");
+        self.queue_client(&self.poison_queue_name(queue))
+            .put_message(b64(&body))
+            .ttl(MESSAGE_TTL)
+            .await
+            .map_err(|e| classify("dead-letter put", e))?;
+        match self.delete(queue, &received.receipt).await {
+            Err(Error::NotFound(_)) | Ok(()) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn dead_letters(&self, queue: &QueueName) -> Result<Vec<DeadLetter>, Error> {
+        self.counter.count("queue.peek");
+        let response = self
+            .queue_client(&self.poison_queue_name(queue))
+            .peek_messages()
+            .number_of_messages(32)
+            .await
+            .map_err(|e| classify("queue peek", e))?;
+        let mut letters = Vec::new();
+        for message in response.messages {
+            let text = self.inline(unb64(&message.message_text)).await?;
+            letters.push(serde_json::from_str(&text).unwrap_or(DeadLetter {
+                raw: text,
+                reason: "moved here by the Functions host after its maxDequeueCount".into(),
+                dequeue_count: 0,
+            }));
+        }
+        Ok(letters)
+    }
+}
