@@ -27,21 +27,18 @@ impl Azurite {
     pub fn start() -> Result<Self, String> {
         let bin = find_binary()?;
         let [blob_port, queue_port, table_port] = free_ports()?;
-        let child = Command::new(&bin)
-            .args([
-                "--inMemoryPersistence",
-                "--skipApiVersionCheck",
-                "--loose",
-                "--silent",
-            ])
-            .args([
-                "--blobHost",
-                "127.0.0.1",
-                "--queueHost",
-                "127.0.0.1",
-                "--tableHost",
-                "127.0.0.1",
-            ])
+        // A small bash watchdog owns Azurite: it stops Azurite when told to (SIGTERM), and
+        // also when this process dies without telling it (a killed test run leaves nothing).
+        let watchdog = r#"azurite="$1"; shift
+"$azurite" "$@" & child=$!
+trap 'kill -9 $child 2>/dev/null; exit 0' TERM INT
+while kill -0 "$PPID" 2>/dev/null && kill -0 "$child" 2>/dev/null; do sleep 0.5; done
+kill -9 $child 2>/dev/null"#;
+        let child = Command::new("bash")
+            .args(["-c", watchdog, "azurite-watchdog"])
+            .arg(&bin)
+            .args(["--inMemoryPersistence", "--skipApiVersionCheck", "--loose", "--silent"])
+            .args(["--blobHost", "127.0.0.1", "--queueHost", "127.0.0.1", "--tableHost", "127.0.0.1"])
             .args(["--blobPort", &blob_port.to_string()])
             .args(["--queuePort", &queue_port.to_string()])
             .args(["--tablePort", &table_port.to_string()])
@@ -76,17 +73,33 @@ impl Azurite {
         AzureConfig::azurite_at(task_hub, self.blob_port, self.queue_port, self.table_port)
     }
 
-    /// The process id (to measure Azurite's CPU time).
-    pub fn pid(&self) -> u32 {
+    /// The process id of Azurite's watchdog (Azurite is its child).
+    pub fn watchdog_pid(&self) -> u32 {
         self.child.id()
     }
 }
 
 impl Drop for Azurite {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        // SIGTERM lets the watchdog stop Azurite (with SIGKILL: it keeps nothing, and a
+        // graceful close would wait for idle keep-alive connections); SIGKILL here would
+        // orphan it.
+        let _ = Command::new("kill").arg(self.child.id().to_string()).status();
         let _ = self.child.wait();
     }
+}
+
+/// One Azurite shared by every test of a test binary, started on first use. Its watchdog
+/// stops it when the test process exits.
+pub fn shared() -> &'static Azurite {
+    static SHARED: std::sync::OnceLock<Azurite> = std::sync::OnceLock::new();
+    SHARED.get_or_init(|| match Azurite::start() {
+        Ok(azurite) => azurite,
+        Err(reason) => {
+            eprintln!("cannot start Azurite: {reason}");
+            std::process::exit(2)
+        }
+    })
 }
 
 fn find_binary() -> Result<PathBuf, String> {

@@ -78,6 +78,8 @@ async fn process_batch(
             Ok(QueueMessage::Orchestrator(message)) => {
                 if received.dequeue_count > shared.options.max_dequeue_count {
                     poison(shared, queue, &received, &message).await;
+                } else if rearm_early_timer(shared, queue, &received, &message).await {
+                    // A timer beyond the queue's visibility limit: re-armed, not yet due.
                 } else {
                     by_instance
                         .entry(message.instance_id.clone())
@@ -111,6 +113,35 @@ async fn process_batch(
     while episodes.join_next().await.is_some() {}
 }
 
+/// A timer message that became visible before its fire time (its delay was capped at the
+/// queue's visibility limit) is sent again for the remaining time. True when re-armed.
+async fn rearm_early_timer(
+    shared: &Shared,
+    queue: &QueueName,
+    received: &Received,
+    message: &OrchestratorMessage,
+) -> bool {
+    let EventKind::TimerFired { fire_at, .. } = &message.event.kind else { return false };
+    if *fire_at <= shared.clock.now() {
+        return false;
+    }
+    let again = crate::backend::Outbound {
+        queue: queue.clone(),
+        message: QueueMessage::Orchestrator(message.clone()),
+        visible_at: Some(*fire_at),
+    };
+    match shared.backend.send(&again).await {
+        Ok(()) => {
+            debug!(instance_id = %message.instance_id, %fire_at, "timer re-armed");
+            if let Err(error) = shared.backend.delete(queue, &received.receipt).await {
+                debug!(%error, "re-armed timer's old message already gone");
+            }
+        }
+        Err(error) => warn!(%error, "re-arming a timer failed; it will be seen again"),
+    }
+    true
+}
+
 /// What to do with each consumed message once the episode is decided.
 enum Disposition {
     Delete,
@@ -124,6 +155,12 @@ async fn process_instance(
     instance_id: &str,
     messages: Vec<(Received, OrchestratorMessage)>,
 ) {
+    if messages.iter().any(|(received, _)| received.dequeue_count > 1) {
+        // A previous attempt may have died between its commit and its sends.
+        if let Err(error) = shared.backend.resend_outbox(instance_id).await {
+            warn!(%error, "re-sending the last commit's messages failed");
+        }
+    }
     let outcome = match run_instance_episode(shared, instance_id, &messages).await {
         Ok(outcome) => outcome,
         Err(Error::Conflict(reason)) => {
