@@ -37,8 +37,20 @@ kill -9 $child 2>/dev/null"#;
         let child = Command::new("bash")
             .args(["-c", watchdog, "azurite-watchdog"])
             .arg(&bin)
-            .args(["--inMemoryPersistence", "--skipApiVersionCheck", "--loose", "--silent"])
-            .args(["--blobHost", "127.0.0.1", "--queueHost", "127.0.0.1", "--tableHost", "127.0.0.1"])
+            .args([
+                "--inMemoryPersistence",
+                "--skipApiVersionCheck",
+                "--loose",
+                "--silent",
+            ])
+            .args([
+                "--blobHost",
+                "127.0.0.1",
+                "--queueHost",
+                "127.0.0.1",
+                "--tableHost",
+                "127.0.0.1",
+            ])
             .args(["--blobPort", &blob_port.to_string()])
             .args(["--queuePort", &queue_port.to_string()])
             .args(["--tablePort", &table_port.to_string()])
@@ -84,7 +96,9 @@ impl Drop for Azurite {
         // SIGTERM lets the watchdog stop Azurite (with SIGKILL: it keeps nothing, and a
         // graceful close would wait for idle keep-alive connections); SIGKILL here would
         // orphan it.
-        let _ = Command::new("kill").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
         let _ = self.child.wait();
     }
 }

@@ -181,6 +181,11 @@ impl AzureBackend {
         Ok(self.decode_state(&got.entity).await?.1)
     }
 
+    /// How many table rows an instance has (tools and tests).
+    pub async fn load_instance_rows(&self, instance_id: &str) -> Result<usize, Error> {
+        Ok(self.partition_rows(instance_id).await?.len())
+    }
+
     /// Re-sends the messages of the last commit (after a crash between commit and send).
     pub async fn resend_outbox_of(&self, instance_id: &str) -> Result<usize, Error> {
         self.counter.count("table.get");

@@ -7,6 +7,24 @@ use futures::StreamExt;
 use crate::backend::AzureBackend;
 use crate::error::classify;
 
+impl AzureBackend {
+    /// Names of the payload blobs under a prefix (tools and tests).
+    pub async fn payload_names(&self, prefix: &str) -> Result<Vec<String>, Error> {
+        let mut names = Vec::new();
+        let mut pages = self
+            .payloads
+            .list_blobs()
+            .prefix(prefix.to_owned())
+            .into_stream();
+        while let Some(page) = pages.next().await {
+            self.counter.count("blob.list");
+            let page = page.map_err(|e| classify("blob list", e))?;
+            names.extend(page.blobs.blobs().map(|b| b.name.clone()));
+        }
+        Ok(names)
+    }
+}
+
 #[async_trait]
 impl PayloadStore for AzureBackend {
     async fn put_payload(&self, key: &str, bytes: Vec<u8>) -> Result<(), Error> {

@@ -110,14 +110,19 @@ impl QueueMessage {
 
     /// Parses a message body; the error says what is wrong with it.
     pub fn decode(raw: &str) -> Result<Self, String> {
-        let envelope: Envelope =
+        let value: serde_json::Value =
             serde_json::from_str(raw).map_err(|e| format!("not a valid engine message: {e}"))?;
-        if envelope.v > MESSAGE_FORMAT_VERSION {
+        let version = value
+            .get("v")
+            .and_then(serde_json::Value::as_u64)
+            .unwrap_or(0);
+        if version > u64::from(MESSAGE_FORMAT_VERSION) {
             return Err(format!(
-                "message schema version {} is newer than this build understands ({MESSAGE_FORMAT_VERSION})",
-                envelope.v
+                "message schema version {version} is newer than this build understands ({MESSAGE_FORMAT_VERSION})"
             ));
         }
+        let envelope: Envelope = serde_json::from_value(value)
+            .map_err(|e| format!("not a valid engine message: {e}"))?;
         Ok(envelope.message)
     }
 }

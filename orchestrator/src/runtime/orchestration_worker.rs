@@ -121,7 +121,9 @@ async fn rearm_early_timer(
     received: &Received,
     message: &OrchestratorMessage,
 ) -> bool {
-    let EventKind::TimerFired { fire_at, .. } = &message.event.kind else { return false };
+    let EventKind::TimerFired { fire_at, .. } = &message.event.kind else {
+        return false;
+    };
     if *fire_at <= shared.clock.now() {
         return false;
     }
@@ -155,7 +157,10 @@ async fn process_instance(
     instance_id: &str,
     messages: Vec<(Received, OrchestratorMessage)>,
 ) {
-    if messages.iter().any(|(received, _)| received.dequeue_count > 1) {
+    if messages
+        .iter()
+        .any(|(received, _)| received.dequeue_count > 1)
+    {
         // A previous attempt may have died between its commit and its sends.
         if let Err(error) = shared.backend.resend_outbox(instance_id).await {
             warn!(%error, "re-sending the last commit's messages failed");

@@ -1,0 +1,334 @@
+//! The engine on the Azure Storage backend, against Azurite (one shared instance, a task
+//! hub per test): end to end, duplicates, poison, malformed messages, blob offload and
+//! purge, timers beyond the visibility limit, status right after start.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use flowforge_azure::{azurite, AzureBackend, AzureConfig};
+use flowforge_orchestrator::backend::{
+    Backend, OrchestratorMessage, Outbound, QueueMessage, QueueName, QueueStore,
+};
+use flowforge_orchestrator::client::{Error as ClientError, StatusOptions};
+use flowforge_orchestrator::history::EventKind;
+use flowforge_orchestrator::prelude::*;
+use flowforge_orchestrator::replay::NewEvent;
+use flowforge_orchestrator::runtime::WorkerHandle;
+use flowforge_tests::{check_history, fan_sum, registry};
+use serde_json::{json, Value};
+
+const WAIT: Duration = Duration::from_secs(120);
+
+fn config(hub: &str) -> AzureConfig {
+    let mut config = azurite::shared().config(hub);
+    config.control_partitions = 2;
+    config
+}
+
+async fn start(
+    config: AzureConfig,
+    options: WorkerOptions,
+) -> (Arc<AzureBackend>, Client, WorkerHandle) {
+    let backend = AzureBackend::connect(config).await.unwrap();
+    let worker = Worker::new(backend.clone(), registry(), options).start();
+    (backend.clone(), Client::new(backend), worker)
+}
+
+fn fast_options() -> WorkerOptions {
+    WorkerOptions {
+        max_idle_poll: Duration::from_millis(100),
+        ..WorkerOptions::default()
+    }
+}
+
+async fn history(client: &Client, id: &str) -> Vec<flowforge_orchestrator::history::HistoryEvent> {
+    let options = StatusOptions {
+        show_history: true,
+        show_history_output: true,
+        ..Default::default()
+    };
+    client.status(id, options).await.unwrap().history.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fan_out_runs_end_to_end_and_status_is_readable_at_once() {
+    let (backend, client, worker) = start(config("e2e"), fast_options()).await;
+    let id = client
+        .start("fan", StartOptions::with_instance_id("fan-300"), &300)
+        .await
+        .unwrap();
+    // No 404 window: the status row exists when start returns.
+    let status = client.status(&id, StatusOptions::default()).await.unwrap();
+    assert!(matches!(
+        status.runtime_status,
+        RuntimeStatus::Pending | RuntimeStatus::Running
+    ));
+    let again = client
+        .start("fan", StartOptions::with_instance_id("fan-300"), &300)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(again, ClientError::AlreadyRunning { .. }),
+        "{again}"
+    );
+    let done = client.wait_for_completion(&id, WAIT).await.unwrap();
+    assert_eq!(done.runtime_status, RuntimeStatus::Completed);
+    assert_eq!(done.output, json!(fan_sum(300)));
+    let events = history(&client, &id).await;
+    assert_eq!(check_history(&events, done.runtime_status).unwrap(), 300);
+    let counts = backend.transaction_counts();
+    assert!(
+        counts.get("table.batch").copied().unwrap_or(0) > 0,
+        "{counts:?}"
+    );
+    worker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_and_out_of_order_messages_change_nothing() {
+    let (backend, client, worker) = start(config("dups"), fast_options()).await;
+    let id = client
+        .start("collect", StartOptions::with_instance_id("collect"), &3)
+        .await
+        .unwrap();
+    let partitions = backend.control_partitions();
+    let send = |event_id: &str, value: i64, execution: Option<String>| {
+        let backend = backend.clone();
+        let message = Outbound {
+            queue: QueueName::control_for("collect", partitions),
+            message: QueueMessage::Orchestrator(OrchestratorMessage {
+                instance_id: "collect".into(),
+                execution_id: execution,
+                event: NewEvent {
+                    timestamp: Utc::now(),
+                    kind: EventKind::EventRaised {
+                        name: "item".into(),
+                        input: json!(value),
+                        event_id: event_id.into(),
+                    },
+                },
+            }),
+            visible_at: None,
+        };
+        async move { backend.send(&message).await.unwrap() }
+    };
+    // e1 twice, then e3 before e2 (out of order), then e1 and e3 again, then a message
+    // for an execution that does not exist.
+    send("e1", 1, None).await;
+    send("e1", 1, None).await;
+    send("e3", 3, None).await;
+    send("e2", 2, None).await;
+    send("e1", 1, None).await;
+    send("e3", 3, None).await;
+    send("e9", 9, Some("other-execution".into())).await;
+    let done = client.wait_for_completion(&id, WAIT).await.unwrap();
+    let values: Vec<i64> = serde_json::from_value(done.output).unwrap();
+    let mut sorted = values.clone();
+    sorted.sort();
+    assert_eq!(
+        sorted,
+        vec![1, 2, 3],
+        "each event once, whatever the order: {values:?}"
+    );
+    let events = history(&client, &id).await;
+    check_history(&events, RuntimeStatus::Completed).unwrap();
+    let raised = events
+        .iter()
+        .filter(|e| matches!(e.kind, EventKind::EventRaised { .. }))
+        .count();
+    assert_eq!(raised, 3);
+    // A duplicate start and a late duplicate after completion change nothing either.
+    send("e2", 2, None).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(history(&client, &id).await, events);
+    worker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_work_item_is_dead_lettered_and_fails_the_instance() {
+    let options = WorkerOptions {
+        lock_timeout: Duration::from_secs(1),
+        max_dequeue_count: 2,
+        ..fast_options()
+    };
+    let (backend, client, _worker) = start(config("poison"), options).await;
+    let id = client
+        .start(
+            "hangs",
+            StartOptions::with_instance_id("hangs"),
+            &json!(null),
+        )
+        .await
+        .unwrap();
+    let done = client.wait_for_completion(&id, WAIT).await.unwrap();
+    assert_eq!(done.runtime_status, RuntimeStatus::Failed);
+    let failure = done.failure.unwrap();
+    assert_eq!(failure.kind, "PoisonMessage");
+    assert!(
+        failure.message.contains("delivered 3 times"),
+        "{}",
+        failure.message
+    );
+    let dead = backend.dead_letters(&QueueName::Work).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert!(dead[0].raw.contains("\"hang\""));
+    // The hanging activities are abandoned with the worker at the end of the test.
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_messages_are_dead_lettered_and_the_worker_keeps_serving() {
+    let (backend, client, worker) = start(config("malformed"), fast_options()).await;
+    backend
+        .send_raw(&QueueName::Control(0), "this is not json")
+        .await
+        .unwrap();
+    backend
+        .send_raw(
+            &QueueName::Control(1),
+            "{\"v\":1,\"kind\":\"Orchestrator\"}",
+        )
+        .await
+        .unwrap();
+    backend
+        .send_raw(&QueueName::Work, "{\"v\":99,\"kind\":\"Activity\"}")
+        .await
+        .unwrap();
+    let unknown = json!({"v": 1, "kind": "Orchestrator", "instance_id": "ghost", "execution_id": null,
+        "event": {"timestamp": Utc::now(), "kind": {"type": "EventRaised", "name": "x"}}});
+    backend
+        .send_raw(&QueueName::control_for("ghost", 2), &unknown.to_string())
+        .await
+        .unwrap();
+    let id = client
+        .start("fan", StartOptions::default(), &5)
+        .await
+        .unwrap();
+    assert_eq!(
+        client.wait_for_completion(&id, WAIT).await.unwrap().output,
+        json!(fan_sum(5))
+    );
+    let mut reasons = Vec::new();
+    for _ in 0..100 {
+        reasons.clear();
+        for queue in [
+            QueueName::Control(0),
+            QueueName::Control(1),
+            QueueName::Work,
+        ] {
+            reasons.extend(
+                backend
+                    .dead_letters(&queue)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|d| d.reason),
+            );
+        }
+        if reasons.len() == 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(reasons.len(), 4, "{reasons:?}");
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("not a valid engine message")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.iter().any(|r| r.contains("newer than this build")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("'ghost', which does not exist")),
+        "{reasons:?}"
+    );
+    worker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_input_and_result_go_through_blobs_and_purge_removes_them() {
+    let (backend, client, worker) = start(config("blobs"), fast_options()).await;
+    let text: String = (0..200 * 1024)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    let id = client
+        .start("big", StartOptions::with_instance_id("big"), &text)
+        .await
+        .unwrap();
+    let done = client.wait_for_completion(&id, WAIT).await.unwrap();
+    assert_eq!(done.runtime_status, RuntimeStatus::Completed);
+    let expected: String = text.chars().rev().collect();
+    assert_eq!(done.output, Value::String(expected));
+    let status = client
+        .status(
+            &id,
+            StatusOptions {
+                show_input: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(status.input, Some(Value::String(text.clone())));
+    let blobs = backend.payload_names("big/").await.unwrap();
+    assert!(!blobs.is_empty(), "the 200 KiB values were offloaded");
+    client.purge(&id).await.unwrap();
+    assert!(
+        backend.payload_names("big/").await.unwrap().is_empty(),
+        "purge deleted the blobs"
+    );
+    assert!(
+        backend.load_instance_rows("big").await.unwrap() == 0,
+        "purge deleted the rows"
+    );
+    assert!(matches!(
+        client.status(&id, StatusOptions::default()).await,
+        Err(ClientError::NotFound(_))
+    ));
+    worker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timer_longer_than_the_visibility_limit_fires_on_time() {
+    let mut config = config("longtimer");
+    config.max_visibility_delay = Duration::from_secs(2);
+    let (_backend, client, worker) = start(config, fast_options()).await;
+    let id = client
+        .start("sleeper", StartOptions::with_instance_id("sleeper"), &7)
+        .await
+        .unwrap();
+    let done = client.wait_for_completion(&id, WAIT).await.unwrap();
+    assert_eq!(done.runtime_status, RuntimeStatus::Completed);
+    let events = history(&client, &id).await;
+    let fire_at: DateTime<Utc> = events
+        .iter()
+        .find_map(|e| match &e.kind {
+            EventKind::TimerCreated { fire_at, .. } => Some(*fire_at),
+            _ => None,
+        })
+        .unwrap();
+    let fired = events
+        .iter()
+        .position(|e| matches!(e.kind, EventKind::TimerFired { .. }))
+        .unwrap();
+    let episode_start = events[..fired]
+        .iter()
+        .rev()
+        .find(|e| matches!(e.kind, EventKind::OrchestratorStarted))
+        .unwrap();
+    assert!(
+        episode_start.timestamp >= fire_at,
+        "fired at {} before {fire_at}",
+        episode_start.timestamp
+    );
+    let after: DateTime<Utc> = serde_json::from_value(done.output["after"].clone()).unwrap();
+    let before: DateTime<Utc> = serde_json::from_value(done.output["before"].clone()).unwrap();
+    assert!(after - before >= chrono::Duration::seconds(7));
+    worker.shutdown().await;
+}
