@@ -119,15 +119,9 @@ impl AzureBackend {
         Ok((state, ranges))
     }
 
-    async fn state_row(
-        &self,
-        state: &InstanceState,
-        ranges: &[Range],
-        outbox: &[Outbound],
-    ) -> Result<Row, Error> {
+    async fn state_row(&self, state: &InstanceState, ranges: &[Range]) -> Result<Row, Error> {
         let id = &state.instance_id;
         let body = serde_json::to_string(state).map_err(|e| Error::Permanent(e.to_string()))?;
-        let outbox = self.encode_outbox(outbox)?;
         let limit = self.config.max_inline_property;
         Ok(Row {
             partition_key: id.clone(),
@@ -136,7 +130,6 @@ impl AzureBackend {
             name: Some(state.name.clone()),
             created_at: Some(state.created_at.to_rfc3339()),
             body: Some(self.offload(id, body, limit).await?),
-            outbox: Some(self.offload(id, outbox, limit).await?),
             ranges: Some(serde_json::to_string(ranges).unwrap_or_else(|_| "[]".into())),
             ..Row::default()
         })
@@ -185,26 +178,6 @@ impl AzureBackend {
     pub async fn load_instance_rows(&self, instance_id: &str) -> Result<usize, Error> {
         Ok(self.partition_rows(instance_id).await?.len())
     }
-
-    /// Re-sends the messages of the last commit (after a crash between commit and send).
-    pub async fn resend_outbox_of(&self, instance_id: &str) -> Result<usize, Error> {
-        self.counter.count("table.get");
-        let got = self
-            .table
-            .partition_key_client(instance_id)
-            .entity_client(STATE_ROW)
-            .get::<Row>()
-            .await;
-        let row = match got.map_err(|e| classify("read state", e)) {
-            Ok(got) => got.entity,
-            Err(Error::NotFound(_)) => return Ok(0),
-            Err(e) => return Err(e),
-        };
-        let outbox = self.inline(row.outbox.unwrap_or_default()).await?;
-        let messages = self.decode_outbox(&outbox)?;
-        self.send_all(&messages).await?;
-        Ok(messages.len())
-    }
 }
 
 /// Doubles single quotes for an OData string literal.
@@ -223,7 +196,7 @@ impl InstanceStore for AzureBackend {
         // The start message goes first: a worker that sees it before the state row exists
         // creates the instance itself, so no crash between the two writes loses the start.
         self.send(start).await?;
-        let row = self.state_row(state, &[], &[]).await?;
+        let row = self.state_row(state, &[]).await?;
         let op = match replace {
             None => Op::Insert(row),
             Some(etag) => Op::Update(row, etag.0.clone()),
@@ -326,9 +299,7 @@ impl InstanceStore for AzureBackend {
                         .await?,
                 ));
             }
-            let state = self
-                .state_row(&commit.state, &ranges, &commit.messages)
-                .await?;
+            let state = self.state_row(&commit.state, &ranges).await?;
             ops.push(match &commit.expected {
                 None => Op::Insert(state),
                 Some(etag) => Op::Update(state, etag.0.clone()),
@@ -354,7 +325,7 @@ impl InstanceStore for AzureBackend {
                     let mut placeholder = commit.state.clone();
                     placeholder.status = flowforge_orchestrator::status::RuntimeStatus::Pending;
                     placeholder.history_len = 0;
-                    let row = self.state_row(&placeholder, &[], &[]).await?;
+                    let row = self.state_row(&placeholder, &[]).await?;
                     self.transact(instance_id, vec![Op::Insert(row)]).await?
                 }
             }
@@ -375,14 +346,12 @@ impl InstanceStore for AzureBackend {
                     gen: claim,
                 });
             }
-            let state = self
-                .state_row(&commit.state, &ranges, &commit.messages)
-                .await?;
+            let state = self.state_row(&commit.state, &ranges).await?;
             self.transact(instance_id, vec![Op::Update(state, claim_etag)])
                 .await?
         };
-        // Decided messages go out only now; the outbox in the state row lets a later
-        // episode re-send them if this process dies before they are all sent.
+        // Decided messages go out only now. If this process dies before they are all sent,
+        // the consumed messages come back and the runtime re-derives them from history.
         self.send_all(&commit.messages).await?;
         Ok(ETag(etag.unwrap_or_default()))
     }
@@ -443,9 +412,5 @@ impl InstanceStore for AzureBackend {
         }
         self.delete_payloads(&format!("{instance_id}/")).await?;
         Ok(existed)
-    }
-
-    async fn resend_outbox(&self, instance_id: &str) -> Result<(), Error> {
-        self.resend_outbox_of(instance_id).await.map(|_| ())
     }
 }

@@ -11,11 +11,9 @@ use chrono::Utc;
 use flowforge_orchestrator::backend::{
     DeadLetter, Error, Outbound, QueueMessage, QueueName, QueueStore, Receipt, Received,
 };
-use futures::{stream, StreamExt, TryStreamExt};
 
 use crate::backend::AzureBackend;
 use crate::error::classify;
-use crate::rows::OutboxEntry;
 
 /// Time to live of every message: beyond the longest visibility delay, so that a timer
 /// message never expires before it is seen (the service's default is 7 days).
@@ -39,41 +37,12 @@ fn unb64(body: &str) -> String {
 }
 
 impl AzureBackend {
-    pub(crate) fn encode_outbox(&self, messages: &[Outbound]) -> Result<String, Error> {
-        let entries: Vec<OutboxEntry> = messages
-            .iter()
-            .map(|m| OutboxEntry {
-                queue: self.queue_name(&m.queue),
-                body: m.message.encode(),
-                visible_at: m.visible_at,
-            })
-            .collect();
-        serde_json::to_string(&entries).map_err(|e| Error::Permanent(e.to_string()))
-    }
-
-    pub(crate) fn decode_outbox(&self, text: &str) -> Result<Vec<OutboxEntry>, Error> {
-        if text.is_empty() {
-            return Ok(Vec::new());
+    /// Sends messages concurrently (an episode may decide hundreds).
+    pub(crate) async fn send_all(&self, messages: &[Outbound]) -> Result<(), Error> {
+        for chunk in messages.chunks(SEND_CONCURRENCY) {
+            futures::future::try_join_all(chunk.iter().map(|m| self.send(m))).await?;
         }
-        serde_json::from_str(text).map_err(|e| Error::Permanent(format!("outbox unreadable: {e}")))
-    }
-
-    /// Sends outbox entries concurrently.
-    pub(crate) async fn send_all_entries(&self, entries: Vec<OutboxEntry>) -> Result<(), Error> {
-        stream::iter(entries)
-            .map(|entry| async move {
-                self.put(&entry.queue, entry.body, entry.visible_at, "")
-                    .await
-            })
-            .buffer_unordered(SEND_CONCURRENCY)
-            .try_collect::<Vec<()>>()
-            .await
-            .map(|_| ())
-    }
-
-    pub(crate) async fn send_all<M: OutboxLike>(&self, messages: &[M]) -> Result<(), Error> {
-        let entries = messages.iter().map(|m| m.entry(self)).collect();
-        self.send_all_entries(entries).await
+        Ok(())
     }
 
     /// Puts a body (offloaded when large), visible at `visible_at` capped at the limit.
@@ -109,27 +78,6 @@ impl AzureBackend {
         }
         self.counter.count("queue.put");
         put.await.map(|_| ()).map_err(|e| classify("queue put", e))
-    }
-}
-
-/// Something that can go to the outbox: an engine message or an already-encoded entry.
-pub(crate) trait OutboxLike {
-    fn entry(&self, backend: &AzureBackend) -> OutboxEntry;
-}
-
-impl OutboxLike for Outbound {
-    fn entry(&self, backend: &AzureBackend) -> OutboxEntry {
-        OutboxEntry {
-            queue: backend.queue_name(&self.queue),
-            body: self.message.encode(),
-            visible_at: self.visible_at,
-        }
-    }
-}
-
-impl OutboxLike for OutboxEntry {
-    fn entry(&self, _: &AzureBackend) -> OutboxEntry {
-        self.clone()
     }
 }
 

@@ -3,7 +3,7 @@
 //!
 //! | RowKey | what |
 //! | --- | --- |
-//! | `state` | the state row: `Status`, `Name`, `CreatedAt` (for listing), `Body` (the state as JSON), `Outbox` (messages of the last commit), `Ranges` |
+//! | `state` | the state row: `Status`, `Name`, `CreatedAt` (for listing), `Body` (the state as JSON), `Ranges` |
 //! | `h-{execution}-{seq:010}-{gen}` | one history event (`Event`, JSON) |
 //!
 //! `gen` is `a` for events written by single-batch commits and the commit's claim id for
@@ -64,23 +64,12 @@ pub(crate) struct Row {
     pub created_at: Option<String>,
     #[serde(rename = "Body", default, skip_serializing_if = "Option::is_none")]
     pub body: Option<String>,
-    #[serde(rename = "Outbox", default, skip_serializing_if = "Option::is_none")]
-    pub outbox: Option<String>,
     #[serde(rename = "Ranges", default, skip_serializing_if = "Option::is_none")]
     pub ranges: Option<String>,
     #[serde(rename = "Claim", default, skip_serializing_if = "Option::is_none")]
     pub claim: Option<String>,
     #[serde(rename = "Event", default, skip_serializing_if = "Option::is_none")]
     pub event: Option<String>,
-}
-
-/// One outbound message kept in the state row until a later episode no longer needs it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct OutboxEntry {
-    pub queue: String,
-    pub body: String,
-    #[serde(default)]
-    pub visible_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 #[cfg(test)]

@@ -145,15 +145,6 @@ pub trait InstanceStore: Send + Sync {
 
     /// Deletes an instance's state, history and payloads. False when it did not exist.
     async fn delete_instance(&self, instance_id: &str) -> Result<bool, Error>;
-
-    /// Re-sends the messages of the instance's last commit. The runtime calls it before an
-    /// episode whose messages were delivered more than once, since the previous attempt may
-    /// have died between its commit and its sends. Backends that commit and send
-    /// atomically keep the default, which does nothing.
-    async fn resend_outbox(&self, instance_id: &str) -> Result<(), Error> {
-        let _ = instance_id;
-        Ok(())
-    }
 }
 
 /// Queues with visibility delay and at-least-once delivery.

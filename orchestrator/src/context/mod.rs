@@ -356,7 +356,7 @@ fn decode<O: DeserializeOwned>(completion: Completion) -> TaskResult<O> {
 }
 
 /// A deterministic id for something this execution starts or sends.
-fn derived_id(instance_id: &str, execution_id: &str, action_id: u64) -> String {
+pub(crate) fn derived_id(instance_id: &str, execution_id: &str, action_id: u64) -> String {
     let name = format!("{instance_id}|{execution_id}|{action_id}");
     uuid::Uuid::new_v5(&GUID_NAMESPACE, name.as_bytes()).to_string()
 }

@@ -212,6 +212,117 @@ pub fn outbound_messages(
     out
 }
 
+/// Everything the committed history has decided that may not have been sent: the work of
+/// every action without a completion, and the end of the execution (to the parent, or the
+/// next execution's start). Used when a message comes back after a worker may have died
+/// between a commit and its sends; duplicates are harmless (each has its identity).
+pub fn pending_messages(
+    state: &InstanceState,
+    history: &[crate::history::HistoryEvent],
+    partitions: u32,
+    now: DateTime<Utc>,
+) -> Vec<Outbound> {
+    use crate::context::derived_id;
+    let completed: std::collections::HashSet<u64> = history
+        .iter()
+        .filter_map(|e| e.kind.completes_id())
+        .collect();
+    let (me, execution) = (&state.instance_id, &state.execution_id);
+    let actions = history
+        .iter()
+        .filter_map(|e| match &e.kind {
+            kind if kind
+                .scheduling_id()
+                .is_some_and(|id| completed.contains(&id)) =>
+            {
+                None
+            }
+            EventKind::ActivityScheduled {
+                id,
+                name,
+                version,
+                input,
+            } => Some(Action::ScheduleActivity {
+                id: *id,
+                name: name.clone(),
+                version: version.clone(),
+                input: input.clone(),
+            }),
+            EventKind::TimerCreated { id, fire_at } => Some(Action::CreateTimer {
+                id: *id,
+                fire_at: *fire_at,
+            }),
+            EventKind::SubOrchestrationScheduled {
+                id,
+                name,
+                version,
+                instance_id,
+                input,
+            } => Some(Action::StartSubOrchestration {
+                id: *id,
+                name: name.clone(),
+                version: version.clone(),
+                instance_id: instance_id.clone(),
+                execution_id: derived_id(me, execution, *id),
+                input: input.clone(),
+            }),
+            EventKind::OrchestrationStartSent {
+                id,
+                name,
+                version,
+                instance_id,
+                input,
+            } => Some(Action::StartOrchestration {
+                id: *id,
+                name: name.clone(),
+                version: version.clone(),
+                instance_id: instance_id.clone(),
+                execution_id: derived_id(me, execution, *id),
+                input: input.clone(),
+            }),
+            EventKind::EventSent {
+                id,
+                instance_id,
+                name,
+                input,
+            } => Some(Action::SendEvent {
+                id: *id,
+                instance_id: instance_id.clone(),
+                name: name.clone(),
+                input: input.clone(),
+                event_id: derived_id(me, execution, *id),
+            }),
+            _ => None,
+        })
+        .collect();
+    let outcome = match state.status {
+        RuntimeStatus::Completed => ExecutionOutcome::Completed(state.output.clone()),
+        RuntimeStatus::Failed => ExecutionOutcome::Failed(
+            state
+                .failure
+                .clone()
+                .unwrap_or_else(|| FailureDetails::new("Failed", "failed")),
+        ),
+        RuntimeStatus::Terminated => {
+            ExecutionOutcome::Terminated(state.output.as_str().unwrap_or_default().to_owned())
+        }
+        RuntimeStatus::ContinuedAsNew => ExecutionOutcome::ContinuedAsNew {
+            input: state.input.clone(),
+            carryover: Vec::new(),
+        },
+        _ => ExecutionOutcome::Running,
+    };
+    let episode = Episode {
+        new_events: Vec::new(),
+        actions,
+        outcome,
+        custom_status: Value::Null,
+        suspended: false,
+        start: None,
+    };
+    outbound_messages(state, &episode, partitions, now)
+}
+
 /// What a sub-orchestration reports to its parent, once it has ended.
 fn parent_result(outcome: &ExecutionOutcome) -> Option<Result<Value, FailureDetails>> {
     match outcome {

@@ -8,7 +8,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{debug, info, info_span, warn, Instrument};
 
-use super::episode_effects::{next_state, outbound_messages, to_instance};
+use super::episode_effects::{next_state, outbound_messages, pending_messages, to_instance};
 use super::{idle_or_stop, next_idle, Shared};
 use crate::backend::{
     EpisodeCommit, Error, HistoryWrite, OrchestratorMessage, QueueMessage, QueueName, Received,
@@ -157,15 +157,6 @@ async fn process_instance(
     instance_id: &str,
     messages: Vec<(Received, OrchestratorMessage)>,
 ) {
-    if messages
-        .iter()
-        .any(|(received, _)| received.dequeue_count > 1)
-    {
-        // A previous attempt may have died between its commit and its sends.
-        if let Err(error) = shared.backend.resend_outbox(instance_id).await {
-            warn!(%error, "re-sending the last commit's messages failed");
-        }
-    }
     let outcome = match run_instance_episode(shared, instance_id, &messages).await {
         Ok(outcome) => outcome,
         Err(Error::Conflict(reason)) => {
@@ -236,6 +227,22 @@ async fn run_instance_episode(
             }
         },
     };
+    if messages
+        .iter()
+        .any(|(received, _)| received.dequeue_count > 1)
+        && etag.is_some()
+    {
+        // A message came back: a previous attempt may have died between its commit and its
+        // sends. Re-send what the committed history decided (duplicates are harmless).
+        let pending = pending_messages(&state, &history, shared.backend.control_partitions(), now);
+        debug!(
+            count = pending.len(),
+            "re-sending decided messages after a redelivery"
+        );
+        for outbound in &pending {
+            shared.backend.send(outbound).await?;
+        }
+    }
     let mut replace_history = false;
     if let Some((message, execution_id)) = &start {
         if execution_id != &state.execution_id {
