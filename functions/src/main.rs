@@ -1,16 +1,20 @@
 //! `flowforge`: the one binary of FlowForge Durable.
 //!
-//! Today it runs the main job (`flowforge demo`): the demonstration orchestration on the
-//! in-memory backend, printing its status and history. The HTTP API, the standalone worker
-//! and the Functions custom handler join it as their issues land.
-
-mod demo;
+//! - `flowforge demo`: the main job until the medallion pipeline lands — the demonstration
+//!   orchestration on the in-memory backend, printing its status and history;
+//! - `flowforge worker`: the standalone mode (management API + queue-polling workers);
+//! - `flowforge start|status|list|raise-event|terminate|suspend|resume|restart|purge|delete-task-hub`:
+//!   client commands against the task hub's storage.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use flowforge::client_command::{self, ClientCommand};
+use flowforge::storage::StorageArgs;
+use flowforge::worker_command::{self, WorkerArgs};
+use flowforge::{app_registry, demo};
 use flowforge_orchestrator::client::StatusOptions;
 use flowforge_orchestrator::prelude::*;
 
@@ -23,6 +27,8 @@ use flowforge_orchestrator::prelude::*;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    storage: StorageArgs,
 }
 
 #[derive(Subcommand)]
@@ -36,6 +42,11 @@ enum Command {
         #[arg(long, default_value_t = 300)]
         pause_ms: u64,
     },
+    /// Run the management API and the workers on a task hub (standalone mode).
+    Worker(WorkerArgs),
+    /// Client operations on a task hub.
+    #[command(flatten)]
+    Client(ClientCommand),
 }
 
 #[tokio::main]
@@ -43,11 +54,15 @@ async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn,flowforge=info".into()),
+                .unwrap_or_else(|_| "warn,flowforge=info,flowforge_orchestrator=info".into()),
         )
+        .with_writer(std::io::stderr)
         .init();
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    match cli.command {
         Command::Demo { files, pause_ms } => run_demo(files, pause_ms).await,
+        Command::Worker(args) => worker_command::run(args, cli.storage, app_registry()).await,
+        Command::Client(command) => client_command::run(command, cli.storage).await,
     }
 }
 

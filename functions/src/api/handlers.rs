@@ -1,0 +1,256 @@
+//! The handlers of the management API.
+
+use std::collections::HashMap;
+
+use axum::body::Bytes;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use flowforge_orchestrator::backend::InstanceQuery;
+use flowforge_orchestrator::client::{StartOptions, StatusOptions};
+use serde_json::json;
+
+use super::check_status::{base_url, CheckStatus};
+use super::params::{json_body, Params};
+use super::status_json;
+use super::{ApiError, ApiState, OPENAPI};
+
+/// Seconds a poller should wait before asking again.
+const RETRY_AFTER: &str = "1";
+const CONTINUATION: &str = "x-ms-continuation-token";
+
+type ApiResult = Result<Response, ApiError>;
+type PathArg<T> = Result<Path<T>, PathRejection>;
+type QueryArg = Result<Query<HashMap<String, String>>, QueryRejection>;
+
+fn path<T>(arg: PathArg<T>) -> Result<T, ApiError> {
+    arg.map(|Path(p)| p)
+        .map_err(|e| ApiError::bad_request(e.body_text()))
+}
+
+fn params(arg: QueryArg) -> Result<Params, ApiError> {
+    arg.map(|Query(q)| Params(q))
+        .map_err(|e| ApiError::bad_request(e.body_text()))
+}
+
+/// `POST orchestrators/{name}`: start with a new instance id.
+pub async fn start(
+    State(state): State<ApiState>,
+    name: PathArg<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
+    start_instance(&state, path(name)?, None, &headers, &body).await
+}
+
+/// `POST orchestrators/{name}/{instanceId}`: start with the given id.
+pub async fn start_with_id(
+    State(state): State<ApiState>,
+    args: PathArg<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
+    let (name, id) = path(args)?;
+    start_instance(&state, name, Some(id), &headers, &body).await
+}
+
+async fn start_instance(
+    state: &ApiState,
+    name: String,
+    instance_id: Option<String>,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> ApiResult {
+    let input = json_body(headers, body)?;
+    if !state.orchestrations.contains(&name) {
+        return Err(ApiError::bad_request(format!(
+            "no orchestration named '{name}'; known: {}",
+            state.orchestrations.join(", ")
+        )));
+    }
+    let trace_parent = headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let options = StartOptions {
+        instance_id,
+        trace_parent,
+        ..StartOptions::default()
+    };
+    let id = state.client.start_value(&name, options, input).await?;
+    Ok(accepted_with_check_status(state, headers, &id))
+}
+
+fn accepted_with_check_status(state: &ApiState, headers: &HeaderMap, id: &str) -> Response {
+    let base = base_url(state.public_url.as_deref(), &state.base_path, headers);
+    let body = CheckStatus::new(&base, id);
+    let location = body.status_query_get_uri.clone();
+    let mut response = (StatusCode::ACCEPTED, Json(body)).into_response();
+    set_header(&mut response, header::LOCATION, &location);
+    set_header(&mut response, header::RETRY_AFTER, RETRY_AFTER);
+    response
+}
+
+fn set_header(response: &mut Response, name: header::HeaderName, value: &str) {
+    if let Ok(value) = HeaderValue::from_str(value) {
+        response.headers_mut().insert(name, value);
+    }
+}
+
+/// `GET instances/{id}`: 200 when finished, 202 with `Location` while running.
+pub async fn status(
+    State(state): State<ApiState>,
+    id: PathArg<String>,
+    query: QueryArg,
+    headers: HeaderMap,
+) -> ApiResult {
+    let id = path(id)?;
+    let params = params(query)?;
+    let options = StatusOptions {
+        show_history: params.flag("showHistory", false)?,
+        show_history_output: params.flag("showHistoryOutput", false)?,
+        show_input: params.flag("showInput", true)?,
+    };
+    let status = state.client.status(&id, options).await?;
+    let body = Json(status_json::status(&status));
+    if status.runtime_status.is_terminal() {
+        return Ok((StatusCode::OK, body).into_response());
+    }
+    let mut response = (StatusCode::ACCEPTED, body).into_response();
+    let base = base_url(state.public_url.as_deref(), &state.base_path, &headers);
+    let location = CheckStatus::new(&base, &id).status_query_get_uri;
+    set_header(&mut response, header::LOCATION, &location);
+    set_header(&mut response, header::RETRY_AFTER, RETRY_AFTER);
+    Ok(response)
+}
+
+fn query_from(params: &Params, headers: &HeaderMap) -> Result<InstanceQuery, ApiError> {
+    Ok(InstanceQuery {
+        statuses: params.statuses("runtimeStatus")?,
+        created_from: params.time("createdTimeFrom")?,
+        created_to: params.time("createdTimeTo")?,
+        instance_id_prefix: params.text("instanceIdPrefix"),
+        page_size: params.count("top")?.unwrap_or(100),
+        continuation: headers
+            .get(CONTINUATION)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty() && *v != "null")
+            .map(str::to_owned),
+    })
+}
+
+/// `GET instances?…`: one page, the next page's token in `x-ms-continuation-token`.
+pub async fn list(State(state): State<ApiState>, query: QueryArg, headers: HeaderMap) -> ApiResult {
+    let params = params(query)?;
+    let instance_query = query_from(&params, &headers)?;
+    let show_input = params.flag("showInput", false)?;
+    let (page, next) = state.client.list(&instance_query, show_input).await?;
+    let body: Vec<_> = page.iter().map(status_json::status).collect();
+    let mut response = (StatusCode::OK, Json(body)).into_response();
+    if let Some(token) = next {
+        set_header(
+            &mut response,
+            header::HeaderName::from_static(CONTINUATION),
+            &token,
+        );
+    }
+    Ok(response)
+}
+
+/// `POST instances/{id}/raiseEvent/{eventName}`: 202; 404 unknown; 410 finished.
+pub async fn raise_event(
+    State(state): State<ApiState>,
+    args: PathArg<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
+    let (id, event) = path(args)?;
+    let data = json_body(&headers, &body)?;
+    state.client.raise_event(&id, &event, &data).await?;
+    Ok(StatusCode::ACCEPTED.into_response())
+}
+
+/// `POST instances/{id}/terminate?reason=`.
+pub async fn terminate(
+    State(state): State<ApiState>,
+    id: PathArg<String>,
+    query: QueryArg,
+) -> ApiResult {
+    let reason = params(query)?.text("reason").unwrap_or_default();
+    state.client.terminate(&path(id)?, &reason).await?;
+    Ok(StatusCode::ACCEPTED.into_response())
+}
+
+/// `POST instances/{id}/suspend?reason=`.
+pub async fn suspend(
+    State(state): State<ApiState>,
+    id: PathArg<String>,
+    query: QueryArg,
+) -> ApiResult {
+    let reason = params(query)?.text("reason").unwrap_or_default();
+    state.client.suspend(&path(id)?, &reason).await?;
+    Ok(StatusCode::ACCEPTED.into_response())
+}
+
+/// `POST instances/{id}/resume?reason=`.
+pub async fn resume(
+    State(state): State<ApiState>,
+    id: PathArg<String>,
+    query: QueryArg,
+) -> ApiResult {
+    let reason = params(query)?.text("reason").unwrap_or_default();
+    state.client.resume(&path(id)?, &reason).await?;
+    Ok(StatusCode::ACCEPTED.into_response())
+}
+
+/// `POST instances/{id}/restart?restartWithNewInstanceId=`: 202 with the check-status body.
+pub async fn restart(
+    State(state): State<ApiState>,
+    id: PathArg<String>,
+    query: QueryArg,
+    headers: HeaderMap,
+) -> ApiResult {
+    let new_id = params(query)?.flag("restartWithNewInstanceId", true)?;
+    let started = state.client.restart(&path(id)?, new_id).await?;
+    Ok(accepted_with_check_status(&state, &headers, &started))
+}
+
+/// `DELETE instances/{id}`: 200 `{"instancesDeleted": 1}`; 404 unknown; 409 still running.
+pub async fn purge(State(state): State<ApiState>, id: PathArg<String>) -> ApiResult {
+    state.client.purge(&path(id)?).await?;
+    Ok((StatusCode::OK, Json(json!({ "instancesDeleted": 1 }))).into_response())
+}
+
+/// `DELETE instances?createdTimeFrom=…`: 200 with the count; 400 without
+/// `createdTimeFrom`; 404 when nothing matched.
+pub async fn purge_many(
+    State(state): State<ApiState>,
+    query: QueryArg,
+    headers: HeaderMap,
+) -> ApiResult {
+    let params = params(query)?;
+    if params.time("createdTimeFrom")?.is_none() {
+        return Err(ApiError::bad_request(
+            "createdTimeFrom is required to purge many instances",
+        ));
+    }
+    let mut instance_query = query_from(&params, &headers)?;
+    instance_query.continuation = None;
+    let deleted = state.client.purge_many(&instance_query).await?;
+    if deleted == 0 {
+        return Err(ApiError::not_found("no finished instance matched"));
+    }
+    Ok((StatusCode::OK, Json(json!({ "instancesDeleted": deleted }))).into_response())
+}
+
+/// The OpenAPI document (no key needed).
+pub async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+/// Any other path.
+pub async fn no_route() -> ApiError {
+    ApiError::not_found("no such route; see the OpenAPI document at <base>openapi.json")
+}

@@ -1,0 +1,79 @@
+//! The management HTTP API, mirroring the Durable Functions HTTP API (paths, query
+//! parameters, JSON fields, status codes, `Location`/`Retry-After`,
+//! `x-ms-continuation-token`) under a configurable base path. The standalone worker and
+//! the custom handler serve the same router.
+
+mod auth;
+mod check_status;
+mod error;
+mod handlers;
+mod params;
+pub mod status_json;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::middleware::from_fn_with_state;
+use axum::routing::{get, post};
+use axum::Router;
+use flowforge_orchestrator::client::Client;
+
+pub use auth::Access;
+pub use check_status::CheckStatus;
+pub use error::ApiError;
+
+/// The OpenAPI document of this API (kept in the repository as `functions/openapi.json`).
+pub const OPENAPI: &str = include_str!("../../openapi.json");
+
+/// Everything the handlers share.
+#[derive(Clone)]
+pub struct ApiState {
+    /// The engine client.
+    pub client: Client,
+    /// Registered orchestration names; a start of another name is refused with 400.
+    pub orchestrations: Arc<Vec<String>>,
+    /// Key or open mode.
+    pub access: Access,
+    /// Base path, with leading and trailing slash (`/api/`).
+    pub base_path: String,
+    /// Public URL of the app (`https://app.example`), for absolute URLs behind proxies.
+    pub public_url: Option<String>,
+    /// Largest accepted request body, in bytes.
+    pub body_limit: usize,
+}
+
+/// The API router.
+pub fn router(state: ApiState) -> Router {
+    let api = Router::new()
+        .route("/orchestrators/{name}", post(handlers::start))
+        .route(
+            "/orchestrators/{name}/{instance_id}",
+            post(handlers::start_with_id),
+        )
+        .route(
+            "/instances",
+            get(handlers::list).delete(handlers::purge_many),
+        )
+        .route(
+            "/instances/{id}",
+            get(handlers::status).delete(handlers::purge),
+        )
+        .route(
+            "/instances/{id}/raiseEvent/{event}",
+            post(handlers::raise_event),
+        )
+        .route("/instances/{id}/terminate", post(handlers::terminate))
+        .route("/instances/{id}/suspend", post(handlers::suspend))
+        .route("/instances/{id}/resume", post(handlers::resume))
+        .route("/instances/{id}/restart", post(handlers::restart))
+        .route_layer(from_fn_with_state(state.clone(), auth::require_key))
+        .route("/openapi.json", get(handlers::openapi))
+        .layer(DefaultBodyLimit::max(state.body_limit));
+    let base = state.base_path.trim_end_matches('/').to_owned();
+    let routed = if base.is_empty() {
+        api
+    } else {
+        Router::new().nest(&base, api)
+    };
+    routed.fallback(handlers::no_route).with_state(state)
+}

@@ -1,0 +1,176 @@
+//! Statuses and history events as Durable Functions writes them: camelCase status fields,
+//! PascalCase history fields with `EventType`, timestamps as `YYYY-MM-DDThh:mm:ssZ`.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use flowforge_orchestrator::history::{EventKind, HistoryEvent};
+use flowforge_orchestrator::status::InstanceStatus;
+use serde_json::{json, Map, Value};
+
+/// A timestamp formatted as Durable Functions formats it.
+pub fn timestamp(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+/// The status body of `GET instances/{id}` (and each element of the list).
+pub fn status(status: &InstanceStatus) -> Value {
+    let mut body = json!({
+        "name": status.name,
+        "instanceId": status.instance_id,
+        "runtimeStatus": status.runtime_status.as_str(),
+        "input": status.input.clone().unwrap_or(Value::Null),
+        "customStatus": status.custom_status,
+        "output": status.output,
+        "createdTime": timestamp(status.created_time),
+        "lastUpdatedTime": timestamp(status.last_updated_time),
+    });
+    if let (Some(history), Some(map)) = (&status.history, body.as_object_mut()) {
+        let events: Vec<Value> = history.iter().filter_map(history_event).collect();
+        map.insert("historyEvents".into(), Value::Array(events));
+    }
+    body
+}
+
+/// One history event in Durable Functions' shape (episode markers are left out, as there).
+pub fn history_event(event: &HistoryEvent) -> Option<Value> {
+    let mut map = Map::new();
+    let mut put = |k: &str, v: Value| {
+        map.insert(k.to_owned(), v);
+    };
+    let event_type = match &event.kind {
+        EventKind::OrchestratorStarted => return None,
+        EventKind::ExecutionStarted { name, input, .. } => {
+            put("FunctionName", json!(name));
+            put("Input", input.clone());
+            "ExecutionStarted"
+        }
+        EventKind::ExecutionCompleted { output } => {
+            put("OrchestrationStatus", json!("Completed"));
+            put("Result", output.clone());
+            "ExecutionCompleted"
+        }
+        EventKind::ExecutionFailed { failure } => {
+            put("OrchestrationStatus", json!("Failed"));
+            put("Reason", json!(failure.message));
+            put("Details", json!(failure));
+            "ExecutionFailed"
+        }
+        EventKind::ExecutionTerminated { reason } => {
+            put("Reason", json!(reason));
+            "ExecutionTerminated"
+        }
+        EventKind::ContinuedAsNew { input } => {
+            put("Input", input.clone());
+            "ContinuedAsNew"
+        }
+        EventKind::ExecutionSuspended { reason } => {
+            put("Reason", json!(reason));
+            "ExecutionSuspended"
+        }
+        EventKind::ExecutionResumed { reason } => {
+            put("Reason", json!(reason));
+            "ExecutionResumed"
+        }
+        EventKind::ActivityScheduled {
+            id, name, input, ..
+        } => {
+            put("EventId", json!(id));
+            put("FunctionName", json!(name));
+            put("Input", input.clone());
+            "TaskScheduled"
+        }
+        EventKind::ActivityCompleted {
+            scheduled_id,
+            result,
+        } => {
+            put("TaskScheduledId", json!(scheduled_id));
+            put("Result", result.clone());
+            "TaskCompleted"
+        }
+        EventKind::ActivityFailed {
+            scheduled_id,
+            failure,
+        } => {
+            put("TaskScheduledId", json!(scheduled_id));
+            put("Reason", json!(failure.message));
+            put("Details", json!(failure));
+            "TaskFailed"
+        }
+        EventKind::TimerCreated { id, fire_at } => {
+            put("EventId", json!(id));
+            put("FireAt", json!(timestamp(*fire_at)));
+            "TimerCreated"
+        }
+        EventKind::TimerFired {
+            scheduled_id,
+            fire_at,
+        } => {
+            put("TimerId", json!(scheduled_id));
+            put("FireAt", json!(timestamp(*fire_at)));
+            "TimerFired"
+        }
+        EventKind::SubOrchestrationScheduled {
+            id,
+            name,
+            instance_id,
+            input,
+            ..
+        } => {
+            put("EventId", json!(id));
+            put("FunctionName", json!(name));
+            put("InstanceId", json!(instance_id));
+            put("Input", input.clone());
+            "SubOrchestrationInstanceCreated"
+        }
+        EventKind::SubOrchestrationCompleted {
+            scheduled_id,
+            result,
+        } => {
+            put("TaskScheduledId", json!(scheduled_id));
+            put("Result", result.clone());
+            "SubOrchestrationInstanceCompleted"
+        }
+        EventKind::SubOrchestrationFailed {
+            scheduled_id,
+            failure,
+        } => {
+            put("TaskScheduledId", json!(scheduled_id));
+            put("Reason", json!(failure.message));
+            put("Details", json!(failure));
+            "SubOrchestrationInstanceFailed"
+        }
+        EventKind::OrchestrationStartSent {
+            name,
+            instance_id,
+            input,
+            ..
+        } => {
+            put("FunctionName", json!(name));
+            put("InstanceId", json!(instance_id));
+            put("Input", input.clone());
+            "OrchestrationStarted"
+        }
+        EventKind::EventRaised { name, input, .. } => {
+            put("Name", json!(name));
+            put("Input", input.clone());
+            "EventRaised"
+        }
+        EventKind::EventSent {
+            instance_id,
+            name,
+            input,
+            ..
+        } => {
+            put("Name", json!(name));
+            put("InstanceId", json!(instance_id));
+            put("Input", input.clone());
+            "EventSent"
+        }
+        EventKind::CustomStatusSet { status } => {
+            put("CustomStatus", status.clone());
+            "CustomStatusSet"
+        }
+    };
+    map.insert("EventType".into(), json!(event_type));
+    map.insert("Timestamp".into(), json!(timestamp(event.timestamp)));
+    Some(Value::Object(map))
+}

@@ -1,0 +1,254 @@
+//! The client subcommands, like Core Tools' `func durable …`. They talk to the task hub's
+//! storage directly (no running API needed, and no key to distribute): the same settings
+//! as the worker select it.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Subcommand;
+use flowforge_azure::AzureBackend;
+use flowforge_orchestrator::backend::InstanceQuery;
+use flowforge_orchestrator::client::StatusOptions;
+use flowforge_orchestrator::prelude::*;
+use serde_json::Value;
+
+use crate::api::status_json;
+use crate::storage::StorageArgs;
+
+/// Client operations on a task hub.
+#[derive(Debug, Subcommand)]
+pub enum ClientCommand {
+    /// Start an orchestration.
+    Start {
+        /// Orchestration name.
+        name: String,
+        /// Instance id (default: a new one).
+        #[arg(long)]
+        id: Option<String>,
+        /// Input as JSON.
+        #[arg(long, default_value = "null")]
+        input: String,
+        /// Wait for the end, showing the status as it changes.
+        #[arg(long)]
+        wait: bool,
+        /// How long `--wait` waits, in seconds.
+        #[arg(long, default_value_t = 3600)]
+        timeout_secs: u64,
+    },
+    /// Show an instance's status.
+    Status {
+        /// Instance id.
+        id: String,
+        /// Include the history.
+        #[arg(long)]
+        history: bool,
+    },
+    /// List instances.
+    List {
+        /// Only these statuses (comma-separated).
+        #[arg(long)]
+        status: Option<String>,
+        /// Instance id prefix.
+        #[arg(long)]
+        prefix: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        top: usize,
+    },
+    /// Raise an event on an instance.
+    RaiseEvent {
+        /// Instance id.
+        id: String,
+        /// Event name.
+        event: String,
+        /// Event data as JSON.
+        #[arg(long, default_value = "null")]
+        data: String,
+    },
+    /// Terminate an instance.
+    Terminate {
+        /// Instance id.
+        id: String,
+        /// Reason.
+        #[arg(long, default_value = "terminated from the command line")]
+        reason: String,
+    },
+    /// Suspend an instance.
+    Suspend {
+        /// Instance id.
+        id: String,
+        /// Reason.
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Resume a suspended instance.
+    Resume {
+        /// Instance id.
+        id: String,
+        /// Reason.
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Restart an instance with its original input.
+    Restart {
+        /// Instance id.
+        id: String,
+        /// Under a new instance id.
+        #[arg(long)]
+        new_id: bool,
+    },
+    /// Purge a finished instance (state, history, payloads).
+    Purge {
+        /// Instance id.
+        id: String,
+    },
+    /// Delete the whole task hub (tables, queues, payloads).
+    DeleteTaskHub {
+        /// Confirm.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+fn parse_json(what: &str, text: &str) -> anyhow::Result<Value> {
+    serde_json::from_str(text).with_context(|| format!("{what} is not valid JSON"))
+}
+
+/// Runs one client command and prints its result as JSON.
+pub async fn run(command: ClientCommand, storage: StorageArgs) -> anyhow::Result<()> {
+    if let ClientCommand::DeleteTaskHub { yes } = command {
+        anyhow::ensure!(
+            yes,
+            "this deletes every instance of task hub '{}': pass --yes",
+            storage.task_hub
+        );
+        let backend = AzureBackend::connect(storage.azure_config()?).await?;
+        backend.delete_task_hub().await?;
+        println!("task hub '{}' deleted", storage.task_hub);
+        return Ok(());
+    }
+    let client = Client::new(storage.connect().await?);
+    let show = |value: Value| {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&value).unwrap_or_default()
+        )
+    };
+    match command {
+        ClientCommand::Start {
+            name,
+            id,
+            input,
+            wait,
+            timeout_secs,
+        } => {
+            let options = StartOptions {
+                instance_id: id,
+                ..StartOptions::default()
+            };
+            let id = client
+                .start_value(&name, options, parse_json("--input", &input)?)
+                .await?;
+            println!("started {id}");
+            if wait {
+                show(status_json::status(
+                    &wait_with_progress(&client, &id, timeout_secs).await?,
+                ));
+            }
+        }
+        ClientCommand::Status { id, history } => {
+            let options = StatusOptions {
+                show_history: history,
+                show_history_output: history,
+                show_input: true,
+            };
+            show(status_json::status(&client.status(&id, options).await?));
+        }
+        ClientCommand::List {
+            status,
+            prefix,
+            top,
+        } => {
+            let statuses = match status {
+                Some(list) => list
+                    .split(',')
+                    .map(|s| s.parse().map_err(anyhow::Error::msg))
+                    .collect::<anyhow::Result<_>>()?,
+                None => Vec::new(),
+            };
+            let query = InstanceQuery {
+                statuses,
+                instance_id_prefix: prefix,
+                page_size: top,
+                ..Default::default()
+            };
+            let (page, next) = client.list(&query, false).await?;
+            show(Value::Array(page.iter().map(status_json::status).collect()));
+            if next.is_some() {
+                eprintln!("(more instances: raise --top)");
+            }
+        }
+        ClientCommand::RaiseEvent { id, event, data } => {
+            client
+                .raise_event(&id, &event, &parse_json("--data", &data)?)
+                .await?;
+            println!("event '{event}' sent to {id}");
+        }
+        ClientCommand::Terminate { id, reason } => {
+            client.terminate(&id, &reason).await?;
+            println!("termination of {id} requested");
+        }
+        ClientCommand::Suspend { id, reason } => {
+            client.suspend(&id, &reason).await?;
+            println!("suspension of {id} requested");
+        }
+        ClientCommand::Resume { id, reason } => {
+            client.resume(&id, &reason).await?;
+            println!("resumption of {id} requested");
+        }
+        ClientCommand::Restart { id, new_id } => {
+            println!("restarted as {}", client.restart(&id, new_id).await?)
+        }
+        ClientCommand::Purge { id } => {
+            client.purge(&id).await?;
+            println!("purged {id}");
+        }
+        ClientCommand::DeleteTaskHub { .. } => {}
+    }
+    Ok(())
+}
+
+/// Polls until the instance ends, printing each change of status or custom status.
+async fn wait_with_progress(
+    client: &Client,
+    id: &str,
+    timeout_secs: u64,
+) -> anyhow::Result<InstanceStatus> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout_secs);
+    let mut last = None;
+    loop {
+        let status = client
+            .status(
+                id,
+                StatusOptions {
+                    show_input: false,
+                    ..Default::default()
+                },
+            )
+            .await?;
+        let shown = (status.runtime_status, status.custom_status.clone());
+        if last.as_ref() != Some(&shown) {
+            eprintln!("  {} {}", status.runtime_status, status.custom_status);
+            last = Some(shown);
+        }
+        if status.runtime_status.is_terminal() {
+            return Ok(status);
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "instance {id} still {} after {timeout_secs} s",
+            status.runtime_status
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}

@@ -1,0 +1,118 @@
+//! `flowforge worker`: the standalone mode — the management API, the queue-polling
+//! orchestration and activity workers, on one task hub, until SIGTERM or Ctrl-C.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use clap::Args;
+use flowforge_orchestrator::prelude::*;
+use tracing::{info, warn};
+
+use crate::api::{self, Access, ApiState};
+use crate::storage::StorageArgs;
+
+/// Settings of the worker and its API.
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// Address the API listens on (loopback by default).
+    #[arg(long, env = "FLOWFORGE_LISTEN", default_value = "127.0.0.1:7071")]
+    pub listen: SocketAddr,
+    /// Base path of the API.
+    #[arg(long, env = "FLOWFORGE_BASE_PATH", default_value = "/api/")]
+    pub base_path: String,
+    /// The API key callers must send (`x-functions-key` header or `code` parameter).
+    #[arg(long, env = "FLOWFORGE_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Serve the API without a key (local development only).
+    #[arg(long, env = "FLOWFORGE_OPEN_API")]
+    pub open: bool,
+    /// Public URL of the app, for the absolute URLs of check-status bodies behind proxies.
+    #[arg(long, env = "FLOWFORGE_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Largest request body, in bytes.
+    #[arg(long, env = "FLOWFORGE_BODY_LIMIT", default_value_t = 4 * 1024 * 1024)]
+    pub body_limit: usize,
+    /// Activities run at once.
+    #[arg(long, env = "FLOWFORGE_ACTIVITY_CONCURRENCY", default_value_t = 32)]
+    pub activity_concurrency: usize,
+    /// Ceiling of the idle polling interval, in seconds.
+    #[arg(long, env = "FLOWFORGE_MAX_IDLE_POLL_SECS", default_value_t = 30)]
+    pub max_idle_poll_secs: u64,
+}
+
+impl WorkerArgs {
+    /// How callers are authenticated.
+    pub fn access(&self) -> anyhow::Result<Access> {
+        match (&self.api_key, self.open) {
+            (Some(key), _) if !key.is_empty() => Ok(Access::Key(key.clone())),
+            (_, true) => Ok(Access::Open),
+            _ => anyhow::bail!(
+                "no API key: set FLOWFORGE_API_KEY, or pass --open to serve without one (local only)"
+            ),
+        }
+    }
+
+    /// The base path with a leading and trailing slash.
+    pub fn base_path(&self) -> String {
+        let trimmed = self.base_path.trim_matches('/');
+        if trimmed.is_empty() {
+            "/".into()
+        } else {
+            format!("/{trimmed}/")
+        }
+    }
+}
+
+/// Runs the worker and the API until asked to stop; then stops taking work, lets in-flight
+/// work finish (unfinished messages stay queued for the next worker) and returns.
+pub async fn run(args: WorkerArgs, storage: StorageArgs, registry: Registry) -> anyhow::Result<()> {
+    let access = args.access()?;
+    let backend = storage.connect().await?;
+    let options = WorkerOptions {
+        activity_concurrency: args.activity_concurrency,
+        max_idle_poll: std::time::Duration::from_secs(args.max_idle_poll_secs.max(1)),
+        ..WorkerOptions::default()
+    };
+    let state = ApiState {
+        client: Client::new(backend.clone()),
+        orchestrations: Arc::new(registry.orchestration_names()),
+        access,
+        base_path: args.base_path(),
+        public_url: args.public_url.clone(),
+        body_limit: args.body_limit,
+    };
+    let worker = Worker::new(backend, registry, options).start();
+    let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    info!(address = %listener.local_addr()?, base_path = %state.base_path, "worker and API ready");
+    let served = axum::serve(listener, api::router(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await;
+    info!("stopping: no new messages; finishing in-flight work");
+    worker.shutdown().await;
+    if let Err(error) = served {
+        warn!(%error, "the API server stopped with an error");
+    }
+    Ok(())
+}
+
+/// Resolves on SIGTERM (how hosts stop containers) or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate => {}
+    }
+}
