@@ -85,6 +85,20 @@ kill -9 $child 2>/dev/null"#;
         AzureConfig::azurite_at(task_hub, self.blob_port, self.queue_port, self.table_port)
     }
 
+    /// A connection string for this Azurite (Azurite's public well-known key), as a
+    /// Functions app's `AzureWebJobsStorage` would hold it.
+    pub fn connection_string(&self) -> String {
+        let endpoint = |port: u16| format!("http://127.0.0.1:{port}/{}", crate::AZURITE_ACCOUNT);
+        format!(
+            "DefaultEndpointsProtocol=http;AccountName={};AccountKey={};BlobEndpoint={};QueueEndpoint={};TableEndpoint={}",
+            crate::AZURITE_ACCOUNT,
+            crate::config::AZURITE_KEY,
+            endpoint(self.blob_port),
+            endpoint(self.queue_port),
+            endpoint(self.table_port)
+        )
+    }
+
     /// The process id of Azurite's watchdog (Azurite is its child).
     pub fn watchdog_pid(&self) -> u32 {
         self.child.id()

@@ -47,12 +47,28 @@ async fn demo(ctx: OrchestrationContext, input: DemoInput) -> Result<DemoOutput,
     Ok(DemoOutput { sizes, total })
 }
 
+/// Waits for an `approve` event (a person in the loop), at most `timeout_secs`.
+async fn await_approval(
+    ctx: OrchestrationContext,
+    timeout_secs: u64,
+) -> Result<String, FailureDetails> {
+    ctx.set_custom_status(serde_json::json!({"stage": "waiting for approval"}));
+    let approver: Option<String> = ctx
+        .wait_for_event_with_timeout("approve", Duration::from_secs(timeout_secs))
+        .await?;
+    Ok(approver.map_or_else(
+        || "not approved in time".to_owned(),
+        |who| format!("approved by {who}"),
+    ))
+}
+
 /// The registry of the demo: the orchestration and its two activities. `measure` fails
 /// the first time it sees a file named `flaky…`, to show a durable retry.
 pub fn registry() -> Registry {
     let flaky_failures = Arc::new(AtomicU32::new(0));
     Registry::new()
         .orchestration("demo", demo)
+        .orchestration("await_approval", await_approval)
         .activity("sum", |_ctx, sizes: Vec<u64>| async move {
             Ok(sizes.iter().sum::<u64>())
         })
