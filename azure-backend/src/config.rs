@@ -182,6 +182,17 @@ impl AzureConfig {
         Ok(())
     }
 
+    /// A Blob service client with these credentials (for the data containers of the
+    /// pipeline: landing, bronze, silver, gold).
+    pub fn blob_service(&self) -> Result<azure_storage_blobs::prelude::BlobServiceClient, String> {
+        let credentials = self.storage_credentials()?;
+        Ok(azure_storage_blobs::prelude::ClientBuilder::with_location(
+            self.location(&self.endpoints.blob),
+            credentials,
+        )
+        .blob_service_client())
+    }
+
     pub(crate) fn account(&self) -> &str {
         match &self.credentials {
             Credentials::SharedKey { account, .. } | Credentials::EntraId { account } => account,

@@ -5,12 +5,18 @@
 pub mod api;
 pub mod client_command;
 pub mod demo;
+pub mod pipeline_command;
 pub mod storage;
 pub mod worker_command;
 
+use flowforge_activities::DataLake;
 use flowforge_orchestrator::registry::Registry;
 
-/// Every orchestration and activity this app runs.
-pub fn app_registry() -> Registry {
-    flowforge_activities::register(demo::registry())
+/// Every orchestration and activity this app runs; the medallion pipeline needs the data
+/// lake (Blob Storage), so it is registered only with one.
+pub fn app_registry(lake: Option<DataLake>) -> Registry {
+    match lake {
+        Some(lake) => flowforge_activities::register(demo::registry(), lake),
+        None => demo::registry(),
+    }
 }

@@ -12,6 +12,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use flowforge::client_command::{self, ClientCommand};
+use flowforge::pipeline_command::{self, PipelineArgs};
 use flowforge::storage::StorageArgs;
 use flowforge::worker_command::{self, WorkerArgs};
 use flowforge::{app_registry, demo};
@@ -42,6 +43,8 @@ enum Command {
         #[arg(long, default_value_t = 300)]
         pause_ms: u64,
     },
+    /// The main job: the medallion pipeline end to end on a local Azurite it starts itself.
+    Pipeline(PipelineArgs),
     /// Run the management API and the workers on a task hub (standalone mode).
     Worker(WorkerArgs),
     /// Client operations on a task hub.
@@ -61,7 +64,11 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Demo { files, pause_ms } => run_demo(files, pause_ms).await,
-        Command::Worker(args) => worker_command::run(args, cli.storage, app_registry()).await,
+        Command::Worker(args) => {
+            let registry = app_registry(cli.storage.lake()?);
+            worker_command::run(args, cli.storage, registry).await
+        }
+        Command::Pipeline(args) => pipeline_command::run(args).await,
         Command::Client(command) => client_command::run(command, cli.storage).await,
     }
 }

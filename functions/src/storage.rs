@@ -61,6 +61,18 @@ impl StorageArgs {
         Ok(config)
     }
 
+    /// The data lake on the same account and credentials (none in memory).
+    pub fn lake(&self) -> anyhow::Result<Option<flowforge_activities::DataLake>> {
+        if self.in_memory {
+            return Ok(None);
+        }
+        let service = self
+            .azure_config()?
+            .blob_service()
+            .map_err(anyhow::Error::msg)?;
+        Ok(Some(flowforge_activities::DataLake::new(service)))
+    }
+
     /// Connects the backend.
     pub async fn connect(&self) -> anyhow::Result<Arc<dyn Backend>> {
         if self.in_memory {

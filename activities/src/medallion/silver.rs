@@ -1,0 +1,267 @@
+//! silver: bronze cast to the schema, quality rules applied (rejects with a reason column
+//! under `silver/_rejects/<dataset>/…`), duplicates removed on the primary key, written as
+//! parquet partitioned by the spec's partition columns.
+
+use std::collections::BTreeMap;
+
+use flowforge_orchestrator::history::FailureDetails;
+use polars::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::frames::{blocking, failure, from_parquet, to_parquet};
+use super::spec_for;
+use crate::lake::DataLake;
+use crate::spec::{ColumnType, DatasetSpec, Rule};
+
+/// Input of `silver`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SilverInput {
+    /// Dataset name.
+    pub dataset: String,
+    /// Run id.
+    pub run_id: String,
+    /// This run's bronze files.
+    pub bronze_paths: Vec<String>,
+}
+
+/// Output of `silver`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SilverOutput {
+    /// Rows read from bronze.
+    pub rows_in: usize,
+    /// Rows written to silver.
+    pub rows_out: usize,
+    /// Rows rejected, by reason.
+    pub rejected: BTreeMap<String, usize>,
+    /// Rows dropped as duplicates of the primary key.
+    pub duplicates: usize,
+    /// Partition files written.
+    pub partitions: Vec<String>,
+    /// The rejects file, if any row was rejected.
+    pub rejects_path: Option<String>,
+}
+
+/// The polars type of a schema type.
+pub fn dtype(kind: ColumnType) -> DataType {
+    match kind {
+        ColumnType::Int32 => DataType::Int32,
+        ColumnType::Int64 => DataType::Int64,
+        ColumnType::Float64 => DataType::Float64,
+        ColumnType::String => DataType::String,
+    }
+}
+
+fn typed(spec: &DatasetSpec, name: &str) -> Expr {
+    match spec.column(name) {
+        Some(column) => col(name).cast(dtype(column.kind)),
+        None => col(name),
+    }
+}
+
+/// The first reason a row is rejected (null when it passes): cast failures, missing
+/// required values, then the quality rules in order.
+fn reject_reason(spec: &DatasetSpec) -> Expr {
+    let mut checks: Vec<(Expr, String)> = Vec::new();
+    for column in &spec.schema {
+        let name = column.name.as_str();
+        if column.kind != ColumnType::String {
+            checks.push((
+                col(name).is_not_null().and(typed(spec, name).is_null()),
+                format!("cast: {name} is not {:?}", column.kind).to_lowercase(),
+            ));
+        }
+        if !column.nullable {
+            checks.push((col(name).is_null(), format!("required: {name} is missing")));
+        }
+    }
+    for rule in &spec.quality_rules {
+        let broken = match rule {
+            Rule::In { column, values, .. } => {
+                let allowed = values
+                    .iter()
+                    .map(|v| typed(spec, column).eq(lit(v.clone())))
+                    .reduce(|a, b| a.or(b))
+                    .unwrap_or(lit(false));
+                typed(spec, column).is_not_null().and(allowed.not())
+            }
+            Rule::Between {
+                column, min, max, ..
+            } => {
+                let value = typed(spec, column).cast(DataType::Float64);
+                value
+                    .clone()
+                    .lt(lit(*min))
+                    .or(value.gt(lit(*max)))
+                    .fill_null(lit(false))
+            }
+            Rule::RequiredIfPresent {
+                column,
+                when_present,
+                ..
+            } => col(when_present.as_str())
+                .is_not_null()
+                .and(col(column.as_str()).is_null()),
+        };
+        checks.push((broken, format!("rule: {}", rule.name())));
+    }
+    // Built from the last check backwards, so the first failing check names the reason.
+    checks.into_iter().rev().fold(
+        lit(NULL).cast(DataType::String),
+        |otherwise, (condition, reason)| {
+            when(condition.fill_null(lit(false)))
+                .then(lit(reason))
+                .otherwise(otherwise)
+        },
+    )
+}
+
+struct SilverFrames {
+    rows_in: usize,
+    rejects: DataFrame,
+    good: DataFrame,
+    duplicates: usize,
+}
+
+fn transform(spec: &DatasetSpec, frames: Vec<DataFrame>) -> PolarsResult<SilverFrames> {
+    let lazy: Vec<LazyFrame> = frames.into_iter().map(DataFrame::lazy).collect();
+    let all = concat(lazy, UnionArgs::default())?
+        .with_column(reject_reason(spec).alias("_reject_reason"))
+        .collect()?;
+    let rows_in = all.height();
+    let rejects = all
+        .clone()
+        .lazy()
+        .filter(col("_reject_reason").is_not_null())
+        .collect()?;
+    let mut keep: Vec<Expr> = spec
+        .schema
+        .iter()
+        .map(|c| typed(spec, &c.name).alias(c.name.as_str()))
+        .collect();
+    keep.extend(["_ingested_at", "_source_file", "_run_id"].map(col));
+    let valid = all
+        .lazy()
+        .filter(col("_reject_reason").is_null())
+        .select(keep)
+        .collect()?;
+    let before = valid.height();
+    let key: Vec<Expr> = spec.primary_key.iter().map(|k| col(k.as_str())).collect();
+    let good = valid
+        .lazy()
+        .unique_stable_generic(Some(key), UniqueKeepStrategy::First)
+        .collect()?;
+    let duplicates = before - good.height();
+    Ok(SilverFrames {
+        rows_in,
+        rejects,
+        good,
+        duplicates,
+    })
+}
+
+fn count_reasons(rejects: &DataFrame) -> PolarsResult<BTreeMap<String, usize>> {
+    let mut counts = BTreeMap::new();
+    let reasons = rejects.column("_reject_reason")?.str()?;
+    for i in 0..reasons.len() {
+        if let Some(reason) = reasons.get(i) {
+            *counts.entry(reason.to_owned()).or_default() += 1;
+        }
+    }
+    Ok(counts)
+}
+
+/// Partition path segment values (`year=2013/month=1`) of a one-partition frame.
+fn partition_dir(spec: &DatasetSpec, part: &DataFrame) -> PolarsResult<String> {
+    let mut segments = Vec::new();
+    for name in &spec.partition_by {
+        let value = part.column(name)?.get(0)?;
+        let text = match value {
+            AnyValue::String(s) => s.to_owned(),
+            AnyValue::Null => "__null__".to_owned(),
+            other => other.to_string(),
+        };
+        segments.push(format!("{name}={text}"));
+    }
+    Ok(segments.join("/"))
+}
+
+/// The silver activity.
+pub async fn silver(lake: DataLake, input: SilverInput) -> Result<SilverOutput, FailureDetails> {
+    let spec = spec_for(&input.dataset)?;
+    let mut frames_bytes = Vec::new();
+    for path in &input.bronze_paths {
+        frames_bytes.push(lake.get("bronze", path).await?);
+    }
+    let run_id = input.run_id.clone();
+    let work_spec = spec.clone();
+    let (files, rejects_file, output) = blocking(move || {
+        let spec = work_spec;
+        let frames = frames_bytes
+            .into_iter()
+            .map(from_parquet)
+            .collect::<PolarsResult<Vec<_>>>()
+            .map_err(|e| failure("SilverFailed", "reading bronze", e))?;
+        let result =
+            transform(&spec, frames).map_err(|e| failure("SilverFailed", "transforming", e))?;
+        let rejected = count_reasons(&result.rejects)
+            .map_err(|e| failure("SilverFailed", "counting rejects", e))?;
+        let mut files = Vec::new();
+        let parts = if spec.partition_by.is_empty() {
+            vec![result.good.clone()]
+        } else {
+            result
+                .good
+                .partition_by_stable(spec.partition_by.iter().map(String::as_str), true)
+                .map_err(|e| failure("SilverFailed", "partitioning", e))?
+        };
+        for mut part in parts {
+            let dir = partition_dir(&spec, &part)
+                .map_err(|e| failure("SilverFailed", "partition path", e))?;
+            let path = format!("{}/{dir}/run_id={run_id}.parquet", spec.name).replace("//", "/");
+            files.push((
+                path,
+                to_parquet(&mut part).map_err(|e| failure("SilverFailed", "writing parquet", e))?,
+            ));
+        }
+        let rejects_file = if result.rejects.height() > 0 {
+            let mut rejects = result.rejects.clone();
+            let bytes = to_parquet(&mut rejects)
+                .map_err(|e| failure("SilverFailed", "writing rejects", e))?;
+            Some((
+                format!("_rejects/{}/run_id={run_id}/rejects.parquet", spec.name),
+                bytes,
+            ))
+        } else {
+            None
+        };
+        let output = SilverOutput {
+            rows_in: result.rows_in,
+            rows_out: result.good.height(),
+            rejected,
+            duplicates: result.duplicates,
+            partitions: files.iter().map(|(p, _)| p.clone()).collect(),
+            rejects_path: rejects_file.as_ref().map(|(p, _)| p.clone()),
+        };
+        Ok((files, rejects_file, output))
+    })
+    .await?;
+    // A re-run of the same run id replaces its files, never adds beside them.
+    let suffix = format!("run_id={}.parquet", input.run_id);
+    for stale in lake.list("silver", &format!("{}/", spec.name)).await? {
+        if stale.ends_with(&suffix) && !output.partitions.contains(&stale) {
+            lake.delete_prefix("silver", &stale).await?;
+        }
+    }
+    for (path, bytes) in files {
+        lake.put("silver", &path, bytes).await?;
+    }
+    lake.delete_prefix(
+        "silver",
+        &format!("_rejects/{}/run_id={}/", spec.name, input.run_id),
+    )
+    .await?;
+    if let Some((path, bytes)) = rejects_file {
+        lake.put("silver", &path, bytes).await?;
+    }
+    Ok(output)
+}
