@@ -65,20 +65,27 @@ impl DataLake {
 
     /// A blob's bytes.
     pub async fn get(&self, container: &str, name: &str) -> Result<Vec<u8>, FailureDetails> {
-        self.container(container)
+        let result = self
+            .container(container)
             .blob_client(name)
             .get_content()
-            .await
-            .map_err(|e| {
-                let mut failure = storage_failure(&format!("read {container}/{name}"), e);
-                if failure.message.contains("404") || failure.message.contains("BlobNotFound") {
-                    failure = FailureDetails::non_retryable(
-                        "NotFound",
-                        format!("{container}/{name} does not exist"),
-                    );
-                }
-                failure
-            })
+            .await;
+        let error = match result {
+            Ok(bytes) => return Ok(bytes),
+            Err(error) => error,
+        };
+        let text = error.to_string();
+        if text.contains("416") {
+            // An empty blob answers a ranged read with 416: it is simply empty.
+            return Ok(Vec::new());
+        }
+        if text.contains("404") || text.contains("BlobNotFound") {
+            return Err(FailureDetails::non_retryable(
+                "NotFound",
+                format!("{container}/{name} does not exist"),
+            ));
+        }
+        Err(storage_failure(&format!("read {container}/{name}"), error))
     }
 
     /// Writes a blob (replacing it).

