@@ -185,18 +185,8 @@ impl QueueStore for AzureBackend {
         })
     }
 
-    async fn dead_letter(
-        &self,
-        queue: &QueueName,
-        received: &Received,
-        reason: &str,
-    ) -> Result<(), Error> {
-        let letter = DeadLetter {
-            raw: received.raw.clone(),
-            reason: reason.to_owned(),
-            dequeue_count: received.dequeue_count,
-        };
-        let body = serde_json::to_string(&letter).map_err(|e| Error::Permanent(e.to_string()))?;
+    async fn put_dead_letter(&self, queue: &QueueName, letter: &DeadLetter) -> Result<(), Error> {
+        let body = serde_json::to_string(letter).map_err(|e| Error::Permanent(e.to_string()))?;
         let body = self
             .offload("_dead", body, self.config.max_inline_message)
             .await?;
@@ -205,11 +195,8 @@ impl QueueStore for AzureBackend {
             .put_message(b64(&body))
             .ttl(MESSAGE_TTL)
             .await
-            .map_err(|e| classify("dead-letter put", e))?;
-        match self.delete(queue, &received.receipt).await {
-            Err(Error::NotFound(_)) | Ok(()) => Ok(()),
-            Err(e) => Err(e),
-        }
+            .map(|_| ())
+            .map_err(|e| classify("dead-letter put", e))
     }
 
     async fn dead_letters(&self, queue: &QueueName) -> Result<Vec<DeadLetter>, Error> {

@@ -5,7 +5,10 @@
 pub mod api;
 pub mod client_command;
 pub mod demo;
+pub mod host;
 pub mod pipeline_command;
+pub mod schedules;
+pub mod serve_command;
 pub mod storage;
 pub mod worker_command;
 

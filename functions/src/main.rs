@@ -13,6 +13,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use flowforge::client_command::{self, ClientCommand};
 use flowforge::pipeline_command::{self, PipelineArgs};
+use flowforge::serve_command::{self, ServeArgs};
 use flowforge::storage::StorageArgs;
 use flowforge::worker_command::{self, WorkerArgs};
 use flowforge::{app_registry, demo};
@@ -45,6 +46,8 @@ enum Command {
     },
     /// The main job: the medallion pipeline end to end on a local Azurite it starts itself.
     Pipeline(PipelineArgs),
+    /// The Azure Functions custom handler (started by the Functions host).
+    Serve(ServeArgs),
     /// Run the management API and the workers on a task hub (standalone mode).
     Worker(WorkerArgs),
     /// Client operations on a task hub.
@@ -69,6 +72,10 @@ async fn main() -> anyhow::Result<()> {
             worker_command::run(args, cli.storage, registry).await
         }
         Command::Pipeline(args) => pipeline_command::run(args).await,
+        Command::Serve(args) => {
+            let registry = app_registry(cli.storage.lake()?);
+            serve_command::run(args, cli.storage, registry).await
+        }
         Command::Client(command) => client_command::run(command, cli.storage).await,
     }
 }

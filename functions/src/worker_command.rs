@@ -35,6 +35,9 @@ pub struct WorkerArgs {
     /// Activities run at once.
     #[arg(long, env = "FLOWFORGE_ACTIVITY_CONCURRENCY", default_value_t = 32)]
     pub activity_concurrency: usize,
+    /// Schedules this worker fires itself (as the Functions timer does in the app).
+    #[command(flatten)]
+    pub schedules: crate::serve_command::SchedulesArgs,
     /// Ceiling of the idle polling interval, in seconds.
     #[arg(long, env = "FLOWFORGE_MAX_IDLE_POLL_SECS", default_value_t = 30)]
     pub max_idle_poll_secs: u64,
@@ -81,6 +84,22 @@ pub async fn run(args: WorkerArgs, storage: StorageArgs, registry: Registry) -> 
         public_url: args.public_url.clone(),
         body_limit: args.body_limit,
     };
+    let schedules = args.schedules.load()?;
+    let client = state.client.clone();
+    let ticker = tokio::spawn(async move {
+        // Every 15 s: a double fire of an occurrence starts it once (deterministic ids).
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(15));
+        loop {
+            tick.tick().await;
+            for (name, result) in
+                crate::schedules::fire_due(&client, &schedules, chrono::Utc::now(), false).await
+            {
+                if let Err(error) = result {
+                    warn!(schedule = name, error, "schedule failed");
+                }
+            }
+        }
+    });
     let worker = Worker::new(backend, registry, options).start();
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     info!(address = %listener.local_addr()?, base_path = %state.base_path, "worker and API ready");
@@ -88,6 +107,7 @@ pub async fn run(args: WorkerArgs, storage: StorageArgs, registry: Registry) -> 
         .with_graceful_shutdown(shutdown_signal())
         .await;
     info!("stopping: no new messages; finishing in-flight work");
+    ticker.abort();
     worker.shutdown().await;
     if let Err(error) = served {
         warn!(%error, "the API server stopped with an error");

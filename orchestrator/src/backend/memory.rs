@@ -388,26 +388,15 @@ impl QueueStore for MemoryBackend {
         Ok(renewed)
     }
 
-    async fn dead_letter(
-        &self,
-        queue: &QueueName,
-        received: &Received,
-        reason: &str,
-    ) -> Result<(), Error> {
-        {
-            let mut inner = self.lock();
-            inner.count("queue.put");
-            inner
-                .dead
-                .entry(queue.clone())
-                .or_default()
-                .push(DeadLetter {
-                    raw: received.raw.clone(),
-                    reason: reason.to_owned(),
-                    dequeue_count: received.dequeue_count,
-                });
-        }
-        self.delete(queue, &received.receipt).await
+    async fn put_dead_letter(&self, queue: &QueueName, letter: &DeadLetter) -> Result<(), Error> {
+        let mut inner = self.lock();
+        inner.count("queue.put");
+        inner
+            .dead
+            .entry(queue.clone())
+            .or_default()
+            .push(letter.clone());
+        Ok(())
     }
 
     async fn dead_letters(&self, queue: &QueueName) -> Result<Vec<DeadLetter>, Error> {

@@ -178,13 +178,27 @@ pub trait QueueStore: Send + Sync {
         delay: Duration,
     ) -> Result<Receipt, Error>;
 
+    /// Puts a letter into the queue's dead-letter queue (without touching the original).
+    async fn put_dead_letter(&self, queue: &QueueName, letter: &DeadLetter) -> Result<(), Error>;
+
     /// Moves a received message to the queue's dead-letter queue with a reason.
     async fn dead_letter(
         &self,
         queue: &QueueName,
         received: &Received,
         reason: &str,
-    ) -> Result<(), Error>;
+    ) -> Result<(), Error> {
+        let letter = DeadLetter {
+            raw: received.raw.clone(),
+            reason: reason.to_owned(),
+            dequeue_count: received.dequeue_count,
+        };
+        self.put_dead_letter(queue, &letter).await?;
+        match self.delete(queue, &received.receipt).await {
+            Err(Error::NotFound(_)) | Ok(()) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
 
     /// The dead-lettered messages of a queue.
     async fn dead_letters(&self, queue: &QueueName) -> Result<Vec<DeadLetter>, Error>;

@@ -64,7 +64,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     while running.join_next().await.is_some() {}
 }
 
-async fn handle(shared: &Shared, received: Received) {
+pub(crate) async fn handle(shared: &Shared, received: Received) {
     let queue = QueueName::Work;
     let item = match &received.message {
         Ok(QueueMessage::Activity(item)) => item.clone(),

@@ -3,7 +3,10 @@
 
 mod activity_worker;
 pub mod episode_effects;
+mod hosted;
 mod orchestration_worker;
+
+pub use hosted::HostedWorker;
 
 use std::sync::Arc;
 use std::time::Duration;

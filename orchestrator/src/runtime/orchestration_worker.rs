@@ -66,7 +66,7 @@ pub(crate) async fn run(
 
 /// Handles one batch: malformed and poison messages first, then one episode per instance,
 /// instances in parallel. Returns when every episode of the batch is done.
-async fn process_batch(
+pub(crate) async fn process_batch(
     shared: &Arc<Shared>,
     queue: &QueueName,
     batch: Vec<Received>,

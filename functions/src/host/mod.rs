@@ -1,0 +1,309 @@
+//! `flowforge serve`: the Azure Functions custom handler. Listens on 127.0.0.1 at
+//! `FUNCTIONS_CUSTOMHANDLER_PORT`, answers the host's readiness probe (`GET /`) and serves
+//! `POST /{FunctionName}` for every function of the app with the host's envelopes.
+//!
+//! HTTP functions are bridged into the same router as the standalone API (envelope in,
+//! response envelope out; the host checks the function keys, so the router runs open).
+//! Queue functions run one message through the engine ([`HostedWorker`]); the host deletes
+//! the message on 2xx. Poison-queue functions fail the instance a dead-lettered message
+//! belonged to, so no instance stays Running. The timer function fires the schedules.
+
+pub mod envelope;
+pub mod functions;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{Request, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use flowforge_orchestrator::backend::{QueueMessage, QueueName};
+use flowforge_orchestrator::prelude::*;
+use flowforge_orchestrator::runtime::HostedWorker;
+use serde_json::{json, Value};
+use tower::ServiceExt;
+use tracing::{info, warn};
+
+use crate::api::{self, Access, ApiState};
+use crate::schedules::{self, Schedule};
+use functions::Trigger;
+
+/// Everything the handler needs.
+#[derive(Clone)]
+pub struct HostState {
+    /// The management API, bridged for HTTP functions.
+    pub api: Router,
+    /// Runs queue messages through the engine.
+    pub worker: Arc<HostedWorker>,
+    /// The client (schedules, poison handling).
+    pub client: Client,
+    /// The schedules.
+    pub schedules: Arc<Vec<Schedule>>,
+}
+
+impl HostState {
+    /// Builds the handler state over a backend and a registry.
+    pub fn new(
+        backend: Arc<dyn flowforge_orchestrator::backend::Backend>,
+        registry: Registry,
+        schedules: Vec<Schedule>,
+        host_max_dequeue_count: u32,
+    ) -> Self {
+        let client = Client::new(backend.clone());
+        let api_state = ApiState {
+            client: client.clone(),
+            orchestrations: Arc::new(registry.orchestration_names()),
+            access: Access::Open,
+            base_path: "/api/".into(),
+            public_url: None,
+            body_limit: 4 * 1024 * 1024,
+        };
+        let worker = HostedWorker::new(
+            backend,
+            registry,
+            WorkerOptions::default(),
+            host_max_dequeue_count,
+        );
+        Self {
+            api: api::router(api_state),
+            worker: Arc::new(worker),
+            client,
+            schedules: Arc::new(schedules),
+        }
+    }
+}
+
+/// The handler's router.
+pub fn router(state: HostState) -> Router {
+    Router::new()
+        .route("/", get(|| async { "FlowForge custom handler ready" }))
+        .route("/{function}", post(invoke))
+        .with_state(state)
+}
+
+async fn invoke(
+    State(state): State<HostState>,
+    Path(function): Path<String>,
+    body: Bytes,
+) -> Response {
+    let Some(trigger) = functions::trigger_of(&function) else {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": format!("no function named '{function}'")})),
+        )
+            .into_response();
+    };
+    let envelope: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(json!({"error": format!("invocation body is not JSON: {e}")})),
+            )
+                .into_response()
+        }
+    };
+    let data = envelope.get("Data").cloned().unwrap_or(Value::Null);
+    let metadata = envelope.get("Metadata").cloned().unwrap_or(Value::Null);
+    let result = match trigger {
+        Trigger::Http => http(&state, &data).await,
+        Trigger::Control(p) => control(&state, QueueName::Control(p), &data, &metadata).await,
+        Trigger::WorkItems => work_item(&state, &data, &metadata).await,
+        Trigger::ControlPoison(_) | Trigger::WorkItemsPoison => {
+            poison(&state, &data, &metadata).await
+        }
+        Trigger::Timer => timer(&state, &data).await,
+    };
+    match result {
+        Ok(reply) => (StatusCode::OK, Json(reply)).into_response(),
+        // Non-2xx: the host retries the invocation (and counts it toward poison).
+        Err(reason) => {
+            warn!(function, reason, "invocation failed; the host will retry");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Json(envelope::response(json!({}), vec![reason])),
+            )
+                .into_response()
+        }
+    }
+}
+
+/// The first value of `Data` (the trigger's binding, whatever its name).
+fn binding(data: &Value) -> Option<&Value> {
+    data.as_object().and_then(|m| m.values().next())
+}
+
+async fn http(state: &HostState, data: &Value) -> Result<Value, String> {
+    let req = data
+        .get("req")
+        .or_else(|| binding(data))
+        .ok_or("no HTTP request in Data")?;
+    let url = envelope::lenient_string(req.get("Url")).ok_or("the request has no Url")?;
+    let (host, path) = split_url(&url);
+    let method = envelope::lenient_string(req.get("Method")).unwrap_or_else(|| "GET".into());
+    let mut request = Request::builder()
+        .method(method.as_str())
+        .uri(path.as_str());
+    if let Some(headers) = req.get("Headers").and_then(Value::as_object) {
+        for (name, values) in headers {
+            let values: Vec<String> = match values {
+                Value::Array(items) => items
+                    .iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect(),
+                Value::String(s) => vec![s.clone()],
+                _ => Vec::new(),
+            };
+            for value in values {
+                request = request.header(name.as_str(), value);
+            }
+        }
+    }
+    request = request.header("host", host);
+    let body = match req.get("Body") {
+        Some(Value::String(s)) => s.clone().into_bytes(),
+        Some(Value::Null) | None => Vec::new(),
+        Some(other) => other.to_string().into_bytes(),
+    };
+    let request = request
+        .body(Body::from(body))
+        .map_err(|e| format!("bad request in envelope: {e}"))?;
+    let response = state
+        .api
+        .clone()
+        .oneshot(request)
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = response.status().as_u16();
+    let headers: BTreeMap<String, String> = response
+        .headers()
+        .iter()
+        .filter_map(|(k, v)| {
+            v.to_str()
+                .ok()
+                .map(|v| (k.as_str().to_owned(), v.to_owned()))
+        })
+        .collect();
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .map_err(|e| e.to_string())?;
+    let log = format!("{method} {} → {status}", path);
+    Ok(envelope::response(
+        json!({ "res": envelope::http_output(status, headers, &bytes) }),
+        vec![log],
+    ))
+}
+
+/// `https://host/api/x?y` → (`host`, `/api/x?y`).
+fn split_url(url: &str) -> (String, String) {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    match rest.find('/') {
+        Some(at) => (rest[..at].to_owned(), rest[at..].to_owned()),
+        None => (rest.to_owned(), "/".to_owned()),
+    }
+}
+
+fn queue_text(data: &Value) -> Result<String, String> {
+    binding(data)
+        .and_then(envelope::queue_message_text)
+        .ok_or_else(|| "no queue message in Data".to_owned())
+}
+
+async fn control(
+    state: &HostState,
+    queue: QueueName,
+    data: &Value,
+    metadata: &Value,
+) -> Result<Value, String> {
+    let raw = queue_text(data)?;
+    let dequeue_count = envelope::lenient_u32(metadata.get("DequeueCount")).unwrap_or(1);
+    let id = envelope::lenient_string(metadata.get("Id")).unwrap_or_default();
+    state
+        .worker
+        .handle_control(queue, &raw, dequeue_count, &id)
+        .await;
+    Ok(envelope::response(
+        json!({}),
+        vec![format!(
+            "control message {id} processed (delivery {dequeue_count})"
+        )],
+    ))
+}
+
+async fn work_item(state: &HostState, data: &Value, metadata: &Value) -> Result<Value, String> {
+    let raw = queue_text(data)?;
+    let dequeue_count = envelope::lenient_u32(metadata.get("DequeueCount")).unwrap_or(1);
+    let id = envelope::lenient_string(metadata.get("Id")).unwrap_or_default();
+    state
+        .worker
+        .handle_work_item(&raw, dequeue_count, &id)
+        .await;
+    Ok(envelope::response(
+        json!({}),
+        vec![format!(
+            "work item {id} processed (delivery {dequeue_count})"
+        )],
+    ))
+}
+
+/// A message the host (or the engine) dead-lettered: make sure its instance does not stay
+/// Running. The engine's own letters (`{raw, reason}`) were handled when they were written.
+async fn poison(state: &HostState, data: &Value, metadata: &Value) -> Result<Value, String> {
+    let raw = queue_text(data)?;
+    if serde_json::from_str::<flowforge_orchestrator::backend::DeadLetter>(&raw).is_ok() {
+        return Ok(envelope::response(
+            json!({}),
+            vec!["dead letter already handled by the engine".into()],
+        ));
+    }
+    let count = envelope::lenient_u32(metadata.get("DequeueCount")).unwrap_or(0);
+    let reason = format!("the Functions host dead-lettered this message after its maxDequeueCount (poison queue delivery {count})");
+    let message = match QueueMessage::decode(&raw) {
+        Ok(m) => m,
+        Err(e) => {
+            return Ok(envelope::response(
+                json!({}),
+                vec![format!("unreadable poison message ignored: {e}")],
+            ))
+        }
+    };
+    state
+        .worker
+        .fail_instance(message.instance_id(), &reason)
+        .await
+        .map_err(|e| e.to_string())?;
+    info!(
+        instance_id = message.instance_id(),
+        "poison message handled"
+    );
+    Ok(envelope::response(
+        json!({}),
+        vec![format!(
+            "instance {} told about its poison message",
+            message.instance_id()
+        )],
+    ))
+}
+
+async fn timer(state: &HostState, data: &Value) -> Result<Value, String> {
+    let timer = binding(data).cloned().unwrap_or(Value::Null);
+    let past_due = envelope::lenient_bool(timer.get("IsPastDue"));
+    let results = schedules::fire_due(
+        &state.client,
+        &state.schedules,
+        chrono::Utc::now(),
+        past_due,
+    )
+    .await;
+    let logs: Vec<String> = results
+        .iter()
+        .map(|(name, r)| format!("schedule {name}: {r:?}"))
+        .collect();
+    if let Some((name, Err(e))) = results.iter().find(|(_, r)| r.is_err()) {
+        return Err(format!("schedule {name}: {e}"));
+    }
+    Ok(envelope::response(json!({}), logs))
+}

@@ -1,0 +1,321 @@
+//! Named schedules: six-field NCRONTAB expressions that start an orchestration at each
+//! occurrence. Each occurrence gets a deterministic instance id (schedule name + occurrence
+//! time), so a double fire — two replicas, a host restart, a past-due catch-up — starts it
+//! once. The Functions timer trigger and the standalone worker both call [`fire_due`].
+//!
+//! Past-due policy: only the latest occurrence at or before now is started (inside a
+//! look-back of 2 minutes, or 24 hours when the host says the timer is past due); older
+//! missed occurrences are skipped, not replayed.
+
+use std::str::FromStr;
+
+use chrono::{DateTime, Duration, Utc};
+use flowforge_orchestrator::backend::InstanceQuery;
+use flowforge_orchestrator::prelude::*;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// What to do when the previous run of a schedule is still going.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Overlap {
+    /// Skip the occurrence.
+    #[default]
+    Skip,
+    /// Start it anyway.
+    Allow,
+}
+
+/// One schedule.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleSpec {
+    /// Name (letters, digits, `-`, `_`).
+    pub name: String,
+    /// Six-field NCRONTAB: second minute hour day month day-of-week (0 = Sunday).
+    pub cron: String,
+    /// Orchestration to start.
+    pub orchestration: String,
+    /// Input; every string `{{occurrence}}` in it becomes the occurrence time (RFC 3339).
+    #[serde(default)]
+    pub input: Value,
+    /// Overlap policy.
+    #[serde(default)]
+    pub overlap: Overlap,
+}
+
+/// A parsed schedule.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    spec: ScheduleSpec,
+    cron: cron::Schedule,
+}
+
+/// Converts NCRONTAB's day-of-week numbers (0–6, Sunday = 0) to the `cron` crate's (1–7,
+/// Sunday = 1); names pass through.
+fn ncrontab_to_cron(expression: &str) -> Result<String, String> {
+    let fields: Vec<&str> = expression.split_whitespace().collect();
+    if fields.len() != 6 {
+        return Err(format!(
+            "'{expression}' has {} fields; NCRONTAB needs six: second minute hour day month day-of-week",
+            fields.len()
+        ));
+    }
+    let mut dow = String::new();
+    let mut number = String::new();
+    let flush = |number: &mut String, out: &mut String| -> Result<(), String> {
+        if !number.is_empty() {
+            let n: u32 = number
+                .parse()
+                .map_err(|_| format!("bad day of week '{number}'"))?;
+            if n > 6 {
+                return Err(format!("day of week {n} is out of range 0-6"));
+            }
+            out.push_str(&(n + 1).to_string());
+            number.clear();
+        }
+        Ok(())
+    };
+    let mut after_slash = false;
+    for c in fields[5].chars() {
+        if c.is_ascii_digit() && !after_slash {
+            number.push(c);
+        } else {
+            flush(&mut number, &mut dow)?;
+            after_slash = c == '/' || (after_slash && c.is_ascii_digit());
+            dow.push(c);
+        }
+    }
+    flush(&mut number, &mut dow)?;
+    Ok(format!(
+        "{} {} {} {} {} {}",
+        fields[0], fields[1], fields[2], fields[3], fields[4], dow
+    ))
+}
+
+impl Schedule {
+    /// Parses and checks a schedule.
+    pub fn parse(spec: ScheduleSpec) -> Result<Self, String> {
+        if spec.name.is_empty()
+            || !spec
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(format!(
+                "schedule name '{}' must be letters, digits, '-' or '_'",
+                spec.name
+            ));
+        }
+        let expression =
+            ncrontab_to_cron(&spec.cron).map_err(|e| format!("schedule '{}': {e}", spec.name))?;
+        let cron = cron::Schedule::from_str(&expression).map_err(|e| {
+            format!(
+                "schedule '{}': '{}' is not a valid NCRONTAB expression: {e}",
+                spec.name, spec.cron
+            )
+        })?;
+        Ok(Self { spec, cron })
+    }
+
+    /// The schedule's name.
+    pub fn name(&self) -> &str {
+        &self.spec.name
+    }
+
+    /// The latest occurrence in `(now - look_back, now]`.
+    pub fn latest_occurrence(
+        &self,
+        now: DateTime<Utc>,
+        look_back: Duration,
+    ) -> Option<DateTime<Utc>> {
+        self.cron
+            .after(&(now - look_back))
+            .take_while(|t| *t <= now)
+            .last()
+    }
+
+    /// The instance id of an occurrence.
+    pub fn instance_id(&self, occurrence: DateTime<Utc>) -> String {
+        format!(
+            "schedule-{}-{}",
+            self.spec.name,
+            occurrence.format("%Y%m%dT%H%M%SZ")
+        )
+    }
+
+    fn input(&self, occurrence: DateTime<Utc>) -> Value {
+        fn fill(value: &Value, at: &str) -> Value {
+            match value {
+                Value::String(s) => Value::String(s.replace("{{occurrence}}", at)),
+                Value::Array(items) => Value::Array(items.iter().map(|v| fill(v, at)).collect()),
+                Value::Object(map) => {
+                    Value::Object(map.iter().map(|(k, v)| (k.clone(), fill(v, at))).collect())
+                }
+                other => other.clone(),
+            }
+        }
+        fill(&self.spec.input, &occurrence.to_rfc3339())
+    }
+}
+
+/// Parses the schedules of a JSON array (the `FLOWFORGE_SCHEDULES` setting or a file).
+pub fn parse_all(json: &str) -> Result<Vec<Schedule>, String> {
+    if json.trim().is_empty() {
+        return Ok(Vec::new());
+    }
+    let specs: Vec<ScheduleSpec> =
+        serde_json::from_str(json).map_err(|e| format!("schedules are not valid: {e}"))?;
+    let mut names = std::collections::HashSet::new();
+    specs
+        .into_iter()
+        .map(|spec| {
+            if !names.insert(spec.name.clone()) {
+                return Err(format!("schedule '{}' is defined twice", spec.name));
+            }
+            Schedule::parse(spec)
+        })
+        .collect()
+}
+
+/// What [`fire_due`] did with one schedule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fired {
+    /// Started this instance.
+    Started(String),
+    /// The occurrence's instance already exists (a double fire).
+    AlreadyStarted(String),
+    /// Skipped: the previous run is still active.
+    SkippedOverlap(String),
+    /// No occurrence in the look-back window.
+    NothingDue,
+}
+
+/// Starts the due occurrence of every schedule.
+pub async fn fire_due(
+    client: &Client,
+    schedules: &[Schedule],
+    now: DateTime<Utc>,
+    past_due: bool,
+) -> Vec<(String, Result<Fired, String>)> {
+    let look_back = if past_due {
+        Duration::hours(24)
+    } else {
+        Duration::minutes(2)
+    };
+    let mut results = Vec::new();
+    for schedule in schedules {
+        let result = fire_one(client, schedule, now, look_back).await;
+        results.push((schedule.name().to_owned(), result));
+    }
+    results
+}
+
+async fn fire_one(
+    client: &Client,
+    schedule: &Schedule,
+    now: DateTime<Utc>,
+    look_back: Duration,
+) -> Result<Fired, String> {
+    let Some(occurrence) = schedule.latest_occurrence(now, look_back) else {
+        return Ok(Fired::NothingDue);
+    };
+    let id = schedule.instance_id(occurrence);
+    if client.status(&id, Default::default()).await.is_ok() {
+        return Ok(Fired::AlreadyStarted(id));
+    }
+    if schedule.spec.overlap == Overlap::Skip {
+        let query = InstanceQuery {
+            statuses: vec![
+                RuntimeStatus::Pending,
+                RuntimeStatus::Running,
+                RuntimeStatus::Suspended,
+                RuntimeStatus::ContinuedAsNew,
+            ],
+            instance_id_prefix: Some(format!("schedule-{}-", schedule.name())),
+            page_size: 1,
+            ..Default::default()
+        };
+        let (active, _) = client
+            .list(&query, false)
+            .await
+            .map_err(|e| e.to_string())?;
+        if let Some(previous) = active.first() {
+            return Ok(Fired::SkippedOverlap(previous.instance_id.clone()));
+        }
+    }
+    let options = StartOptions {
+        instance_id: Some(id.clone()),
+        ..StartOptions::default()
+    };
+    match client
+        .start_value(
+            &schedule.spec.orchestration,
+            options,
+            schedule.input(occurrence),
+        )
+        .await
+    {
+        Ok(id) => Ok(Fired::Started(id)),
+        // Another replica started the same occurrence a moment ago.
+        Err(flowforge_orchestrator::client::Error::AlreadyRunning { id, .. }) => {
+            Ok(Fired::AlreadyStarted(id))
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn spec(cron: &str) -> ScheduleSpec {
+        ScheduleSpec {
+            name: "nightly".into(),
+            cron: cron.into(),
+            orchestration: "demo".into(),
+            input: Value::Null,
+            overlap: Overlap::Skip,
+        }
+    }
+
+    #[test]
+    fn ncrontab_days_of_week_are_sunday_zero() {
+        assert_eq!(ncrontab_to_cron("0 0 9 * * 1-5").unwrap(), "0 0 9 * * 2-6");
+        assert_eq!(ncrontab_to_cron("0 0 9 * * 0,6").unwrap(), "0 0 9 * * 1,7");
+        assert_eq!(ncrontab_to_cron("0 0 9 * * Mon").unwrap(), "0 0 9 * * Mon");
+        assert!(ncrontab_to_cron("0 9 * * *").unwrap_err().contains("six"));
+        assert!(ncrontab_to_cron("0 0 9 * * 7").is_err());
+        // Sunday 2026-11-29 09:00 is an occurrence of "every Sunday at 9".
+        let sunday = Schedule::parse(spec("0 0 9 * * 0")).unwrap();
+        let at = Utc.with_ymd_and_hms(2026, 11, 29, 9, 0, 30).unwrap();
+        assert_eq!(
+            sunday.latest_occurrence(at, Duration::minutes(2)),
+            Some(Utc.with_ymd_and_hms(2026, 11, 29, 9, 0, 0).unwrap())
+        );
+    }
+
+    #[test]
+    fn occurrences_and_ids_are_deterministic() {
+        let every5 = Schedule::parse(spec("0 */5 * * * *")).unwrap();
+        let now = Utc.with_ymd_and_hms(2026, 1, 1, 10, 7, 3).unwrap();
+        let occurrence = every5
+            .latest_occurrence(now, Duration::minutes(10))
+            .unwrap();
+        assert_eq!(
+            occurrence,
+            Utc.with_ymd_and_hms(2026, 1, 1, 10, 5, 0).unwrap()
+        );
+        assert_eq!(
+            every5.instance_id(occurrence),
+            "schedule-nightly-20260101T100500Z"
+        );
+        assert_eq!(
+            every5.latest_occurrence(now, Duration::minutes(2)),
+            None,
+            "10:05 is outside a 2-minute look-back"
+        );
+        assert!(Schedule::parse(spec("not a cron at all")).is_err());
+    }
+}
