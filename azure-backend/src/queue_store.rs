@@ -37,6 +37,84 @@ fn unb64(body: &str) -> String {
 }
 
 impl AzureBackend {
+    /// Puts a text (base64-encoded, as the Functions host expects) into a storage queue by
+    /// name. For tools and the host harness.
+    pub async fn put_raw(&self, queue_name: &str, text: &str) -> Result<(), Error> {
+        self.counter.count("queue.put");
+        self.queue_client(queue_name)
+            .put_message(b64(text))
+            .ttl(MESSAGE_TTL)
+            .await
+            .map(|_| ())
+            .map_err(|e| classify("queue put", e))
+    }
+
+    /// Receives raw texts from a storage queue by name (base64-decoded, as the Functions
+    /// host delivers them). For tools and the host harness.
+    pub async fn receive_raw(
+        &self,
+        queue_name: &str,
+        max: u8,
+        lock: Duration,
+    ) -> Result<Vec<(Receipt, u32, String)>, Error> {
+        self.counter.count("queue.get");
+        let response = self
+            .queue_client(queue_name)
+            .get_messages()
+            .number_of_messages(max.clamp(1, 32))
+            .visibility_timeout(lock.max(Duration::from_secs(1)))
+            .await
+            .map_err(|e| classify("queue get", e))?;
+        Ok(response
+            .messages
+            .into_iter()
+            .map(|m| {
+                let text = unb64(&m.message_text);
+                let receipt = Receipt {
+                    message_id: m.message_id,
+                    pop_receipt: m.pop_receipt,
+                    stored_body: m.message_text,
+                };
+                (
+                    receipt,
+                    m.dequeue_count.try_into().unwrap_or(u32::MAX),
+                    text,
+                )
+            })
+            .collect())
+    }
+
+    /// Deletes a message from a storage queue by name.
+    pub async fn delete_raw(&self, queue_name: &str, receipt: &Receipt) -> Result<(), Error> {
+        self.counter.count("queue.delete");
+        self.queue_client(queue_name)
+            .pop_receipt_client(PopReceipt::new(
+                receipt.message_id.clone(),
+                receipt.pop_receipt.clone(),
+            ))
+            .delete()
+            .await
+            .map(|_| ())
+            .map_err(|e| classify("queue delete", e))
+    }
+
+    /// Makes a message of a storage queue visible again now.
+    pub async fn release_raw(&self, queue_name: &str, receipt: &Receipt) -> Result<(), Error> {
+        self.counter.count("queue.update");
+        self.queue_client(queue_name)
+            .pop_receipt_client(PopReceipt::new(
+                receipt.message_id.clone(),
+                receipt.pop_receipt.clone(),
+            ))
+            .update(
+                receipt.stored_body.clone(),
+                VisibilityTimeout::new(Duration::ZERO),
+            )
+            .await
+            .map(|_| ())
+            .map_err(|e| classify("queue update", e))
+    }
+
     /// Sends messages concurrently (an episode may decide hundreds).
     pub(crate) async fn send_all(&self, messages: &[Outbound]) -> Result<(), Error> {
         for chunk in messages.chunks(SEND_CONCURRENCY) {

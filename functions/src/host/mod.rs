@@ -163,6 +163,9 @@ async fn http(state: &HostState, data: &Value) -> Result<Value, String> {
         }
     }
     request = request.header("host", host);
+    // The original scheme, so check-status URLs are absolute and right (https in Azure).
+    let scheme = url.split_once("://").map_or("http", |(scheme, _)| scheme);
+    request = request.header("x-forwarded-proto", scheme);
     let body = match req.get("Body") {
         Some(Value::String(s)) => s.clone().into_bytes(),
         Some(Value::Null) | None => Vec::new(),
