@@ -83,6 +83,7 @@ pub async fn run(args: PipelineArgs) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     worker.shutdown().await;
+    print_stage_times(&client, &id).await?;
     if status.runtime_status != RuntimeStatus::Completed {
         anyhow::bail!(
             "the pipeline ended {}: {}",
@@ -137,6 +138,54 @@ async fn upload_landing(lake: &DataLake, args: &PipelineArgs) -> anyhow::Result<
         }
     }
     Ok(count)
+}
+
+/// Wall time per stage from the history: first schedule to last completion of each activity.
+async fn print_stage_times(client: &Client, id: &str) -> anyhow::Result<()> {
+    use flowforge_orchestrator::history::EventKind;
+    let options = StatusOptions {
+        show_history: true,
+        ..Default::default()
+    };
+    let history = client
+        .status(id, options)
+        .await?
+        .history
+        .unwrap_or_default();
+    let mut names = std::collections::HashMap::new();
+    let mut spans: Vec<(
+        String,
+        chrono::DateTime<chrono::Utc>,
+        chrono::DateTime<chrono::Utc>,
+    )> = Vec::new();
+    for event in &history {
+        match &event.kind {
+            EventKind::ActivityScheduled { id, name, .. } => {
+                names.insert(*id, name.clone());
+                match spans.iter_mut().find(|(n, _, _)| n == name) {
+                    Some(_) => {}
+                    None => spans.push((name.clone(), event.timestamp, event.timestamp)),
+                }
+            }
+            EventKind::ActivityCompleted { scheduled_id, .. }
+            | EventKind::ActivityFailed { scheduled_id, .. } => {
+                if let Some(span) = names
+                    .get(scheduled_id)
+                    .and_then(|n| spans.iter_mut().find(|(s, _, _)| s == n))
+                {
+                    span.2 = span.2.max(event.timestamp);
+                }
+            }
+            _ => {}
+        }
+    }
+    for (name, start, end) in spans {
+        println!(
+            "stage {name}: {:.3} s",
+            (end - start).num_milliseconds() as f64 / 1000.0
+        );
+    }
+    Ok(())
 }
 
 fn print_summary(output: &MedallionOutput) {

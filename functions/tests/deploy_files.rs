@@ -9,9 +9,17 @@ fn bicep() -> String {
 #[test]
 fn main_bicep_is_balanced_and_declares_what_the_app_needs() {
     let text = bicep();
-    let code: String = text.lines().map(|l| l.split("//").next().unwrap_or("")).collect::<Vec<_>>().join("\n");
+    let code: String = text
+        .lines()
+        .map(|l| l.split("//").next().unwrap_or(""))
+        .collect::<Vec<_>>()
+        .join("\n");
     for (open, close) in [('{', '}'), ('[', ']'), ('(', ')')] {
-        assert_eq!(code.matches(open).count(), code.matches(close).count(), "unbalanced {open}{close}");
+        assert_eq!(
+            code.matches(open).count(),
+            code.matches(close).count(),
+            "unbalanced {open}{close}"
+        );
     }
     assert_eq!(code.matches('\'').count() % 2, 0, "unbalanced quotes");
     for needle in [
@@ -29,6 +37,9 @@ fn main_bicep_is_balanced_and_declares_what_the_app_needs() {
         assert!(text.contains(needle), "main.bicep lacks {needle}");
     }
     for line in text.lines().filter(|l| l.starts_with("resource ")) {
-        assert!(line.contains('@') && line.contains(" = "), "resource without type@apiVersion: {line}");
+        assert!(
+            line.contains('@') && line.contains(" = "),
+            "resource without type@apiVersion: {line}"
+        );
     }
 }

@@ -1,0 +1,134 @@
+//! The benchmark. Reports a markdown table and writes JSON; figures, not pass/fail.
+//!
+//! ```text
+//! cargo run --release -p flowforge-bench --bin bench -- [--backend memory|azurite|both]
+//!     [--runs 3] [--flights PATH] [--idle-secs 60] [--json bench-results.json]
+//! ```
+
+mod measure;
+mod scenarios;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::Parser;
+use flowforge_azure::azurite::Azurite;
+use flowforge_azure::AzureBackend;
+use flowforge_orchestrator::backend::{Backend, MemoryBackend};
+use serde_json::{json, Value};
+
+#[derive(Parser)]
+#[command(about = "FlowForge Durable benchmark")]
+struct Args {
+    /// Which backends: memory, azurite or both.
+    #[arg(long, default_value = "both")]
+    backend: String,
+    /// Runs per scenario (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// The full flights CSV for the medallion scenario (skipped without it).
+    #[arg(long)]
+    flights: Option<PathBuf>,
+    /// Seconds to watch an idle worker's storage transactions.
+    #[arg(long, default_value_t = 60)]
+    idle_secs: u64,
+    /// The `flowforge` binary for the cold-start scenario.
+    #[arg(long)]
+    flowforge: Option<PathBuf>,
+    /// Where to write the JSON results.
+    #[arg(long, default_value = "bench-results.json")]
+    json: PathBuf,
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let mut rows: Vec<Value> = Vec::new();
+    let azurite = if args.backend != "memory" {
+        Some(Azurite::start().map_err(anyhow::Error::msg)?)
+    } else {
+        None
+    };
+    if let Some(a) = &azurite {
+        // Lets the scenarios read Azurite's CPU time.
+        std::env::set_var("FLOWFORGE_BENCH_AZURITE", a.watchdog_pid().to_string());
+    }
+    let mut hub = 0;
+    let mut fresh = |kind: &str| {
+        hub += 1;
+        let kind = kind.to_owned();
+        let config = azurite.as_ref().map(|a| a.config(&format!("bench{hub}")));
+        async move {
+            let backend: Arc<dyn Backend> = match (kind.as_str(), config) {
+                ("azurite", Some(config)) => AzureBackend::connect(config).await?,
+                _ => Arc::new(MemoryBackend::new()),
+            };
+            anyhow::Ok(backend)
+        }
+    };
+    let backends: Vec<&str> = match args.backend.as_str() {
+        "memory" => vec!["memory"],
+        "azurite" => vec!["azurite"],
+        _ => vec!["memory", "azurite"],
+    };
+    for kind in &backends {
+        let azurite_pid = azurite.as_ref().map(|a| a.watchdog_pid());
+        let runs = args.runs.max(1);
+        let mut results = Vec::new();
+        for _ in 0..runs {
+            results.push(scenarios::chain(fresh(kind).await?, 100).await?);
+        }
+        rows.push(measure::median_row(
+            kind,
+            "sequential chain of 100",
+            results,
+            azurite_pid,
+        ));
+        let mut results = Vec::new();
+        for _ in 0..runs {
+            results.push(scenarios::fan_out(fresh(kind).await?, 1000).await?);
+        }
+        rows.push(measure::median_row(
+            kind,
+            "fan-out/fan-in of 1,000",
+            results,
+            azurite_pid,
+        ));
+        let mut results = Vec::new();
+        for _ in 0..runs {
+            results.push(scenarios::many_instances(fresh(kind).await?, 1000).await?);
+        }
+        rows.push(measure::median_row(
+            kind,
+            "1,000 orchestrations of 1 activity",
+            results,
+            azurite_pid,
+        ));
+        let mut results = Vec::new();
+        for _ in 0..runs {
+            results.push(scenarios::events(fresh(kind).await?, 500).await?);
+        }
+        rows.push(measure::median_row(
+            kind,
+            "500 external events into one instance",
+            results,
+            azurite_pid,
+        ));
+        if *kind == "azurite" {
+            rows.push(scenarios::idle(fresh(kind).await?, args.idle_secs).await?);
+        }
+    }
+    if let (Some(flowforge), Some(azurite)) = (&args.flowforge, &azurite) {
+        rows.push(scenarios::cold_start(flowforge, &azurite.connection_string()).await?);
+    }
+    if let (Some(flights), Some(azurite)) = (&args.flights, &azurite) {
+        rows.push(scenarios::medallion(azurite, flights).await?);
+    }
+    measure::print_table(&rows);
+    std::fs::write(
+        &args.json,
+        serde_json::to_string_pretty(&json!({"results": rows}))?,
+    )?;
+    println!("\nJSON written to {}", args.json.display());
+    Ok(())
+}

@@ -1,0 +1,300 @@
+//! The scenarios. Each builds its own registry and worker on a fresh task hub.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use flowforge_azure::azurite::Azurite;
+use flowforge_orchestrator::backend::Backend;
+use flowforge_orchestrator::client::StatusOptions;
+use flowforge_orchestrator::prelude::*;
+use serde_json::{json, Value};
+
+use crate::measure::{self, RunResult};
+
+fn registry() -> Registry {
+    Registry::new()
+        .orchestration("chain", |ctx: OrchestrationContext, n: u64| async move {
+            let mut sum = 0;
+            for i in 0..n {
+                sum += ctx.call_activity::<u64>("noop", i).await?;
+            }
+            Ok(sum)
+        })
+        .orchestration("fan", |ctx: OrchestrationContext, n: u64| async move {
+            let calls = (0..n)
+                .map(|i| ctx.call_activity::<u64>("noop", i))
+                .collect();
+            let all: Vec<u64> = ctx
+                .join_all(calls)
+                .await
+                .into_iter()
+                .collect::<Result<_, _>>()?;
+            Ok(all.iter().sum::<u64>())
+        })
+        .orchestration("one", |ctx: OrchestrationContext, i: u64| async move {
+            ctx.call_activity::<u64>("noop", i).await
+        })
+        .orchestration("listen", |ctx: OrchestrationContext, n: u64| async move {
+            for _ in 0..n {
+                let _: Value = ctx.wait_for_event("tick").await?;
+            }
+            Ok(n)
+        })
+        .activity("noop", |_ctx, i: u64| async move { Ok(i) })
+}
+
+fn options() -> WorkerOptions {
+    WorkerOptions {
+        min_idle_poll: Duration::from_millis(1),
+        max_idle_poll: Duration::from_millis(50),
+        orchestration_concurrency: 64,
+        activity_concurrency: 64,
+        ..WorkerOptions::default()
+    }
+}
+
+async fn azurite_cpu(backend: &Arc<dyn Backend>) -> Option<Duration> {
+    let _ = backend;
+    let watchdog = std::env::var("FLOWFORGE_BENCH_AZURITE")
+        .ok()?
+        .parse()
+        .ok()?;
+    measure::cpu_time(measure::azurite_node_pid(watchdog)?)
+}
+
+/// Runs one instance of `name` to completion; wall time from the instance's own
+/// timestamps (creation → last update), storage transactions of the worker's backend.
+async fn one_instance(
+    backend: Arc<dyn Backend>,
+    name: &str,
+    input: Value,
+    units: usize,
+) -> anyhow::Result<RunResult> {
+    let worker = Worker::new(backend.clone(), registry(), options()).start();
+    let client = Client::new(backend.clone());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let before = measure::transactions(&backend.transaction_counts());
+    let cpu_before = azurite_cpu(&backend).await;
+    let id = client
+        .start_value(name, StartOptions::default(), input)
+        .await?;
+    let done = wait(&client, &id).await?;
+    let after = measure::transactions(&backend.transaction_counts());
+    let cpu_after = azurite_cpu(&backend).await;
+    worker.shutdown().await;
+    anyhow::ensure!(
+        done.runtime_status == RuntimeStatus::Completed,
+        "{name} ended {}",
+        done.runtime_status
+    );
+    let wall = (done.last_updated_time - done.created_time).to_std()?;
+    Ok(RunResult {
+        wall,
+        units,
+        latencies: Vec::new(),
+        transactions: after - before,
+        azurite_cpu: cpu_before.zip(cpu_after).map(|(b, a)| a.saturating_sub(b)),
+    })
+}
+
+async fn wait(client: &Client, id: &str) -> anyhow::Result<InstanceStatus> {
+    loop {
+        let status = client.status(id, StatusOptions::default()).await?;
+        if status.runtime_status.is_terminal() {
+            return Ok(status);
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// A chain of `n` no-op activities in one instance.
+pub async fn chain(backend: Arc<dyn Backend>, n: u64) -> anyhow::Result<RunResult> {
+    one_instance(backend, "chain", json!(n), n as usize).await
+}
+
+/// A fan-out/fan-in of `n` no-op activities in one instance.
+pub async fn fan_out(backend: Arc<dyn Backend>, n: u64) -> anyhow::Result<RunResult> {
+    one_instance(backend, "fan", json!(n), n as usize).await
+}
+
+/// `m` instances of one activity each, started together.
+pub async fn many_instances(backend: Arc<dyn Backend>, m: u64) -> anyhow::Result<RunResult> {
+    let worker = Worker::new(backend.clone(), registry(), options()).start();
+    let client = Client::new(backend.clone());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let before = measure::transactions(&backend.transaction_counts());
+    let cpu_before = azurite_cpu(&backend).await;
+    let mut ids = Vec::new();
+    for first in (0..m).step_by(50) {
+        let handles: Vec<_> = (first..(first + 50).min(m))
+            .map(|i| {
+                let client = client.clone();
+                tokio::spawn(async move {
+                    client
+                        .start_value("one", StartOptions::default(), json!(i))
+                        .await
+                })
+            })
+            .collect();
+        for handle in handles {
+            ids.push(handle.await??);
+        }
+    }
+    let mut statuses = Vec::new();
+    for id in &ids {
+        statuses.push(wait(&client, id).await?);
+    }
+    let after = measure::transactions(&backend.transaction_counts());
+    let cpu_after = azurite_cpu(&backend).await;
+    worker.shutdown().await;
+    let first = statuses
+        .iter()
+        .map(|s| s.created_time)
+        .min()
+        .unwrap_or_default();
+    let last = statuses
+        .iter()
+        .map(|s| s.last_updated_time)
+        .max()
+        .unwrap_or_default();
+    let latencies = statuses
+        .iter()
+        .filter_map(|s| (s.last_updated_time - s.created_time).to_std().ok())
+        .collect();
+    Ok(RunResult {
+        wall: (last - first).to_std().unwrap_or_default(),
+        units: m as usize,
+        latencies,
+        transactions: after - before,
+        azurite_cpu: cpu_before.zip(cpu_after).map(|(b, a)| a.saturating_sub(b)),
+    })
+}
+
+/// `k` external events raised into one waiting instance.
+pub async fn events(backend: Arc<dyn Backend>, k: u64) -> anyhow::Result<RunResult> {
+    let worker = Worker::new(backend.clone(), registry(), options()).start();
+    let client = Client::new(backend.clone());
+    let id = client
+        .start_value("listen", StartOptions::default(), json!(k))
+        .await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = measure::transactions(&backend.transaction_counts());
+    let started = Instant::now();
+    for i in 0..k {
+        client.raise_event(&id, "tick", &i).await?;
+    }
+    let done = wait(&client, &id).await?;
+    let wall = started.elapsed();
+    let after = measure::transactions(&backend.transaction_counts());
+    worker.shutdown().await;
+    anyhow::ensure!(
+        done.runtime_status == RuntimeStatus::Completed,
+        "listen ended {}",
+        done.runtime_status
+    );
+    Ok(RunResult {
+        wall,
+        units: k as usize,
+        latencies: Vec::new(),
+        transactions: after - before,
+        azurite_cpu: None,
+    })
+}
+
+/// Storage transactions of an idle worker with the production polling ceiling (30 s).
+pub async fn idle(backend: Arc<dyn Backend>, secs: u64) -> anyhow::Result<Value> {
+    let worker = Worker::new(backend.clone(), registry(), WorkerOptions::default()).start();
+    // Let the polling back off to its ceiling first.
+    tokio::time::sleep(Duration::from_secs(45)).await;
+    let before = measure::transactions(&backend.transaction_counts());
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    let after = measure::transactions(&backend.transaction_counts());
+    worker.shutdown().await;
+    let per_hour = (after - before) as f64 * 3600.0 / secs as f64;
+    Ok(
+        json!({"backend": "azurite", "scenario": "idle worker (4 control queues + work items, 30 s ceiling)",
+              "per_second": null, "wall_s": secs, "notes": format!("{} transactions in {secs} s → {per_hour:.0} per hour", after - before)}),
+    )
+}
+
+/// `flowforge serve`: process start to first answer on `GET /`, and idle resident memory.
+pub async fn cold_start(flowforge: &Path, connection: &str) -> anyhow::Result<Value> {
+    let mut times = Vec::new();
+    let mut rss = Vec::new();
+    for _ in 0..5 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let started = Instant::now();
+        let mut child = Command::new(flowforge)
+            .arg("serve")
+            .env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string())
+            .env("AzureWebJobsStorage", connection)
+            .env("FLOWFORGE_TASK_HUB", "coldstart")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let ready = loop {
+            if let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+                use std::io::{Read, Write};
+                stream.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
+                let mut reply = String::new();
+                let _ = stream.read_to_string(&mut reply);
+                if reply.starts_with("HTTP/1.1") {
+                    break started.elapsed();
+                }
+            }
+            if started.elapsed() > Duration::from_secs(30) {
+                anyhow::bail!("serve did not answer within 30 s");
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        rss.push(measure::memory_mib(Some(child.id())).0);
+        child.kill()?;
+        child.wait()?;
+        times.push(ready);
+    }
+    times.sort();
+    rss.sort_by(|a, b| a.total_cmp(b));
+    let median = times[times.len() / 2];
+    Ok(
+        json!({"backend": "azurite", "scenario": "cold start of flowforge serve", "wall_s": median.as_secs_f64(), "per_second": null,
+              "notes": format!("start → first answer {:.1} ms (median of 5); idle RSS {:.1} MiB", median.as_secs_f64() * 1000.0, rss[rss.len() / 2])}),
+    )
+}
+
+/// The medallion pipeline on the full flights file, in a child process (`flowforge
+/// pipeline --full`), sampling its peak memory.
+pub async fn medallion(_azurite: &Azurite, flights: &Path) -> anyhow::Result<Value> {
+    let flowforge =
+        std::env::var("FLOWFORGE_BENCH_BIN").unwrap_or_else(|_| "target/release/flowforge".into());
+    let started = Instant::now();
+    let mut child = Command::new(&flowforge)
+        .args(["pipeline", "--full"])
+        .arg(flights)
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let pid = child.id();
+    let mut peak: f64 = 0.0;
+    while child.try_wait()?.is_none() {
+        peak = peak.max(measure::memory_mib(Some(pid)).1);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let wall = started.elapsed();
+    let mut out = String::new();
+    use std::io::Read;
+    if let Some(mut stdout) = child.stdout.take() {
+        stdout.read_to_string(&mut out)?;
+    }
+    let stages: Vec<&str> = out.lines().filter(|l| l.starts_with("stage ")).collect();
+    Ok(
+        json!({"backend": "azurite", "scenario": "medallion on the full flights file (336,776 rows)", "wall_s": wall.as_secs_f64(), "per_second": null,
+              "notes": format!("peak RSS {peak:.0} MiB (pipeline process incl. Azurite start); {}", stages.join("; "))}),
+    )
+}
