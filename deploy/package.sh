@@ -36,6 +36,8 @@ for dir in "$root"/functions/app/*/; do
 done
 exe=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["customHandler"]["description"]["defaultExecutablePath"])' "$root/host.json")
 cp "$binary" "$app/$exe"
+# Debug info (line tables of a release build) is most of the file; the app does not need it.
+if command -v strip >/dev/null; then strip --strip-debug "$app/$exe"; fi
 chmod 755 "$app/$exe"
 python3 - "$app" "$out/flowforge-app.zip" <<'PY'
 import os, sys, zipfile

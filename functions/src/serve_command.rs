@@ -5,6 +5,7 @@ use flowforge_orchestrator::registry::Registry;
 use tracing::info;
 
 use crate::host::{self, HostState};
+
 use crate::schedules::{self, Schedule};
 use crate::storage::StorageArgs;
 use crate::worker_command::shutdown_signal;
@@ -61,11 +62,26 @@ pub async fn run(args: ServeArgs, storage: StorageArgs, registry: Registry) -> a
             anyhow::anyhow!("no port: the Functions host sets FUNCTIONS_CUSTOMHANDLER_PORT")
         })?;
     let schedules = args.schedules.load()?;
-    let backend = storage.connect().await?;
-    let state = HostState::new(backend, registry, schedules, args.host_max_dequeue_count);
+    // Listen first: the host's readiness probe is answered while storage connects.
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
-    info!(port, "custom handler ready");
-    axum::serve(listener, host::router(state))
+    let (ready, lazy) = tokio::sync::watch::channel(None);
+    let max_dequeue_count = args.host_max_dequeue_count;
+    tokio::spawn(async move {
+        match storage.connect().await {
+            Ok(backend) => {
+                let state = HostState::new(backend, registry, schedules, max_dequeue_count);
+                let _ = ready.send(Some(state));
+                info!("storage connected");
+            }
+            Err(error) => {
+                // The host restarts a handler that exits.
+                tracing::error!(%error, "cannot connect to storage; exiting");
+                std::process::exit(1);
+            }
+        }
+    });
+    info!(port, "custom handler listening");
+    axum::serve(listener, host::router(lazy))
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     Ok(())

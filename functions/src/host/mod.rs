@@ -76,8 +76,12 @@ impl HostState {
     }
 }
 
+/// The handler state once storage is connected. The listener opens before that, so the
+/// host's readiness probe is answered at once (cold start); invocations wait for it.
+pub type LazyState = tokio::sync::watch::Receiver<Option<HostState>>;
+
 /// The handler's router.
-pub fn router(state: HostState) -> Router {
+pub fn router(state: LazyState) -> Router {
     Router::new()
         .route("/", get(|| async { "FlowForge custom handler ready" }))
         .route("/{function}", post(invoke))
@@ -85,10 +89,18 @@ pub fn router(state: HostState) -> Router {
 }
 
 async fn invoke(
-    State(state): State<HostState>,
+    State(mut lazy): State<LazyState>,
     Path(function): Path<String>,
     body: Bytes,
 ) -> Response {
+    let state = match lazy.wait_for(Option::is_some).await {
+        Ok(state) => state.clone(),
+        Err(_) => None,
+    };
+    let Some(state) = state else {
+        let error = json!({"error": "storage is not connected"});
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(error)).into_response();
+    };
     let Some(trigger) = functions::trigger_of(&function) else {
         return (
             StatusCode::NOT_FOUND,
