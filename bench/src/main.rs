@@ -23,9 +23,12 @@ struct Args {
     /// Which backends: memory, azurite or both.
     #[arg(long, default_value = "both")]
     backend: String,
-    /// Runs per scenario (the median is reported).
+    /// Runs per scenario on the in-memory backend (the median is reported).
     #[arg(long, default_value_t = 3)]
     runs: usize,
+    /// Runs per scenario on Azurite.
+    #[arg(long, default_value_t = 3)]
+    azurite_runs: usize,
     /// The full flights CSV for the medallion scenario (skipped without it).
     #[arg(long)]
     flights: Option<PathBuf>,
@@ -73,7 +76,7 @@ async fn main() -> anyhow::Result<()> {
     };
     for kind in &backends {
         let azurite_pid = azurite.as_ref().map(|a| a.watchdog_pid());
-        let runs = args.runs.max(1);
+        let runs = if *kind == "azurite" { args.azurite_runs.max(1) } else { args.runs.max(1) };
         let mut results = Vec::new();
         for _ in 0..runs {
             results.push(scenarios::chain(fresh(kind).await?, 100).await?);
