@@ -76,7 +76,11 @@ async fn main() -> anyhow::Result<()> {
     };
     for kind in &backends {
         let azurite_pid = azurite.as_ref().map(|a| a.watchdog_pid());
-        let runs = if *kind == "azurite" { args.azurite_runs.max(1) } else { args.runs.max(1) };
+        let runs = if *kind == "azurite" {
+            args.azurite_runs.max(1)
+        } else {
+            args.runs.max(1)
+        };
         let mut results = Vec::new();
         for _ in 0..runs {
             results.push(scenarios::chain(fresh(kind).await?, 100).await?);
