@@ -3,6 +3,9 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
@@ -17,6 +20,21 @@ use crate::history::{EventKind, FailureDetails, HistoryEvent, HISTORY_FORMAT_VER
 use crate::replay::{run_episode, ExecutionOutcome, ReplayInput};
 use crate::status::{InstanceState, RuntimeStatus};
 
+/// While the worker is busy, a control queue that stays empty is asked at most this often,
+/// so a busy worker does not pay an empty receive per idle partition per batch, and a new
+/// instance on a quiet partition still starts within this delay.
+const BUSY_POLL_CEILING: Duration = Duration::from_millis(500);
+
+/// How long the worker counts as busy after its last non-empty receive.
+const BUSY_WINDOW: Duration = Duration::from_secs(2);
+
+/// Polling state of one control queue.
+struct PolledQueue {
+    queue: QueueName,
+    backoff: Duration,
+    next_at: Instant,
+}
+
 pub(crate) async fn run(
     shared: Arc<Shared>,
     queues: Vec<QueueName>,
@@ -25,17 +43,27 @@ pub(crate) async fn run(
     let permits = Arc::new(Semaphore::new(
         shared.options.orchestration_concurrency.max(1),
     ));
-    let mut idle = shared.options.min_idle_poll;
+    let start = Instant::now();
+    let mut polled: Vec<PolledQueue> = queues
+        .iter()
+        .map(|queue| PolledQueue {
+            queue: queue.clone(),
+            backoff: shared.options.min_idle_poll,
+            next_at: start,
+        })
+        .collect();
+    let mut busy_until = start;
     loop {
         if *stop.borrow() {
             break;
         }
+        let now = Instant::now();
         let mut received_any = false;
-        for queue in &queues {
+        for entry in polled.iter_mut().filter(|p| p.next_at <= now) {
             let batch = match shared
                 .backend
                 .receive(
-                    queue,
+                    &entry.queue,
                     shared.options.batch_size,
                     shared.options.lock_timeout,
                 )
@@ -43,23 +71,43 @@ pub(crate) async fn run(
             {
                 Ok(batch) => batch,
                 Err(error) => {
-                    warn!(%error, queue = %queue.suffix(), "receiving control messages failed");
-                    continue;
+                    warn!(%error, queue = %entry.queue.suffix(), "receiving control messages failed");
+                    Vec::new()
                 }
             };
             if batch.is_empty() {
+                entry.backoff = next_idle(entry.backoff, &shared.options);
+                let cap = if now < busy_until {
+                    BUSY_POLL_CEILING
+                } else {
+                    shared.options.max_idle_poll
+                };
+                entry.next_at = Instant::now() + entry.backoff.min(cap);
                 continue;
             }
             received_any = true;
-            process_batch(&shared, queue, batch, &permits).await;
+            busy_until = Instant::now() + BUSY_WINDOW;
+            entry.backoff = shared.options.min_idle_poll;
+            entry.next_at = Instant::now();
+            process_batch(&shared, &entry.queue, batch, &permits).await;
         }
         if received_any {
-            idle = shared.options.min_idle_poll;
-        } else {
-            if idle_or_stop(&shared, &queues, idle, &mut stop).await {
-                break;
+            continue;
+        }
+        let earliest = polled.iter().map(|p| p.next_at).min().unwrap_or(now);
+        let wait = earliest.saturating_duration_since(Instant::now());
+        if wait.is_zero() {
+            continue;
+        }
+        if idle_or_stop(&shared, &queues, wait, &mut stop).await {
+            break;
+        }
+        // Woken before the earliest poll: a backend that can notify says messages arrived.
+        let woke = Instant::now();
+        if woke + Duration::from_millis(1) < earliest {
+            for entry in &mut polled {
+                entry.next_at = woke;
             }
-            idle = next_idle(idle, &shared.options);
         }
     }
 }
