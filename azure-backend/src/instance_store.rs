@@ -366,30 +366,15 @@ impl InstanceStore for AzureBackend {
         if let Some(after) = &query.continuation {
             filter.push_str(&format!(" and PartitionKey gt '{}'", odata_quote(after)));
         }
-        let rows = self.query_rows(filter).await?;
-        let mut instances = Vec::new();
-        let mut more = false;
-        for row in rows {
+        let mut states = Vec::new();
+        for row in self.query_rows(filter).await? {
             let (state, _) = self.decode_state(&row).await?;
-            if !query.matches(&state) {
-                continue;
+            if query.matches(&state) {
+                states.push(state);
             }
-            if instances.len() == size {
-                more = true;
-                break;
-            }
-            instances.push(state);
         }
-        instances.sort_by(|a, b| a.instance_id.cmp(&b.instance_id));
-        let continuation = if more {
-            instances.last().map(|s| s.instance_id.clone())
-        } else {
-            None
-        };
-        Ok(InstancePage {
-            instances,
-            continuation,
-        })
+        states.sort_by(|a, b| a.instance_id.cmp(&b.instance_id));
+        Ok(InstancePage::from_matches(states, size))
     }
 
     async fn delete_instance(&self, instance_id: &str) -> Result<bool, Error> {

@@ -53,17 +53,7 @@ impl PayloadStore for AzureBackend {
     }
 
     async fn delete_payloads(&self, prefix: &str) -> Result<usize, Error> {
-        let mut names = Vec::new();
-        let mut pages = self
-            .payloads
-            .list_blobs()
-            .prefix(prefix.to_owned())
-            .into_stream();
-        while let Some(page) = pages.next().await {
-            self.counter.count("blob.list");
-            let page = page.map_err(|e| classify("blob list", e))?;
-            names.extend(page.blobs.blobs().map(|b| b.name.clone()));
-        }
+        let names = self.payload_names(prefix).await?;
         for name in &names {
             self.counter.count("blob.delete");
             match self

@@ -338,8 +338,8 @@ impl Client {
                 status: state.status,
             });
         }
+        // Deletes state, history and the instance's payloads.
         self.backend.delete_instance(id).await?;
-        self.backend.delete_payloads(&format!("{id}/")).await?;
         Ok(())
     }
 
@@ -370,7 +370,6 @@ impl Client {
         }
         for id in &ids {
             self.backend.delete_instance(id).await?;
-            self.backend.delete_payloads(&format!("{id}/")).await?;
         }
         Ok(ids.len())
     }

@@ -256,25 +256,16 @@ impl InstanceStore for MemoryBackend {
             query.page_size
         };
         let after = query.continuation.clone().unwrap_or_default();
-        let mut matching = inner
+        let matching = inner
             .instances
             .range::<String, _>((
                 std::ops::Bound::Excluded(&after),
                 std::ops::Bound::Unbounded,
             ))
             .map(|(_, s)| &s.state)
-            .filter(|s| query.matches(s));
-        let instances: Vec<_> = matching.by_ref().take(size).cloned().collect();
-        let more = matching.next().is_some();
-        let continuation = if more {
-            instances.last().map(|s| s.instance_id.clone())
-        } else {
-            None
-        };
-        Ok(InstancePage {
-            instances,
-            continuation,
-        })
+            .filter(|s| query.matches(s))
+            .cloned();
+        Ok(InstancePage::from_matches(matching, size))
     }
 
     async fn delete_instance(&self, instance_id: &str) -> Result<bool, Error> {

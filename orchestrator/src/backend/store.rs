@@ -112,6 +112,23 @@ pub struct InstancePage {
     pub continuation: Option<String>,
 }
 
+impl InstancePage {
+    /// One page from instances matching a query, in instance-id order: at most `size`, with
+    /// a continuation token when more follow.
+    pub fn from_matches(matching: impl IntoIterator<Item = InstanceState>, size: usize) -> Self {
+        let mut matching = matching.into_iter();
+        let instances: Vec<_> = matching.by_ref().take(size).collect();
+        let continuation = match matching.next() {
+            Some(_) => instances.last().map(|s| s.instance_id.clone()),
+            None => None,
+        };
+        Self {
+            instances,
+            continuation,
+        }
+    }
+}
+
 /// Instance state and history, with optimistic concurrency.
 #[async_trait]
 pub trait InstanceStore: Send + Sync {
