@@ -196,7 +196,6 @@ async fn continue_as_new_with_carried_over_events() {
                 show_history: true,
                 show_input: true,
                 show_history_output: true,
-                ..Default::default()
             },
         )
         .await
