@@ -12,6 +12,7 @@ use crate::config::AzureConfig;
 use crate::counter::Counter;
 use crate::error::classify;
 use crate::payload::{as_blob_ref, blob_name, blob_ref_text};
+use crate::ranges_cache::RangesCache;
 
 /// The Azure Storage backend of one task hub.
 pub struct AzureBackend {
@@ -20,6 +21,7 @@ pub struct AzureBackend {
     queues: QueueServiceClient,
     pub(crate) payloads: ContainerClient,
     pub(crate) counter: Counter,
+    pub(crate) ranges: RangesCache,
 }
 
 impl AzureBackend {
@@ -48,6 +50,7 @@ impl AzureBackend {
             queues,
             payloads,
             counter: Counter::default(),
+            ranges: RangesCache::default(),
         });
         backend.create_task_hub().await?;
         Ok(backend)

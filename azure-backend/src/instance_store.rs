@@ -160,6 +160,9 @@ impl AzureBackend {
         instance_id: &str,
         expected: &ETag,
     ) -> Result<Vec<Range>, Error> {
+        if let Some(ranges) = self.ranges.get(instance_id, &expected.0) {
+            return Ok(ranges);
+        }
         self.counter.count("table.get");
         let got = self
             .table
@@ -219,6 +222,7 @@ impl InstanceStore for AzureBackend {
         };
         let (state, ranges) = self.decode_state(state_row).await?;
         let etag = ETag(state_row.etag.clone().unwrap_or_default());
+        self.ranges.put(instance_id, &etag.0, ranges.clone());
         let mut history: Vec<Option<HistoryEvent>> = vec![None; state.history_len as usize];
         for row in &rows {
             let Some((execution, seq, gen)) = parse_history_key(&row.row_key) else {
@@ -350,6 +354,9 @@ impl InstanceStore for AzureBackend {
             self.transact(instance_id, vec![Op::Update(state, claim_etag)])
                 .await?
         };
+        if let Some(etag) = &etag {
+            self.ranges.put(instance_id, etag, ranges);
+        }
         // Decided messages go out only now. If this process dies before they are all sent,
         // the consumed messages come back and the runtime re-derives them from history.
         self.send_all(&commit.messages).await?;
@@ -396,6 +403,7 @@ impl InstanceStore for AzureBackend {
                 .await?;
         }
         self.delete_payloads(&format!("{instance_id}/")).await?;
+        self.ranges.forget(instance_id);
         Ok(existed)
     }
 }

@@ -19,6 +19,7 @@ mod instance_store;
 mod payload;
 mod payload_store;
 mod queue_store;
+mod ranges_cache;
 pub mod rows;
 
 pub use backend::AzureBackend;

@@ -116,13 +116,7 @@ async fn execute(
             format!("no activity named '{}' is registered", item.name),
         ));
     };
-    let ctx = ActivityContext {
-        instance_id: item.instance_id.clone(),
-        name: item.name.clone(),
-        scheduled_id: item.scheduled_id,
-        delivery_count,
-        trace_parent: item.trace_parent.clone(),
-    };
+    let ctx = activity_context(item, delivery_count);
     // A panic stays inside the spawned task and becomes a failure of this activity.
     match tokio::spawn(activity(ctx, item.input.clone())).await {
         Ok(result) => result,
@@ -133,6 +127,34 @@ async fn execute(
     }
 }
 
+/// What an activity knows about a work item.
+pub(crate) fn activity_context(item: &ActivityWorkItem, delivery_count: u32) -> ActivityContext {
+    ActivityContext {
+        instance_id: item.instance_id.clone(),
+        name: item.name.clone(),
+        scheduled_id: item.scheduled_id,
+        delivery_count,
+        trace_parent: item.trace_parent.clone(),
+    }
+}
+
+/// The event an activity's result becomes in its instance's history.
+pub(crate) fn result_kind(
+    scheduled_id: u64,
+    result: Result<serde_json::Value, FailureDetails>,
+) -> EventKind {
+    match result {
+        Ok(result) => EventKind::ActivityCompleted {
+            scheduled_id,
+            result,
+        },
+        Err(failure) => EventKind::ActivityFailed {
+            scheduled_id,
+            failure,
+        },
+    }
+}
+
 /// Sends the result to the instance; false when it could not (the work item then stays
 /// and is retried after its lock expires).
 async fn report(
@@ -140,16 +162,7 @@ async fn report(
     item: &ActivityWorkItem,
     result: Result<serde_json::Value, FailureDetails>,
 ) -> bool {
-    let kind = match result {
-        Ok(result) => EventKind::ActivityCompleted {
-            scheduled_id: item.scheduled_id,
-            result,
-        },
-        Err(failure) => EventKind::ActivityFailed {
-            scheduled_id: item.scheduled_id,
-            failure,
-        },
-    };
+    let kind = result_kind(item.scheduled_id, result);
     let message = to_instance(
         &item.instance_id,
         Some(&item.execution_id),

@@ -53,6 +53,7 @@ impl HostedWorker {
                 registry,
                 options,
                 clock,
+                instance_locks: Default::default(),
             }),
             permits,
         }

@@ -3,7 +3,10 @@
 
 mod activity_worker;
 pub mod episode_effects;
+mod episode_step;
 mod hosted;
+mod inline_session;
+mod instance_locks;
 mod orchestration_worker;
 
 pub use hosted::HostedWorker;
@@ -41,6 +44,13 @@ pub struct WorkerOptions {
     pub defer_delay: Duration,
     /// Which control partitions this worker polls (`None`: all).
     pub partitions: Option<Vec<u32>>,
+    /// Run the activities an episode decides in this process, when registered here, instead
+    /// of sending them through the work-item queue (see `inline_session`). Saves a queue
+    /// round trip and an episode load per activity; durability is unchanged.
+    pub inline_activities: bool,
+    /// How long an inline session waits for its activities before handing the unfinished
+    /// ones to the work-item queue (capped at half the lock timeout).
+    pub inline_budget: Duration,
 }
 
 impl Default for WorkerOptions {
@@ -56,6 +66,8 @@ impl Default for WorkerOptions {
             max_history_events: 100_000,
             defer_delay: Duration::from_millis(200),
             partitions: None,
+            inline_activities: true,
+            inline_budget: Duration::from_secs(60),
         }
     }
 }
@@ -70,6 +82,7 @@ pub(crate) struct Shared {
     pub registry: Registry,
     pub options: WorkerOptions,
     pub clock: Arc<dyn Clock>,
+    pub instance_locks: instance_locks::InstanceLocks,
 }
 
 impl Worker {
@@ -91,6 +104,7 @@ impl Worker {
                 registry,
                 options,
                 clock,
+                instance_locks: Default::default(),
             }),
         }
     }

@@ -9,15 +9,16 @@ use tokio::time::Instant;
 
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
-use tracing::{debug, info, info_span, warn, Instrument};
+use tracing::{debug, info_span, warn, Instrument};
 
-use super::episode_effects::{next_state, outbound_messages, pending_messages, to_instance};
-use super::{idle_or_stop, next_idle, Shared};
+use super::episode_effects::{pending_messages, to_instance};
+use super::episode_step::{step, Base, Stepped};
+use super::{idle_or_stop, inline_session, next_idle, Shared};
 use crate::backend::{
-    EpisodeCommit, Error, HistoryWrite, OrchestratorMessage, QueueMessage, QueueName, Received,
+    ActivityWorkItem, ETag, EpisodeCommit, Error, HistoryWrite, OrchestratorMessage, QueueMessage,
+    QueueName, Received,
 };
 use crate::history::{EventKind, FailureDetails, HistoryEvent, HISTORY_FORMAT_VERSION};
-use crate::replay::{run_episode, ExecutionOutcome, ReplayInput};
 use crate::status::{InstanceState, RuntimeStatus};
 
 /// While the worker is busy, a control queue that stays empty is asked at most this often,
@@ -53,20 +54,23 @@ pub(crate) async fn run(
         })
         .collect();
     let mut busy_until = start;
+    // Batches in flight: the loop keeps receiving while episodes run, up to the permits.
+    let mut batches = JoinSet::new();
     loop {
         if *stop.borrow() {
             break;
         }
+        while batches.try_join_next().is_some() {}
         let now = Instant::now();
         let mut received_any = false;
         for entry in polled.iter_mut().filter(|p| p.next_at <= now) {
+            let free = permits.available_permits().min(shared.options.batch_size);
+            if free == 0 {
+                break;
+            }
             let batch = match shared
                 .backend
-                .receive(
-                    &entry.queue,
-                    shared.options.batch_size,
-                    shared.options.lock_timeout,
-                )
+                .receive(&entry.queue, free, shared.options.lock_timeout)
                 .await
             {
                 Ok(batch) => batch,
@@ -89,7 +93,17 @@ pub(crate) async fn run(
             busy_until = Instant::now() + BUSY_WINDOW;
             entry.backoff = shared.options.min_idle_poll;
             entry.next_at = Instant::now();
-            process_batch(&shared, &entry.queue, batch, &permits).await;
+            let (shared, queue, permits) = (shared.clone(), entry.queue.clone(), permits.clone());
+            batches.spawn(async move { process_batch(&shared, &queue, batch, &permits).await });
+        }
+        if permits.available_permits() == 0 {
+            // Every episode slot busy: wait for a batch to finish (or stop).
+            tokio::select! {
+                _ = batches.join_next(), if !batches.is_empty() => {}
+                _ = tokio::time::sleep(BUSY_POLL_CEILING) => {}
+                _ = stop.changed() => break,
+            }
+            continue;
         }
         if received_any {
             continue;
@@ -110,6 +124,7 @@ pub(crate) async fn run(
             }
         }
     }
+    while batches.join_next().await.is_some() {}
 }
 
 /// Handles one batch: malformed and poison messages first, then one episode per instance,
@@ -200,12 +215,13 @@ enum Disposition {
 }
 
 async fn process_instance(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     queue: &QueueName,
     instance_id: &str,
     messages: Vec<(Received, OrchestratorMessage)>,
 ) {
-    let outcome = match run_instance_episode(shared, instance_id, &messages).await {
+    let _busy = shared.instance_locks.lock(instance_id).await;
+    let (decide, session) = match run_instance_episode(shared, instance_id, &messages).await {
         Ok(outcome) => outcome,
         Err(Error::Conflict(reason)) => {
             debug!(
@@ -217,42 +233,55 @@ async fn process_instance(
                 queue,
                 &messages,
                 |_| Disposition::Defer,
-                std::time::Duration::ZERO,
+                Duration::ZERO,
             )
             .await;
             return;
         }
         Err(error) => {
             warn!(%error, "episode failed; its messages will be retried");
-            settle(
-                shared,
-                queue,
-                &messages,
-                |_| Disposition::Defer,
-                shared.options.defer_delay,
-            )
-            .await;
+            let delay = shared.options.defer_delay;
+            settle(shared, queue, &messages, |_| Disposition::Defer, delay).await;
             return;
         }
     };
-    settle(
-        shared,
-        queue,
-        &messages,
-        outcome,
-        shared.options.defer_delay,
-    )
-    .await;
+    if let Some(session) = session {
+        let durable = inline_session::run(
+            shared,
+            instance_id,
+            session.state,
+            session.etag,
+            session.history,
+            session.inline,
+        )
+        .await;
+        if !durable {
+            // Keep the messages: when they come back, the work is re-derived from history.
+            let delay = shared.options.defer_delay;
+            settle(shared, queue, &messages, |_| Disposition::Defer, delay).await;
+            return;
+        }
+    }
+    settle(shared, queue, &messages, decide, shared.options.defer_delay).await;
 }
 
 type Decider = Box<dyn Fn(&OrchestratorMessage) -> Disposition + Send + Sync>;
 
-/// Runs and commits one episode. Returns how each consumed message is to be settled.
+/// A committed episode whose activities run in this process.
+struct Session {
+    state: InstanceState,
+    etag: ETag,
+    history: Vec<HistoryEvent>,
+    inline: Vec<ActivityWorkItem>,
+}
+
+/// Runs and commits one episode. Returns how each consumed message is to be settled, and
+/// the inline session to run first when the episode decided activities this process runs.
 async fn run_instance_episode(
     shared: &Shared,
     instance_id: &str,
     messages: &[(Received, OrchestratorMessage)],
-) -> Result<Decider, Error> {
+) -> Result<(Decider, Option<Session>), Error> {
     let now = shared.clock.now();
     let loaded = shared.backend.load_instance(instance_id).await?;
     let start = messages.iter().find_map(|(_, m)| match &m.event.kind {
@@ -265,13 +294,14 @@ async fn run_instance_episode(
             // A sub-orchestration or a fire-and-forget start creates its instance here.
             Some((message, _)) => (new_state(instance_id, message, now), None, Vec::new()),
             None => {
-                return Ok(Box::new(|m| {
+                let decide: Decider = Box::new(|m| {
                     Disposition::DeadLetter(format!(
                         "a {} message for instance '{}', which does not exist",
                         m.event.kind.type_name(),
                         m.instance_id
                     ))
-                }));
+                });
+                return Ok((decide, None));
             }
         },
     };
@@ -281,7 +311,8 @@ async fn run_instance_episode(
         && etag.is_some()
     {
         // A message came back: a previous attempt may have died between its commit and its
-        // sends. Re-send what the committed history decided (duplicates are harmless).
+        // sends, or during an inline session. Re-send what the committed history decided
+        // (duplicates are harmless).
         let pending = pending_messages(&state, &history, shared.backend.control_partitions(), now);
         debug!(
             count = pending.len(),
@@ -324,62 +355,36 @@ async fn run_instance_episode(
         state.status == RuntimeStatus::ContinuedAsNew && !replace_history;
     if waiting_for_start || waiting_for_next_execution {
         // Events that raced ahead of the (next) start wait for it; stale ones go.
-        return Ok(Box::new(move |m| match m.execution_id {
+        let decide: Decider = Box::new(move |m| match m.execution_id {
             None => Disposition::Defer,
             Some(_) => Disposition::Delete,
-        }));
+        });
+        return Ok((decide, None));
     }
-    let episode = run_episode(
-        &shared.registry,
-        ReplayInput {
-            instance_id,
-            history: &history,
-            new_events: events,
-            now,
-            max_history_events: shared.options.max_history_events,
-        },
-    );
-    if matches!(episode.outcome, ExecutionOutcome::NotStarted) {
-        return Ok(Box::new(|_| Disposition::Defer));
-    }
-    if episode.new_events.is_empty() {
-        return Ok(Box::new(|_| Disposition::Delete));
-    }
-    let history_len = (history.len() + episode.new_events.len()) as u64;
-    let next = next_state(&state, &episode, history_len, now);
-    let outbound = outbound_messages(&next, &episode, shared.backend.control_partitions(), now);
-    log_outcome(&episode.outcome, &next);
-    let write = if replace_history {
-        HistoryWrite::Replace(episode.new_events)
-    } else {
-        HistoryWrite::Append(episode.new_events)
+    let base = Base {
+        state: &state,
+        etag: etag.as_ref(),
+        history: &history,
+        replace_history,
     };
-    let commit = EpisodeCommit {
-        state: next,
-        expected: etag,
-        history: write,
-        messages: outbound,
+    let committed = match step(shared, instance_id, base, events).await? {
+        Stepped::NotStarted => return Ok((Box::new(|_| Disposition::Defer), None)),
+        Stepped::Unchanged => return Ok((Box::new(|_| Disposition::Delete), None)),
+        Stepped::Committed(committed) => committed,
     };
-    shared.backend.commit_episode(instance_id, commit).await?;
-    Ok(Box::new(|_| Disposition::Delete))
-}
-
-fn log_outcome(outcome: &ExecutionOutcome, state: &InstanceState) {
-    match outcome {
-        ExecutionOutcome::Completed(_) => {
-            info!(orchestration = %state.name, "orchestration completed")
+    let session = (!committed.inline.is_empty()).then(|| {
+        if replace_history {
+            history.clear();
         }
-        ExecutionOutcome::Failed(failure) => {
-            info!(orchestration = %state.name, %failure, "orchestration failed")
+        history.extend(committed.new_events);
+        Session {
+            state: committed.state,
+            etag: committed.etag,
+            history,
+            inline: committed.inline,
         }
-        ExecutionOutcome::Terminated(reason) => {
-            info!(orchestration = %state.name, reason, "orchestration terminated")
-        }
-        ExecutionOutcome::ContinuedAsNew { .. } => {
-            info!(orchestration = %state.name, "orchestration continued as new")
-        }
-        ExecutionOutcome::Running | ExecutionOutcome::NotStarted => {}
-    }
+    });
+    Ok((Box::new(|_| Disposition::Delete), session))
 }
 
 /// The state row of an instance created by a start message.

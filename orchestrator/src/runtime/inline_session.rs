@@ -1,0 +1,218 @@
+//! Inline activities: after an episode commits, the activities it decided run in this
+//! process and their results feed the next episode directly, with the instance's state,
+//! history and ETag kept in memory, until the orchestration waits for something else.
+//!
+//! Durability comes from the messages that started the session: they stay locked (not
+//! deleted) until every inline result is committed. If the process dies, they come back
+//! with a dequeue count above one and the worker re-derives the unanswered activities from
+//! history and sends them through the work-item queue. An activity that outlives the
+//! session budget is handed over the same way, explicitly. Each step is still one commit
+//! under the state row's ETag, so a concurrent writer makes the session reload, never
+//! overwrite.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tokio::task::{Id, JoinSet};
+use tokio::time::Instant;
+use tracing::{debug, info_span, warn, Instrument};
+
+use super::activity_worker::{activity_context, result_kind};
+use super::episode_step::{step, Base, Committed, Stepped};
+use super::Shared;
+use crate::backend::{ActivityWorkItem, ETag, Error, Outbound, QueueMessage, QueueName};
+use crate::history::{FailureDetails, HistoryEvent};
+use crate::replay::NewEvent;
+use crate::status::InstanceState;
+
+/// Conflicts (another writer committed first) a session absorbs by reloading.
+const MAX_RELOADS: usize = 5;
+
+/// The instance as the session knows it.
+struct Known {
+    state: InstanceState,
+    etag: ETag,
+    history: Vec<HistoryEvent>,
+}
+
+type ActivityResult = Result<serde_json::Value, FailureDetails>;
+
+/// Runs a committed episode's inline activities and the episodes that follow. Returns true
+/// when everything decided is durable (committed, or handed to the work-item queue); false
+/// when the caller must let its messages come back so the work is re-derived.
+pub(crate) async fn run(
+    shared: &Arc<Shared>,
+    instance_id: &str,
+    state: InstanceState,
+    etag: ETag,
+    history: Vec<HistoryEvent>,
+    first: Vec<ActivityWorkItem>,
+) -> bool {
+    let budget = shared
+        .options
+        .inline_budget
+        .min(shared.options.lock_timeout / 2);
+    let deadline = Instant::now() + budget;
+    let mut known = Known {
+        state,
+        etag,
+        history,
+    };
+    let mut running: JoinSet<ActivityResult> = JoinSet::new();
+    let mut outstanding: HashMap<Id, ActivityWorkItem> = HashMap::new();
+    spawn_all(shared, &mut running, &mut outstanding, first);
+    while !running.is_empty() {
+        let first = tokio::select! {
+            joined = running.join_next_with_id() => joined,
+            _ = tokio::time::sleep_until(deadline) => {
+                running.abort_all();
+                return hand_over(shared, outstanding.into_values()).await;
+            }
+        };
+        // Everything finished by now goes into one episode (fan-in in few commits).
+        let mut finished = Vec::from_iter(first);
+        while let Some(joined) = running.try_join_next_with_id() {
+            finished.push(joined);
+        }
+        let now = shared.clock.now();
+        let events: Vec<NewEvent> = finished
+            .into_iter()
+            .filter_map(|joined| {
+                let (id, result) = match joined {
+                    Ok((id, result)) => (id, result),
+                    Err(join) => (join.id(), Err(panicked(&join))),
+                };
+                let item = outstanding.remove(&id)?;
+                Some(NewEvent {
+                    timestamp: now,
+                    kind: result_kind(item.scheduled_id, result),
+                })
+            })
+            .collect();
+        match commit_results(shared, instance_id, &mut known, events).await {
+            Ok(next) => spawn_all(shared, &mut running, &mut outstanding, next),
+            Err(events) => {
+                // The results could not be committed: send them as messages instead, and
+                // the activities still running through the work-item queue.
+                running.abort_all();
+                let reported = report(shared, instance_id, &known, events).await;
+                return hand_over(shared, outstanding.into_values()).await && reported;
+            }
+        }
+    }
+    true
+}
+
+/// Commits results; on a conflict, reloads the instance and tries again. Returns the next
+/// inline activities, or the events it could not commit.
+async fn commit_results(
+    shared: &Shared,
+    instance_id: &str,
+    known: &mut Known,
+    events: Vec<NewEvent>,
+) -> Result<Vec<ActivityWorkItem>, Vec<NewEvent>> {
+    for _ in 0..MAX_RELOADS {
+        let base = Base {
+            state: &known.state,
+            etag: Some(&known.etag),
+            history: &known.history,
+            replace_history: false,
+        };
+        match step(shared, instance_id, base, events.clone()).await {
+            Ok(Stepped::Committed(Committed {
+                state,
+                etag,
+                new_events,
+                inline,
+            })) => {
+                known.state = state;
+                known.etag = etag;
+                known.history.extend(new_events);
+                return Ok(inline);
+            }
+            Ok(Stepped::Unchanged | Stepped::NotStarted) => return Ok(Vec::new()),
+            Err(Error::Conflict(reason)) => {
+                debug!(reason, "inline results met a concurrent commit; reloading");
+                match shared.backend.load_instance(instance_id).await {
+                    Ok(Some(loaded)) if loaded.state.execution_id == known.state.execution_id => {
+                        known.state = loaded.state;
+                        known.etag = loaded.etag;
+                        known.history = loaded.history;
+                    }
+                    // Purged, or a new execution: these results belong to nobody now.
+                    Ok(_) => return Ok(Vec::new()),
+                    Err(error) => {
+                        warn!(%error, "reloading after a conflict failed");
+                        return Err(events);
+                    }
+                }
+            }
+            Err(error) => {
+                warn!(%error, "committing inline results failed");
+                return Err(events);
+            }
+        }
+    }
+    Err(events)
+}
+
+fn spawn_all(
+    shared: &Arc<Shared>,
+    running: &mut JoinSet<ActivityResult>,
+    outstanding: &mut HashMap<Id, ActivityWorkItem>,
+    items: Vec<ActivityWorkItem>,
+) {
+    for item in items {
+        let Some(activity) = shared.registry.find_activity(&item.name, &item.version) else {
+            continue;
+        };
+        let span = info_span!("activity", instance_id = %item.instance_id, activity = %item.name,
+            activity_id = item.scheduled_id, inline = true,
+            trace_parent = item.trace_parent.as_deref().unwrap_or(""));
+        let future = activity(activity_context(&item, 1), item.input.clone());
+        let handle = running.spawn(future.instrument(span));
+        outstanding.insert(handle.id(), item);
+    }
+}
+
+fn panicked(join: &tokio::task::JoinError) -> FailureDetails {
+    FailureDetails::new("ActivityPanicked", format!("the activity panicked: {join}"))
+}
+
+/// Sends the work items of activities the session stops waiting for.
+async fn hand_over(shared: &Shared, items: impl Iterator<Item = ActivityWorkItem>) -> bool {
+    let mut all_sent = true;
+    for item in items {
+        debug!(activity = %item.name, id = item.scheduled_id, "handing an inline activity to the work-item queue");
+        let outbound = Outbound {
+            queue: QueueName::Work,
+            message: QueueMessage::Activity(item),
+            visible_at: None,
+        };
+        if let Err(error) = shared.backend.send(&outbound).await {
+            warn!(%error, "handing over an activity failed; it will be re-derived");
+            all_sent = false;
+        }
+    }
+    all_sent
+}
+
+/// Sends results as control messages (as the activity worker does).
+async fn report(shared: &Shared, instance_id: &str, known: &Known, events: Vec<NewEvent>) -> bool {
+    let mut all_sent = true;
+    for event in events {
+        let message = super::episode_effects::to_instance(
+            instance_id,
+            Some(&known.state.execution_id),
+            event.kind,
+            event.timestamp,
+            None,
+            shared.backend.control_partitions(),
+        );
+        if let Err(error) = shared.backend.send(&message).await {
+            warn!(%error, "reporting an inline result failed; it will be re-derived");
+            all_sent = false;
+        }
+    }
+    all_sent
+}
