@@ -13,6 +13,7 @@ use crate::counter::Counter;
 use crate::error::classify;
 use crate::payload::{as_blob_ref, blob_name, blob_ref_text};
 use crate::ranges_cache::RangesCache;
+use crate::wake::WakeSignals;
 
 /// The Azure Storage backend of one task hub.
 pub struct AzureBackend {
@@ -22,6 +23,7 @@ pub struct AzureBackend {
     pub(crate) payloads: ContainerClient,
     pub(crate) counter: Counter,
     pub(crate) ranges: RangesCache,
+    pub(crate) wake: WakeSignals,
 }
 
 impl AzureBackend {
@@ -51,6 +53,7 @@ impl AzureBackend {
             payloads,
             counter: Counter::default(),
             ranges: RangesCache::default(),
+            wake: WakeSignals::default(),
         });
         backend.create_task_hub().await?;
         Ok(backend)
@@ -64,6 +67,13 @@ impl AzureBackend {
                 "create queue",
             )?;
         }
+        ignore_exists(
+            self.queue_client(&self.wake_queue_name())
+                .create()
+                .await
+                .map(|_| ()),
+            "create queue",
+        )?;
         ignore_exists(self.payloads.create().await.map(|_| ()), "create container")?;
         Ok(())
     }
@@ -78,6 +88,13 @@ impl AzureBackend {
                 "delete queue",
             )?;
         }
+        ignore_missing(
+            self.queue_client(&self.wake_queue_name())
+                .delete()
+                .await
+                .map(|_| ()),
+            "delete queue",
+        )?;
         ignore_missing(self.payloads.delete().await.map(|_| ()), "delete container")?;
         Ok(())
     }

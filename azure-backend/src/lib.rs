@@ -21,6 +21,7 @@ mod payload_store;
 mod queue_store;
 mod ranges_cache;
 pub mod rows;
+mod wake;
 
 pub use backend::AzureBackend;
 pub use config::{AzureConfig, Credentials, Endpoints, AZURITE_ACCOUNT};

@@ -155,7 +155,9 @@ impl AzureBackend {
             }
         }
         self.counter.count("queue.put");
-        put.await.map(|_| ()).map_err(|e| classify("queue put", e))
+        put.await.map_err(|e| classify("queue put", e))?;
+        self.signal_wake(visible_at).await;
+        Ok(())
     }
 }
 
@@ -182,8 +184,17 @@ impl QueueStore for AzureBackend {
             .put_message(b64(raw))
             .ttl(MESSAGE_TTL)
             .await
-            .map(|_| ())
-            .map_err(|e| classify("queue put", e))
+            .map_err(|e| classify("queue put", e))?;
+        self.signal_wake(None).await;
+        Ok(())
+    }
+
+    fn has_wake_signals(&self) -> bool {
+        true
+    }
+
+    async fn peek_wake(&self) -> Result<Vec<String>, Error> {
+        self.peek_wake_ids().await
     }
 
     async fn receive(

@@ -33,7 +33,7 @@ struct Args {
     #[arg(long)]
     flights: Option<PathBuf>,
     /// Seconds to watch an idle worker's storage transactions.
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, default_value_t = 120)]
     idle_secs: u64,
     /// The `flowforge` binary for the cold-start scenario.
     #[arg(long)]
@@ -62,11 +62,20 @@ async fn main() -> anyhow::Result<()> {
         let kind = kind.to_owned();
         let config = azurite.as_ref().map(|a| a.config(&format!("bench{hub}")));
         async move {
-            let backend: Arc<dyn Backend> = match (kind.as_str(), config) {
-                ("azurite", Some(config)) => AzureBackend::connect(config).await?,
-                _ => Arc::new(MemoryBackend::new()),
+            let hub = match (kind.as_str(), config) {
+                ("azurite", Some(config)) => scenarios::Hub {
+                    engine: AzureBackend::connect(config.clone()).await?,
+                    observer: AzureBackend::connect(config).await?,
+                },
+                _ => {
+                    let memory: Arc<dyn Backend> = Arc::new(MemoryBackend::new());
+                    scenarios::Hub {
+                        engine: memory.clone(),
+                        observer: memory,
+                    }
+                }
             };
-            anyhow::Ok(backend)
+            anyhow::Ok(hub)
         }
     };
     let backends: Vec<&str> = match args.backend.as_str() {
@@ -122,7 +131,7 @@ async fn main() -> anyhow::Result<()> {
             azurite_pid,
         ));
         if *kind == "azurite" {
-            rows.push(scenarios::idle(fresh(kind).await?, args.idle_secs).await?);
+            rows.push(scenarios::idle(fresh(kind).await?.engine, args.idle_secs).await?);
         }
     }
     if let (Some(flowforge), Some(azurite)) = (&args.flowforge, &azurite) {

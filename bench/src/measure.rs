@@ -14,8 +14,8 @@ pub struct RunResult {
     pub units: usize,
     /// Start-to-complete latencies, if measured.
     pub latencies: Vec<Duration>,
-    /// Storage transactions during the run.
-    pub transactions: u64,
+    /// Storage transactions during the run, by `service.operation`.
+    pub transactions: BTreeMap<String, u64>,
     /// Azurite CPU time during the run.
     pub azurite_cpu: Option<Duration>,
 }
@@ -23,6 +23,18 @@ pub struct RunResult {
 /// Storage transactions counted by a backend, summed.
 pub fn transactions(counts: &BTreeMap<String, u64>) -> u64 {
     counts.values().sum()
+}
+
+/// Transactions between two snapshots of a backend's counters, by operation.
+pub fn delta(
+    before: &BTreeMap<String, u64>,
+    after: &BTreeMap<String, u64>,
+) -> BTreeMap<String, u64> {
+    after
+        .iter()
+        .map(|(op, n)| (op.clone(), n - before.get(op).copied().unwrap_or_default()))
+        .filter(|(_, n)| *n > 0)
+        .collect()
 }
 
 /// Resident and peak memory of this process, in MiB, from /proc.
@@ -58,6 +70,10 @@ pub fn azurite_node_pid(watchdog: u32) -> Option<u32> {
     children.split_whitespace().next()?.parse().ok()
 }
 
+fn per_unit(count: u64, units: usize) -> Option<f64> {
+    (units > 0 && count > 0).then(|| (count as f64 / units as f64 * 1000.0).round() / 1000.0)
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Option<f64> {
     if sorted.is_empty() {
         return None;
@@ -89,7 +105,10 @@ pub fn median_row(
         "p50_ms": percentile(&latencies, 0.50),
         "p95_ms": percentile(&latencies, 0.95),
         "p99_ms": percentile(&latencies, 0.99),
-        "transactions_per_unit": if median.units > 0 && median.transactions > 0 { Some(median.transactions as f64 / median.units as f64) } else { None },
+        "transactions_per_unit": per_unit(transactions(&median.transactions), median.units),
+        "transactions_per_unit_by_operation": median.transactions.iter()
+            .map(|(op, n)| (op.clone(), json!(per_unit(*n, median.units))))
+            .collect::<serde_json::Map<_, _>>(),
         "azurite_cpu_s": median.azurite_cpu.map(|d| d.as_secs_f64()),
     })
 }

@@ -157,12 +157,19 @@ impl Client {
         input: Value,
     ) -> Result<String, Error> {
         ids::validate_name(name)?;
+        let generated = options.instance_id.is_none();
         let id = options
             .instance_id
             .clone()
             .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
         ids::validate_instance_id(&id)?;
-        let replace: Option<ETag> = match self.backend.read_state(&id).await? {
+        // A fresh random id cannot exist yet: only a chosen one needs the policy check.
+        let existing = if generated {
+            None
+        } else {
+            self.backend.read_state(&id).await?
+        };
+        let replace: Option<ETag> = match existing {
             Some((state, _)) if !state.status.is_terminal() => {
                 return match options.if_running {
                     IfRunning::Fail => Err(Error::AlreadyRunning {

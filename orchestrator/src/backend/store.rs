@@ -220,6 +220,18 @@ pub trait QueueStore: Send + Sync {
     /// The dead-lettered messages of a queue.
     async fn dead_letters(&self, queue: &QueueName) -> Result<Vec<DeadLetter>, Error>;
 
+    /// Whether every send also leaves a wake signal that idle workers can watch with
+    /// [`peek_wake`](Self::peek_wake) instead of polling every queue.
+    fn has_wake_signals(&self) -> bool {
+        false
+    }
+
+    /// The ids of the wake signals visible now: a look that hides and deletes nothing, so
+    /// every worker sees every signal until it expires.
+    async fn peek_wake(&self) -> Result<Vec<String>, Error> {
+        Ok(Vec::new())
+    }
+
     /// Waits until a message may be available on one of `queues` or `max_wait` passes.
     /// Backends that can be notified return early; others just sleep.
     async fn wait_for_messages(&self, queues: &[QueueName], max_wait: Duration) {

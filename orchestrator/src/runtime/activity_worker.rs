@@ -46,10 +46,11 @@ pub(crate) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             if idle_or_stop(&shared, std::slice::from_ref(&queue), idle, &mut stop).await {
                 break;
             }
-            idle = next_idle(idle, &shared.options);
+            idle = next_idle(idle, &shared);
             continue;
         }
         idle = shared.options.min_idle_poll;
+        shared.idle.mark_active();
         for received in batch {
             let Ok(permit) = permits.clone().acquire_owned().await else {
                 break;

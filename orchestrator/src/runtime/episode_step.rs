@@ -2,7 +2,9 @@
 //! split of the decided messages into those that travel through queues and the activities
 //! this process runs itself (inline), and the commit under the state row's ETag.
 
-use crate::backend::{ActivityWorkItem, ETag, EpisodeCommit, Error, HistoryWrite, QueueMessage};
+use crate::backend::{
+    ActivityWorkItem, ETag, EpisodeCommit, Error, HistoryWrite, QueueMessage, QueueName,
+};
 use crate::history::HistoryEvent;
 use crate::replay::{run_episode, ExecutionOutcome, NewEvent, ReplayInput};
 use crate::status::InstanceState;
@@ -98,7 +100,15 @@ pub(crate) async fn step(
         history,
         messages: queued,
     };
+    let wakes_activities = commit
+        .messages
+        .iter()
+        .any(|m| matches!(m.queue, QueueName::Work));
     let etag = shared.backend.commit_episode(instance_id, commit).await?;
+    if wakes_activities {
+        // Work items for this process's own activity loop: do not wait for its next poll.
+        shared.idle.wake();
+    }
     Ok(Stepped::Committed(Committed {
         state: next,
         etag,

@@ -54,6 +54,7 @@ impl HostedWorker {
                 options,
                 clock,
                 instance_locks: Default::default(),
+                idle: Default::default(),
             }),
             permits,
         }
@@ -81,8 +82,14 @@ impl HostedWorker {
         message_id: &str,
     ) {
         let received = Self::received(raw, dequeue_count, message_id);
-        orchestration_worker::process_batch(&self.shared, &queue, vec![received], &self.permits)
-            .await;
+        orchestration_worker::process_batch(
+            &self.shared,
+            &queue,
+            vec![received],
+            &self.permits,
+            orchestration_worker::Sessions::Awaited,
+        )
+        .await;
     }
 
     /// Handles one work item (the activity queue trigger).
@@ -164,6 +171,14 @@ impl QueueStore for HostQueue {
 
     async fn put_dead_letter(&self, queue: &QueueName, letter: &DeadLetter) -> Result<(), Error> {
         self.inner.put_dead_letter(queue, letter).await
+    }
+
+    fn has_wake_signals(&self) -> bool {
+        self.inner.has_wake_signals()
+    }
+
+    async fn peek_wake(&self) -> Result<Vec<String>, Error> {
+        self.inner.peek_wake().await
     }
 
     async fn dead_letters(&self, queue: &QueueName) -> Result<Vec<DeadLetter>, Error> {

@@ -194,6 +194,7 @@ async fn hand_over(shared: &Shared, items: impl Iterator<Item = ActivityWorkItem
             all_sent = false;
         }
     }
+    shared.idle.wake();
     all_sent
 }
 

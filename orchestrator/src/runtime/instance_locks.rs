@@ -14,21 +14,21 @@ pub(crate) struct InstanceLocks {
 }
 
 /// Holds an instance until dropped.
-pub(crate) struct InstanceGuard<'a> {
-    locks: &'a InstanceLocks,
+pub(crate) struct InstanceGuard {
+    locks: Arc<InstanceLocks>,
     instance_id: String,
     guard: Option<OwnedMutexGuard<()>>,
 }
 
 impl InstanceLocks {
     /// Waits until no other episode of this process holds the instance.
-    pub(crate) async fn lock(&self, instance_id: &str) -> InstanceGuard<'_> {
+    pub(crate) async fn lock(self: &Arc<Self>, instance_id: &str) -> InstanceGuard {
         let lock = {
             let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
             held.entry(instance_id.to_owned()).or_default().clone()
         };
         InstanceGuard {
-            locks: self,
+            locks: self.clone(),
             instance_id: instance_id.to_owned(),
             guard: Some(lock.lock_owned().await),
         }
@@ -40,7 +40,7 @@ impl InstanceLocks {
     }
 }
 
-impl Drop for InstanceGuard<'_> {
+impl Drop for InstanceGuard {
     fn drop(&mut self) {
         let mut held = self.locks.held.lock().unwrap_or_else(|p| p.into_inner());
         drop(self.guard.take());

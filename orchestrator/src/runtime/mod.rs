@@ -5,6 +5,7 @@ mod activity_worker;
 pub mod episode_effects;
 mod episode_step;
 mod hosted;
+mod idle;
 mod inline_session;
 mod instance_locks;
 mod orchestration_worker;
@@ -36,8 +37,17 @@ pub struct WorkerOptions {
     pub max_dequeue_count: u32,
     /// First idle wait; doubles while idle up to `max_idle_poll`.
     pub min_idle_poll: Duration,
-    /// Ceiling of the idle wait (fewer storage transactions when idle).
+    /// Longest a new message waits to be noticed by an idle worker: the ceiling of the
+    /// idle wait per queue, or, on a backend with wake signals, how often the wake queue is
+    /// looked at.
     pub max_idle_poll: Duration,
+    /// On a backend with wake signals: once the worker has been idle for
+    /// `idle_warm_period`, each queue is still swept this often (a safety net for messages
+    /// that came without a signal).
+    pub idle_sweep: Duration,
+    /// How long after its last message (or wake signal) a worker keeps polling every queue
+    /// at `max_idle_poll` before relying on wake signals.
+    pub idle_warm_period: Duration,
     /// Upper bound of history events per execution.
     pub max_history_events: usize,
     /// Delay before a message that must wait (instance not started yet) is seen again.
@@ -62,7 +72,9 @@ impl Default for WorkerOptions {
             lock_timeout: Duration::from_secs(300),
             max_dequeue_count: 5,
             min_idle_poll: Duration::from_millis(10),
-            max_idle_poll: Duration::from_secs(30),
+            max_idle_poll: Duration::from_secs(40),
+            idle_sweep: Duration::from_secs(3600),
+            idle_warm_period: Duration::from_secs(300),
             max_history_events: 100_000,
             defer_delay: Duration::from_millis(200),
             partitions: None,
@@ -82,7 +94,8 @@ pub(crate) struct Shared {
     pub registry: Registry,
     pub options: WorkerOptions,
     pub clock: Arc<dyn Clock>,
-    pub instance_locks: instance_locks::InstanceLocks,
+    pub instance_locks: Arc<instance_locks::InstanceLocks>,
+    pub idle: idle::IdleState,
 }
 
 impl Worker {
@@ -105,6 +118,7 @@ impl Worker {
                 options,
                 clock,
                 instance_locks: Default::default(),
+                idle: Default::default(),
             }),
         }
     }
@@ -125,7 +139,10 @@ impl Worker {
             control,
             stop_rx.clone(),
         ));
-        tasks.spawn(activity_worker::run(self.shared.clone(), stop_rx));
+        tasks.spawn(activity_worker::run(self.shared.clone(), stop_rx.clone()));
+        if self.shared.backend.has_wake_signals() {
+            tasks.spawn(idle::watch_wake_signals(self.shared.clone(), stop_rx));
+        }
         WorkerHandle {
             stop: stop_tx,
             tasks,
@@ -148,7 +165,7 @@ impl WorkerHandle {
     }
 }
 
-/// Waits for `delay` or until asked to stop; true when asked to stop.
+/// Waits for `delay`, a wake signal, or until asked to stop; true when asked to stop.
 pub(crate) async fn idle_or_stop(
     shared: &Shared,
     queues: &[QueueName],
@@ -158,13 +175,32 @@ pub(crate) async fn idle_or_stop(
     if *stop.borrow() {
         return true;
     }
+    let mut woken = shared.idle.subscribe();
     tokio::select! {
         _ = shared.backend.wait_for_messages(queues, delay) => false,
+        _ = woken.changed() => false,
         _ = stop.changed() => true,
     }
 }
 
-/// The next idle wait: doubles up to the ceiling.
-pub(crate) fn next_idle(current: Duration, options: &WorkerOptions) -> Duration {
-    (current * 2).clamp(options.min_idle_poll, options.max_idle_poll)
+/// The next idle wait: doubles up to the ceiling of the moment (see [`idle::IdleState`]).
+pub(crate) fn next_idle(current: Duration, shared: &Shared) -> Duration {
+    let ceiling = shared.idle_ceiling();
+    if ceiling > shared.options.max_idle_poll {
+        // Idle past the warm period: straight to the sweep interval, wake signals do the rest.
+        return ceiling;
+    }
+    (current * 2).clamp(shared.options.min_idle_poll, ceiling)
+}
+
+impl Shared {
+    /// The longest wait between two polls of one queue right now.
+    pub(crate) fn idle_ceiling(&self) -> Duration {
+        let options = &self.options;
+        if self.backend.has_wake_signals() && self.idle.idle_for() >= options.idle_warm_period {
+            options.idle_sweep.max(options.max_idle_poll)
+        } else {
+            options.max_idle_poll
+        }
+    }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{debug, info_span, warn, Instrument};
 
@@ -34,6 +34,17 @@ struct PolledQueue {
     queue: QueueName,
     backoff: Duration,
     next_at: Instant,
+    in_flight: bool,
+}
+
+/// Whether a batch waits for the inline sessions its episodes start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Sessions {
+    /// The batch returns when its episodes are committed; sessions settle their own
+    /// messages later (the standalone worker).
+    Detached,
+    /// The batch returns when everything is settled (a host that deletes on return).
+    Awaited,
 }
 
 pub(crate) async fn run(
@@ -41,9 +52,8 @@ pub(crate) async fn run(
     queues: Vec<QueueName>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let permits = Arc::new(Semaphore::new(
-        shared.options.orchestration_concurrency.max(1),
-    ));
+    let concurrency = shared.options.orchestration_concurrency.max(1);
+    let permits = Arc::new(Semaphore::new(concurrency));
     let start = Instant::now();
     let mut polled: Vec<PolledQueue> = queues
         .iter()
@@ -51,19 +61,29 @@ pub(crate) async fn run(
             queue: queue.clone(),
             backoff: shared.options.min_idle_poll,
             next_at: start,
+            in_flight: false,
         })
         .collect();
     let mut busy_until = start;
-    // Batches in flight: the loop keeps receiving while episodes run, up to the permits.
-    let mut batches = JoinSet::new();
+    // One batch in flight per partition: partitions proceed in parallel, and the messages
+    // that arrive for a busy partition gather into the next batch (one episode per instance
+    // for many of them). Inline sessions continue detached, so they do not hold it up.
+    let mut batches: JoinSet<usize> = JoinSet::new();
     loop {
         if *stop.borrow() {
             break;
         }
-        while batches.try_join_next().is_some() {}
+        while let Some(done) = batches.try_join_next() {
+            if let Ok(index) = done {
+                polled[index].in_flight = false;
+            }
+        }
         let now = Instant::now();
         let mut received_any = false;
-        for entry in polled.iter_mut().filter(|p| p.next_at <= now) {
+        for (index, entry) in polled.iter_mut().enumerate() {
+            if entry.in_flight || entry.next_at > now {
+                continue;
+            }
             let free = permits.available_permits().min(shared.options.batch_size);
             if free == 0 {
                 break;
@@ -80,36 +100,52 @@ pub(crate) async fn run(
                 }
             };
             if batch.is_empty() {
-                entry.backoff = next_idle(entry.backoff, &shared.options);
+                entry.backoff = next_idle(entry.backoff, &shared);
                 let cap = if now < busy_until {
                     BUSY_POLL_CEILING
                 } else {
-                    shared.options.max_idle_poll
+                    shared.idle_ceiling()
                 };
                 entry.next_at = Instant::now() + entry.backoff.min(cap);
                 continue;
             }
             received_any = true;
+            shared.idle.mark_active();
             busy_until = Instant::now() + BUSY_WINDOW;
             entry.backoff = shared.options.min_idle_poll;
             entry.next_at = Instant::now();
+            entry.in_flight = true;
             let (shared, queue, permits) = (shared.clone(), entry.queue.clone(), permits.clone());
-            batches.spawn(async move { process_batch(&shared, &queue, batch, &permits).await });
-        }
-        if permits.available_permits() == 0 {
-            // Every episode slot busy: wait for a batch to finish (or stop).
-            tokio::select! {
-                _ = batches.join_next(), if !batches.is_empty() => {}
-                _ = tokio::time::sleep(BUSY_POLL_CEILING) => {}
-                _ = stop.changed() => break,
-            }
-            continue;
+            batches.spawn(async move {
+                process_batch(&shared, &queue, batch, &permits, Sessions::Detached).await;
+                index
+            });
         }
         if received_any {
             continue;
         }
-        let earliest = polled.iter().map(|p| p.next_at).min().unwrap_or(now);
-        let wait = earliest.saturating_duration_since(Instant::now());
+        let now = Instant::now();
+        let earliest = polled
+            .iter()
+            .filter(|p| !p.in_flight)
+            .map(|p| p.next_at)
+            .min();
+        if !batches.is_empty() && earliest.is_none_or(|at| at > now) {
+            // Wait for a batch to finish or the next poll, whichever comes first.
+            let until = earliest.unwrap_or(now + BUSY_POLL_CEILING);
+            tokio::select! {
+                Some(done) = batches.join_next() => {
+                    if let Ok(index) = done {
+                        polled[index].in_flight = false;
+                    }
+                }
+                _ = tokio::time::sleep_until(until) => {}
+                _ = stop.changed() => break,
+            }
+            continue;
+        }
+        let earliest = earliest.unwrap_or(now);
+        let wait = earliest.saturating_duration_since(now);
         if wait.is_zero() {
             continue;
         }
@@ -121,10 +157,13 @@ pub(crate) async fn run(
         if woke + Duration::from_millis(1) < earliest {
             for entry in &mut polled {
                 entry.next_at = woke;
+                entry.backoff = shared.options.min_idle_poll;
             }
         }
     }
     while batches.join_next().await.is_some() {}
+    // Detached sessions hold a permit each: having them all means every session is done.
+    let _all = permits.acquire_many(concurrency as u32).await;
 }
 
 /// Handles one batch: malformed and poison messages first, then one episode per instance,
@@ -134,6 +173,7 @@ pub(crate) async fn process_batch(
     queue: &QueueName,
     batch: Vec<Received>,
     permits: &Arc<Semaphore>,
+    sessions: Sessions,
 ) {
     let mut by_instance: BTreeMap<String, Vec<(Received, OrchestratorMessage)>> = BTreeMap::new();
     for received in batch {
@@ -167,8 +207,7 @@ pub(crate) async fn process_batch(
         let span = info_span!("episode", instance_id = %instance_id);
         episodes.spawn(
             async move {
-                process_instance(&shared, &queue, &instance_id, messages).await;
-                drop(permit);
+                process_instance(shared, queue, instance_id, messages, permit, sessions).await
             }
             .instrument(span),
         );
@@ -215,13 +254,15 @@ enum Disposition {
 }
 
 async fn process_instance(
-    shared: &Arc<Shared>,
-    queue: &QueueName,
-    instance_id: &str,
+    shared: Arc<Shared>,
+    queue: QueueName,
+    instance_id: String,
     messages: Vec<(Received, OrchestratorMessage)>,
+    permit: OwnedSemaphorePermit,
+    sessions: Sessions,
 ) {
-    let _busy = shared.instance_locks.lock(instance_id).await;
-    let (decide, session) = match run_instance_episode(shared, instance_id, &messages).await {
+    let busy = shared.instance_locks.lock(&instance_id).await;
+    let (decide, session) = match run_instance_episode(&shared, &instance_id, &messages).await {
         Ok(outcome) => outcome,
         Err(Error::Conflict(reason)) => {
             debug!(
@@ -229,8 +270,8 @@ async fn process_instance(
                 "episode lost a race; its messages will be seen again"
             );
             settle(
-                shared,
-                queue,
+                &shared,
+                &queue,
                 &messages,
                 |_| Disposition::Defer,
                 Duration::ZERO,
@@ -241,28 +282,47 @@ async fn process_instance(
         Err(error) => {
             warn!(%error, "episode failed; its messages will be retried");
             let delay = shared.options.defer_delay;
-            settle(shared, queue, &messages, |_| Disposition::Defer, delay).await;
+            settle(&shared, &queue, &messages, |_| Disposition::Defer, delay).await;
             return;
         }
     };
-    if let Some(session) = session {
+    let Some(session) = session else {
+        settle(
+            &shared,
+            &queue,
+            &messages,
+            decide,
+            shared.options.defer_delay,
+        )
+        .await;
+        return;
+    };
+    let finish = async move {
         let durable = inline_session::run(
-            shared,
-            instance_id,
+            &shared,
+            &instance_id,
             session.state,
             session.etag,
             session.history,
             session.inline,
         )
         .await;
-        if !durable {
+        let delay = shared.options.defer_delay;
+        if durable {
+            settle(&shared, &queue, &messages, decide, delay).await;
+        } else {
             // Keep the messages: when they come back, the work is re-derived from history.
-            let delay = shared.options.defer_delay;
-            settle(shared, queue, &messages, |_| Disposition::Defer, delay).await;
-            return;
+            settle(&shared, &queue, &messages, |_| Disposition::Defer, delay).await;
         }
+        drop(busy);
+        drop(permit);
+    };
+    match sessions {
+        Sessions::Detached => {
+            tokio::spawn(finish.in_current_span());
+        }
+        Sessions::Awaited => finish.await,
     }
-    settle(shared, queue, &messages, decide, shared.options.defer_delay).await;
 }
 
 type Decider = Box<dyn Fn(&OrchestratorMessage) -> Disposition + Send + Sync>;
@@ -321,6 +381,7 @@ async fn run_instance_episode(
         for outbound in &pending {
             shared.backend.send(outbound).await?;
         }
+        shared.idle.wake();
     }
     let mut replace_history = false;
     if let Some((message, execution_id)) = &start {
