@@ -1,7 +1,8 @@
 //! `flowforge`: the one binary of FlowForge Durable.
 //!
-//! - `flowforge demo`: the main job until the medallion pipeline lands — the demonstration
-//!   orchestration on the in-memory backend, printing its status and history;
+//! - `flowforge pipeline`: the main job — the medallion pipeline on a local Azurite;
+//! - `flowforge demo`: a demonstration orchestration on the in-memory backend, printing
+//!   its status and history;
 //! - `flowforge worker`: the standalone mode (management API + queue-polling workers);
 //! - `flowforge start|status|list|raise-event|terminate|suspend|resume|restart|purge|delete-task-hub`:
 //!   client commands against the task hub's storage.

@@ -332,3 +332,38 @@ async fn timer_longer_than_the_visibility_limit_fires_on_time() {
     assert!(after - before >= chrono::Duration::seconds(7));
     worker.shutdown().await;
 }
+
+/// Past its warm period an idle worker polls no queue: it only looks at the wake signals.
+/// A start through another connection (another process's client) leaves one, and the
+/// worker wakes and runs the instance although its queue sweeps are an hour apart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_worker_only_peeks_and_a_start_elsewhere_wakes_it() {
+    let options = WorkerOptions {
+        max_idle_poll: Duration::from_millis(300),
+        idle_warm_period: Duration::from_millis(500),
+        ..WorkerOptions::default()
+    };
+    let (backend, _own_client, worker) = start(config("wake"), options).await;
+    // Past the warm period and the last poll scheduled during it.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let before = backend.transaction_counts();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = backend.transaction_counts();
+    let idle: Vec<(String, u64)> = after
+        .iter()
+        .map(|(op, n)| (op.clone(), n - before.get(op).copied().unwrap_or(0)))
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    assert_eq!(idle.len(), 1, "only wake peeks while idle: {idle:?}");
+    assert_eq!(idle[0].0, "queue.peek", "{idle:?}");
+    let elsewhere = AzureBackend::connect(config("wake")).await.unwrap();
+    let client = Client::new(elsewhere);
+    let id = client
+        .start("fan", StartOptions::default(), &json!(4))
+        .await
+        .unwrap();
+    let done = client.wait_for_completion(&id, WAIT).await.unwrap();
+    assert_eq!(done.runtime_status, RuntimeStatus::Completed);
+    assert_eq!(done.output, json!(fan_sum(4)));
+    worker.shutdown().await;
+}

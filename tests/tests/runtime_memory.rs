@@ -558,3 +558,69 @@ async fn client_operations_terminate_suspend_resume_restart_list_purge() {
     assert_eq!(purged, 6);
     worker.shutdown().await;
 }
+
+/// An inline activity that outlives the session budget is handed to the work-item queue:
+/// it runs again there (at least once), and the instance still records one result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inline_activity_past_its_budget_is_handed_to_the_queue() {
+    let runs = Arc::new(AtomicU32::new(0));
+    let counted = runs.clone();
+    let registry = Registry::new()
+        .orchestration("slow", |ctx: OrchestrationContext, _: Value| async move {
+            let first: u32 = ctx.call_activity("slow_once", json!(null)).await?;
+            let second: u64 = ctx.call_activity("double", 21u64).await?;
+            Ok(json!([first, second]))
+        })
+        .activity("slow_once", move |_ctx, _: Value| {
+            let counted = counted.clone();
+            async move {
+                // The first (inline) attempt outlives the budget; the queued one is quick.
+                if counted.fetch_add(1, Ordering::SeqCst) == 0 {
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                }
+                Ok(7u32)
+            }
+        })
+        .activity("double", |_ctx, i: u64| async move { Ok(i * 2) });
+    let backend = Arc::new(MemoryBackend::new());
+    let options = WorkerOptions {
+        inline_budget: Duration::from_millis(300),
+        min_idle_poll: Duration::from_millis(1),
+        max_idle_poll: Duration::from_millis(20),
+        ..WorkerOptions::default()
+    };
+    let worker = Worker::new(backend.clone(), registry, options).start();
+    let client = Client::new(backend.clone());
+    let id = client
+        .start("slow", StartOptions::default(), &json!(null))
+        .await
+        .unwrap();
+    let done = client.wait_for_completion(&id, WAIT).await.unwrap();
+    worker.shutdown().await;
+    assert_eq!(done.runtime_status, RuntimeStatus::Completed);
+    assert_eq!(done.output, json!([7, 42]));
+    assert!(
+        runs.load(Ordering::SeqCst) >= 2,
+        "the activity ran inline, then again from the queue"
+    );
+    let status = client
+        .status(
+            &id,
+            StatusOptions {
+                show_history: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let kinds: Vec<&str> = status
+        .history
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|e| e.kind.type_name())
+        .collect();
+    let completed = kinds.iter().filter(|k| **k == "ActivityCompleted").count();
+    let scheduled = kinds.iter().filter(|k| **k == "ActivityScheduled").count();
+    assert_eq!((scheduled, completed), (2, 2), "{kinds:?}");
+}

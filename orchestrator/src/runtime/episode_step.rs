@@ -31,7 +31,7 @@ pub(crate) enum Stepped {
     /// Nothing new: no event changed the history, nothing was written.
     Unchanged,
     /// The episode was committed.
-    Committed(Committed),
+    Committed(Box<Committed>),
 }
 
 /// A committed episode.
@@ -109,12 +109,12 @@ pub(crate) async fn step(
         // Work items for this process's own activity loop: do not wait for its next poll.
         shared.idle.wake();
     }
-    Ok(Stepped::Committed(Committed {
+    Ok(Stepped::Committed(Box::new(Committed {
         state: next,
         etag,
         new_events: episode.new_events,
         inline,
-    }))
+    })))
 }
 
 /// An activity runs in this process when inline execution is on and it is registered here.

@@ -119,12 +119,13 @@ async fn commit_results(
             replace_history: false,
         };
         match step(shared, instance_id, base, events.clone()).await {
-            Ok(Stepped::Committed(Committed {
-                state,
-                etag,
-                new_events,
-                inline,
-            })) => {
+            Ok(Stepped::Committed(committed)) => {
+                let Committed {
+                    state,
+                    etag,
+                    new_events,
+                    inline,
+                } = *committed;
                 known.state = state;
                 known.etag = etag;
                 known.history.extend(new_events);
