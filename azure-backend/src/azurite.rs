@@ -42,6 +42,9 @@ kill -9 $child 2>/dev/null"#;
                 "--skipApiVersionCheck",
                 "--loose",
                 "--silent",
+                // Azurite collects telemetry by default; there is no network to send it to
+                // here, and every request pays for it.
+                "--disableTelemetry",
             ])
             .args([
                 "--blobHost",

@@ -55,6 +55,7 @@ impl HostedWorker {
                 clock,
                 instance_locks: Default::default(),
                 idle: Default::default(),
+                instance_cache: Default::default(),
             }),
             permits,
         }

@@ -19,7 +19,7 @@ use tracing::{debug, info_span, warn, Instrument};
 
 use super::activity_worker::{activity_context, result_kind};
 use super::episode_step::{step, Base, Committed, Stepped};
-use super::Shared;
+use super::{instance_cache, Shared};
 use crate::backend::{ActivityWorkItem, ETag, Error, Outbound, QueueMessage, QueueName};
 use crate::history::{FailureDetails, HistoryEvent};
 use crate::replay::NewEvent;
@@ -100,6 +100,12 @@ pub(crate) async fn run(
             }
         }
     }
+    // Everything committed: the next episode of this instance can start from here.
+    shared.instance_cache.put(instance_cache::entry(
+        known.state,
+        known.etag,
+        known.history,
+    ));
     true
 }
 

@@ -7,6 +7,7 @@ mod episode_step;
 mod hosted;
 mod idle;
 mod inline_session;
+mod instance_cache;
 mod instance_locks;
 mod orchestration_worker;
 
@@ -96,6 +97,7 @@ pub(crate) struct Shared {
     pub clock: Arc<dyn Clock>,
     pub instance_locks: Arc<instance_locks::InstanceLocks>,
     pub idle: idle::IdleState,
+    pub instance_cache: instance_cache::InstanceCache,
 }
 
 impl Worker {
@@ -119,6 +121,7 @@ impl Worker {
                 clock,
                 instance_locks: Default::default(),
                 idle: Default::default(),
+                instance_cache: Default::default(),
             }),
         }
     }

@@ -13,10 +13,10 @@ use tracing::{debug, info_span, warn, Instrument};
 
 use super::episode_effects::{pending_messages, to_instance};
 use super::episode_step::{step, Base, Stepped};
-use super::{idle_or_stop, inline_session, next_idle, Shared};
+use super::{idle_or_stop, inline_session, instance_cache, next_idle, Shared};
 use crate::backend::{
-    ActivityWorkItem, ETag, EpisodeCommit, Error, HistoryWrite, OrchestratorMessage, QueueMessage,
-    QueueName, Received,
+    ActivityWorkItem, ETag, EpisodeCommit, Error, HistoryWrite, LoadedInstance,
+    OrchestratorMessage, QueueMessage, QueueName, Received,
 };
 use crate::history::{EventKind, FailureDetails, HistoryEvent, HISTORY_FORMAT_VERSION};
 use crate::status::{InstanceState, RuntimeStatus};
@@ -262,7 +262,29 @@ async fn process_instance(
     sessions: Sessions,
 ) {
     let busy = shared.instance_locks.lock(&instance_id).await;
-    let (decide, session) = match run_instance_episode(&shared, &instance_id, &messages).await {
+    let redelivered = messages.iter().any(|(r, _)| r.dequeue_count > 1);
+    let first = match shared.instance_cache.take(&instance_id) {
+        // After a redelivery the episode starts from storage (re-derivation needs it).
+        Some(cached) if !redelivered => {
+            match run_instance_episode(&shared, &instance_id, &messages, Some(cached)).await {
+                Ok(Attempt::Done(decide, session)) => Some(Ok((decide, session))),
+                Ok(Attempt::Unconfirmed) => None,
+                // Not a stale cache (the commit may have landed and its sends failed): the
+                // messages must come back for re-derivation, as without a cache.
+                Err(error) => Some(Err(error)),
+            }
+        }
+        _ => None,
+    };
+    let outcome = match first {
+        Some(outcome) => outcome,
+        None => match run_instance_episode(&shared, &instance_id, &messages, None).await {
+            Ok(Attempt::Done(decide, session)) => Ok((decide, session)),
+            Ok(Attempt::Unconfirmed) => Err(Error::Transient("unreachable: no cache".into())),
+            Err(error) => Err(error),
+        },
+    };
+    let (decide, session) = match outcome {
         Ok(outcome) => outcome,
         Err(Error::Conflict(reason)) => {
             debug!(
@@ -341,9 +363,14 @@ async fn run_instance_episode(
     shared: &Shared,
     instance_id: &str,
     messages: &[(Received, OrchestratorMessage)],
-) -> Result<(Decider, Option<Session>), Error> {
+    cached: Option<LoadedInstance>,
+) -> Result<Attempt, Error> {
     let now = shared.clock.now();
-    let loaded = shared.backend.load_instance(instance_id).await?;
+    let from_cache = cached.is_some();
+    let loaded = match cached {
+        Some(cached) => Some(cached),
+        None => shared.backend.load_instance(instance_id).await?,
+    };
     let start = messages.iter().find_map(|(_, m)| match &m.event.kind {
         EventKind::ExecutionStarted { execution_id, .. } => Some((m, execution_id.clone())),
         _ => None,
@@ -361,7 +388,7 @@ async fn run_instance_episode(
                         m.instance_id
                     ))
                 });
-                return Ok((decide, None));
+                return Ok(Attempt::Done(decide, None));
             }
         },
     };
@@ -382,6 +409,10 @@ async fn run_instance_episode(
             shared.backend.send(outbound).await?;
         }
         shared.idle.wake();
+    }
+    if from_cache && start.is_some() {
+        // A start decides from the current state (new execution, or refused): confirm it.
+        return Ok(Attempt::Unconfirmed);
     }
     let mut replace_history = false;
     if let Some((message, execution_id)) = &start {
@@ -414,13 +445,18 @@ async fn run_instance_episode(
             .any(|e| matches!(e.kind, EventKind::ExecutionStarted { .. }));
     let waiting_for_next_execution =
         state.status == RuntimeStatus::ContinuedAsNew && !replace_history;
+    let drops_messages = messages.len() != events.len();
+    if from_cache && (waiting_for_start || waiting_for_next_execution || drops_messages) {
+        // Settling without a commit must not rest on an unconfirmed cache.
+        return Ok(Attempt::Unconfirmed);
+    }
     if waiting_for_start || waiting_for_next_execution {
         // Events that raced ahead of the (next) start wait for it; stale ones go.
         let decide: Decider = Box::new(move |m| match m.execution_id {
             None => Disposition::Defer,
             Some(_) => Disposition::Delete,
         });
-        return Ok((decide, None));
+        return Ok(Attempt::Done(decide, None));
     }
     let base = Base {
         state: &state,
@@ -428,24 +464,56 @@ async fn run_instance_episode(
         history: &history,
         replace_history,
     };
-    let committed = match step(shared, instance_id, base, events).await? {
-        Stepped::NotStarted => return Ok((Box::new(|_| Disposition::Defer), None)),
-        Stepped::Unchanged => return Ok((Box::new(|_| Disposition::Delete), None)),
+    let stepped = match step(shared, instance_id, base, events).await {
+        Ok(stepped) => stepped,
+        Err(Error::Conflict(_)) if from_cache => return Ok(Attempt::Unconfirmed),
+        Err(error) => return Err(error),
+    };
+    let committed = match stepped {
+        _ if from_cache && !matches!(stepped, Stepped::Committed(_)) => {
+            return Ok(Attempt::Unconfirmed)
+        }
+        Stepped::NotStarted => return Ok(Attempt::Done(Box::new(|_| Disposition::Defer), None)),
+        Stepped::Unchanged => {
+            // Confirmed from storage: keep it for the next episode.
+            if let Some(etag) = etag {
+                shared
+                    .instance_cache
+                    .put(instance_cache::entry(state, etag, history));
+            }
+            return Ok(Attempt::Done(Box::new(|_| Disposition::Delete), None));
+        }
         Stepped::Committed(committed) => committed,
     };
-    let session = (!committed.inline.is_empty()).then(|| {
-        if replace_history {
-            history.clear();
-        }
-        history.extend(committed.new_events);
-        Session {
+    let committed = *committed;
+    if replace_history {
+        history.clear();
+    }
+    history.extend(committed.new_events);
+    let session = if committed.inline.is_empty() {
+        shared.instance_cache.put(instance_cache::entry(
+            committed.state,
+            committed.etag,
+            history,
+        ));
+        None
+    } else {
+        Some(Box::new(Session {
             state: committed.state,
             etag: committed.etag,
             history,
             inline: committed.inline,
-        }
-    });
-    Ok((Box::new(|_| Disposition::Delete), session))
+        }))
+    };
+    Ok(Attempt::Done(Box::new(|_| Disposition::Delete), session))
+}
+
+/// How an episode attempt ended.
+enum Attempt {
+    /// Decided (and committed, when it changed anything).
+    Done(Decider, Option<Box<Session>>),
+    /// Built on the cache and not confirmed by a commit: to be redone from storage.
+    Unconfirmed,
 }
 
 /// The state row of an instance created by a start message.
