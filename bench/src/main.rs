@@ -46,6 +46,14 @@ struct Args {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    // Quiet unless RUST_LOG says otherwise (the engine's own logs, for investigating a run).
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "error".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let mut rows: Vec<Value> = Vec::new();
     let azurite = if args.backend != "memory" {
         Some(Azurite::start().map_err(anyhow::Error::msg)?)
@@ -92,6 +100,7 @@ async fn main() -> anyhow::Result<()> {
         };
         let mut results = Vec::new();
         for _ in 0..runs {
+            eprintln!("running chain on {kind}");
             results.push(scenarios::chain(fresh(kind).await?, 100).await?);
         }
         rows.push(measure::median_row(
@@ -102,6 +111,7 @@ async fn main() -> anyhow::Result<()> {
         ));
         let mut results = Vec::new();
         for _ in 0..runs {
+            eprintln!("running fan_out on {kind}");
             results.push(scenarios::fan_out(fresh(kind).await?, 1000).await?);
         }
         rows.push(measure::median_row(
@@ -112,6 +122,7 @@ async fn main() -> anyhow::Result<()> {
         ));
         let mut results = Vec::new();
         for _ in 0..runs {
+            eprintln!("running many_instances on {kind}");
             results.push(scenarios::many_instances(fresh(kind).await?, 1000).await?);
         }
         rows.push(measure::median_row(
@@ -122,6 +133,7 @@ async fn main() -> anyhow::Result<()> {
         ));
         let mut results = Vec::new();
         for _ in 0..runs {
+            eprintln!("running events on {kind}");
             results.push(scenarios::events(fresh(kind).await?, 500).await?);
         }
         rows.push(measure::median_row(
