@@ -73,10 +73,7 @@ async fn main() -> anyhow::Result<()> {
             worker_command::run(args, cli.storage, registry).await
         }
         Command::Pipeline(args) => pipeline_command::run(args).await,
-        Command::Serve(args) => {
-            let registry = app_registry(cli.storage.lake()?);
-            serve_command::run(args, cli.storage, registry).await
-        }
+        Command::Serve(args) => serve_command::run(args, cli.storage).await,
         Command::Client(command) => client_command::run(command, cli.storage).await,
     }
 }

@@ -1,7 +1,6 @@
 //! `flowforge serve`: start-up of the custom handler.
 
 use clap::Args;
-use flowforge_orchestrator::registry::Registry;
 use tracing::info;
 
 use crate::host::{self, HostState};
@@ -50,7 +49,7 @@ impl SchedulesArgs {
 }
 
 /// Serves the handler until the host stops it.
-pub async fn run(args: ServeArgs, storage: StorageArgs, registry: Registry) -> anyhow::Result<()> {
+pub async fn run(args: ServeArgs, storage: StorageArgs) -> anyhow::Result<()> {
     let port = args
         .port
         .or_else(|| {
@@ -62,13 +61,19 @@ pub async fn run(args: ServeArgs, storage: StorageArgs, registry: Registry) -> a
             anyhow::anyhow!("no port: the Functions host sets FUNCTIONS_CUSTOMHANDLER_PORT")
         })?;
     let schedules = args.schedules.load()?;
-    // Listen first: the host's readiness probe is answered while storage connects.
+    // Listen first: the host's readiness probe is answered while the storage clients are
+    // built (an HTTP client loads the system's TLS roots: tens of milliseconds) and connect.
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     let (ready, lazy) = tokio::sync::watch::channel(None);
     let max_dequeue_count = args.host_max_dequeue_count;
     tokio::spawn(async move {
-        match storage.connect().await {
-            Ok(backend) => {
+        let connected = async {
+            let registry = crate::app_registry(storage.lake()?);
+            let backend = storage.connect().await?;
+            anyhow::Ok((backend, registry))
+        };
+        match connected.await {
+            Ok((backend, registry)) => {
                 let state = HostState::new(backend, registry, schedules, max_dequeue_count);
                 let _ = ready.send(Some(state));
                 info!("storage connected");
