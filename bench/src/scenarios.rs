@@ -317,6 +317,6 @@ pub async fn medallion(_azurite: &Azurite, flights: &Path) -> anyhow::Result<Val
     let stages: Vec<&str> = out.lines().filter(|l| l.starts_with("stage ")).collect();
     Ok(
         json!({"backend": "azurite", "scenario": "medallion on the full flights file (336,776 rows)", "wall_s": wall.as_secs_f64(), "per_second": null,
-              "notes": format!("peak RSS {peak:.0} MiB (pipeline process incl. Azurite start); {}", stages.join("; "))}),
+              "notes": format!("peak RSS {peak:.0} MiB (the whole pipeline process, incl. upload); {}", stages.join("; "))}),
     )
 }

@@ -84,6 +84,13 @@ pub async fn run(args: PipelineArgs) -> anyhow::Result<()> {
     };
     worker.shutdown().await;
     print_stage_times(&client, &id).await?;
+    let orchestration = (status.last_updated_time - status.created_time)
+        .to_std()
+        .unwrap_or_default();
+    println!(
+        "stage orchestration (start to completion): {:.3} s",
+        orchestration.as_secs_f64()
+    );
     if status.runtime_status != RuntimeStatus::Completed {
         anyhow::bail!(
             "the pipeline ended {}: {}",

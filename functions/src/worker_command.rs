@@ -38,9 +38,21 @@ pub struct WorkerArgs {
     /// Schedules this worker fires itself (as the Functions timer does in the app).
     #[command(flatten)]
     pub schedules: crate::serve_command::SchedulesArgs,
-    /// Ceiling of the idle polling interval, in seconds.
-    #[arg(long, env = "FLOWFORGE_MAX_IDLE_POLL_SECS", default_value_t = 30)]
+    /// Longest a new message waits to be noticed when idle, in seconds (how often an idle
+    /// worker looks at the wake signals; each queue's polling ceiling while warm).
+    #[arg(long, env = "FLOWFORGE_MAX_IDLE_POLL_SECS", default_value_t = 40)]
     pub max_idle_poll_secs: u64,
+    /// Once idle this long (seconds), poll the queues only every `--idle-sweep-secs` and
+    /// rely on wake signals.
+    #[arg(long, env = "FLOWFORGE_IDLE_WARM_SECS", default_value_t = 300)]
+    pub idle_warm_secs: u64,
+    /// Safety-net sweep of every queue when idle, in seconds.
+    #[arg(long, env = "FLOWFORGE_IDLE_SWEEP_SECS", default_value_t = 3600)]
+    pub idle_sweep_secs: u64,
+    /// Send every activity through the work-item queue instead of running the ones
+    /// registered here in the worker that scheduled them.
+    #[arg(long, env = "FLOWFORGE_NO_INLINE_ACTIVITIES")]
+    pub no_inline_activities: bool,
 }
 
 impl WorkerArgs {
@@ -74,6 +86,9 @@ pub async fn run(args: WorkerArgs, storage: StorageArgs, registry: Registry) -> 
     let options = WorkerOptions {
         activity_concurrency: args.activity_concurrency,
         max_idle_poll: std::time::Duration::from_secs(args.max_idle_poll_secs.max(1)),
+        idle_warm_period: std::time::Duration::from_secs(args.idle_warm_secs),
+        idle_sweep: std::time::Duration::from_secs(args.idle_sweep_secs.max(1)),
+        inline_activities: !args.no_inline_activities,
         ..WorkerOptions::default()
     };
     let state = ApiState {
