@@ -34,6 +34,22 @@ impl InstanceLocks {
         }
     }
 
+    /// The instance's lock if nobody in this process holds it now.
+    pub(crate) fn try_lock(self: &Arc<Self>, instance_id: &str) -> Option<InstanceGuard> {
+        let lock = {
+            let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+            held.entry(instance_id.to_owned()).or_default().clone()
+        };
+        let guard = lock.try_lock_owned().ok();
+        // Built even when busy, so that its drop forgets an entry made for nothing.
+        let attempt = InstanceGuard {
+            locks: self.clone(),
+            instance_id: instance_id.to_owned(),
+            guard,
+        };
+        attempt.guard.is_some().then_some(attempt)
+    }
+
     #[cfg(test)]
     fn len(&self) -> usize {
         self.held.lock().map(|h| h.len()).unwrap_or_default()
@@ -71,7 +87,8 @@ mod tests {
         };
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(!waiter.is_finished(), "the second episode must wait");
-        let other = locks.lock("b").await;
+        assert!(locks.try_lock("a").is_none(), "held");
+        let other = locks.try_lock("b").expect("free");
         drop(other);
         drop(first);
         waiter.await.unwrap();

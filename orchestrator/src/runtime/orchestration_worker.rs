@@ -13,6 +13,7 @@ use tracing::{debug, info_span, warn, Instrument};
 
 use super::episode_effects::{pending_messages, to_instance};
 use super::episode_step::{step, Base, Stepped};
+use super::instance_locks::InstanceGuard;
 use super::{idle_or_stop, inline_session, instance_cache, next_idle, Shared};
 use crate::backend::{
     ActivityWorkItem, ETag, EpisodeCommit, Error, HistoryWrite, LoadedInstance,
@@ -202,15 +203,25 @@ pub(crate) async fn process_batch(
         let Ok(permit) = permits.clone().acquire_owned().await else {
             return;
         };
-        let shared = shared.clone();
-        let queue = queue.clone();
         let span = info_span!("episode", instance_id = %instance_id);
-        episodes.spawn(
-            async move {
-                process_instance(shared, queue, instance_id, messages, permit, sessions).await
-            }
-            .instrument(span),
-        );
+        let free = shared.instance_locks.try_lock(&instance_id);
+        let waits = free.is_none() && sessions == Sessions::Detached;
+        let (shared, queue) = (shared.clone(), queue.clone());
+        let episode = async move {
+            let busy = match free {
+                Some(guard) => guard,
+                None => shared.instance_locks.lock(&instance_id).await,
+            };
+            process_instance(shared, queue, instance_id, messages, busy, permit, sessions).await
+        }
+        .instrument(span);
+        if waits {
+            // The instance is busy here (an inline session): its messages wait for it
+            // without holding up this partition's next batch.
+            tokio::spawn(episode);
+        } else {
+            episodes.spawn(episode);
+        }
     }
     while episodes.join_next().await.is_some() {}
 }
@@ -258,10 +269,10 @@ async fn process_instance(
     queue: QueueName,
     instance_id: String,
     messages: Vec<(Received, OrchestratorMessage)>,
+    busy: InstanceGuard,
     permit: OwnedSemaphorePermit,
     sessions: Sessions,
 ) {
-    let busy = shared.instance_locks.lock(&instance_id).await;
     let redelivered = messages.iter().any(|(r, _)| r.dequeue_count > 1);
     let first = match shared.instance_cache.take(&instance_id) {
         // After a redelivery the episode starts from storage (re-derivation needs it).
