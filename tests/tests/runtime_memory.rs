@@ -624,3 +624,66 @@ async fn inline_activity_past_its_budget_is_handed_to_the_queue() {
     let scheduled = kinds.iter().filter(|k| **k == "ActivityScheduled").count();
     assert_eq!((scheduled, completed), (2, 2), "{kinds:?}");
 }
+
+/// A message for an instance that is busy in an inline session waits for it without
+/// holding up its partition: another instance on the same (only) partition starts and
+/// completes while the first one's activity is still running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_instance_does_not_hold_up_its_partition() {
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let entered = Arc::new(tokio::sync::Notify::new());
+    let (gate_in, entered_in) = (gate.clone(), entered.clone());
+    let registry = Registry::new()
+        .orchestration("gated", |ctx: OrchestrationContext, _: Value| async move {
+            let _: Value = ctx.call_activity("gate", json!(null)).await?;
+            let ping: String = ctx.wait_for_event("ping").await?;
+            Ok(ping)
+        })
+        .orchestration("quick", |ctx: OrchestrationContext, i: u64| async move {
+            ctx.call_activity::<u64>("double", i).await
+        })
+        .activity("gate", move |_ctx, _: Value| {
+            let (gate, entered) = (gate_in.clone(), entered_in.clone());
+            async move {
+                entered.notify_one();
+                gate.notified().await;
+                Ok(json!(null))
+            }
+        })
+        .activity("double", |_ctx, i: u64| async move { Ok(i * 2) });
+    let backend = Arc::new(MemoryBackend::new().with_partitions(1));
+    let options = WorkerOptions {
+        min_idle_poll: Duration::from_millis(1),
+        max_idle_poll: Duration::from_millis(20),
+        // No hand-over rescues a blocked partition within the test's patience.
+        inline_budget: Duration::from_secs(3600),
+        lock_timeout: Duration::from_secs(7200),
+        ..WorkerOptions::default()
+    };
+    let worker = Worker::new(backend.clone(), registry, options).start();
+    let client = Client::new(backend.clone());
+    let gated = client
+        .start("gated", StartOptions::default(), &json!(null))
+        .await
+        .unwrap();
+    entered.notified().await;
+    // A message for the busy instance, received alone in its own batch.
+    client.raise_event(&gated, "ping", &"pong").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let quick = client
+        .start("quick", StartOptions::default(), &json!(21))
+        .await
+        .unwrap();
+    // `gated` is released only after `quick` completes: a blocked partition never gets
+    // there (a deadlock, not slowness), so the wait is bounded rather than a timing claim.
+    let done = client
+        .wait_for_completion(&quick, Duration::from_secs(30))
+        .await
+        .expect("the partition was held up by the busy instance");
+    assert_eq!(done.runtime_status, RuntimeStatus::Completed);
+    assert_eq!(done.output, json!(42));
+    gate.notify_one();
+    let done = client.wait_for_completion(&gated, WAIT).await.unwrap();
+    assert_eq!(done.output, json!("pong"));
+    worker.shutdown().await;
+}
