@@ -477,7 +477,10 @@ async fn run_instance_episode(
     };
     let stepped = match step(shared, instance_id, base, events).await {
         Ok(stepped) => stepped,
-        Err(Error::Conflict(_)) if from_cache => return Ok(Attempt::Unconfirmed),
+        // The cached row changed or was purged: nothing was written, redo from storage.
+        Err(Error::Conflict(_) | Error::NotFound(_)) if from_cache => {
+            return Ok(Attempt::Unconfirmed)
+        }
         Err(error) => return Err(error),
     };
     let committed = match stepped {
