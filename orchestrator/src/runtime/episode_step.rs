@@ -3,7 +3,7 @@
 //! this process runs itself (inline), and the commit under the state row's ETag.
 
 use crate::backend::{
-    ActivityWorkItem, ETag, EpisodeCommit, Error, HistoryWrite, QueueMessage, QueueName,
+    ActivityWorkItem, ETag, EpisodeCommit, Error, HistoryWrite, Outbound, QueueMessage, QueueName,
 };
 use crate::history::HistoryEvent;
 use crate::replay::{run_episode, ExecutionOutcome, NewEvent, ReplayInput};
@@ -49,13 +49,49 @@ pub(crate) struct Committed {
     pub inline: Vec<ActivityWorkItem>,
 }
 
-/// Replays `events` over `base` and commits the result.
-pub(crate) async fn step(
+/// An episode decided but not yet written.
+pub(crate) struct Decided {
+    /// The state row to write.
+    pub state: InstanceState,
+    /// The events to append (or the new execution's history).
+    pub new_events: Vec<HistoryEvent>,
+    /// Activities this process runs itself.
+    pub inline: Vec<ActivityWorkItem>,
+    /// Messages to send after the commit.
+    pub queued: Vec<Outbound>,
+}
+
+impl Decided {
+    /// This episode followed by `next`, decided over this one's events: one commit.
+    pub(crate) fn then(mut self, next: Decided) -> Decided {
+        self.new_events.extend(next.new_events);
+        self.queued.extend(next.queued);
+        Decided {
+            state: next.state,
+            new_events: self.new_events,
+            inline: next.inline,
+            queued: self.queued,
+        }
+    }
+}
+
+/// What replay decided.
+pub(crate) enum Decision {
+    /// The execution has not started yet.
+    NotStarted,
+    /// Nothing new.
+    Unchanged,
+    /// New events (and maybe work) to commit.
+    Changed(Box<Decided>),
+}
+
+/// Replays `events` over `base` (no I/O).
+pub(crate) fn decide(
     shared: &Shared,
     instance_id: &str,
-    base: Base<'_>,
+    base: &Base<'_>,
     events: Vec<NewEvent>,
-) -> Result<Stepped, Error> {
+) -> Decision {
     let now = shared.clock.now();
     let episode = run_episode(
         &shared.registry,
@@ -68,10 +104,10 @@ pub(crate) async fn step(
         },
     );
     if matches!(episode.outcome, ExecutionOutcome::NotStarted) {
-        return Ok(Stepped::NotStarted);
+        return Decision::NotStarted;
     }
     if episode.new_events.is_empty() {
-        return Ok(Stepped::Unchanged);
+        return Decision::Unchanged;
     }
     let kept = if base.replace_history {
         0
@@ -89,32 +125,65 @@ pub(crate) async fn step(
         }
     }
     log_outcome(&episode.outcome, &next);
+    Decision::Changed(Box::new(Decided {
+        state: next,
+        new_events: episode.new_events,
+        inline,
+        queued,
+    }))
+}
+
+/// Writes a decided episode over `base` (its ETag and history mode), then sends its
+/// messages. Returns what was committed.
+pub(crate) async fn commit(
+    shared: &Shared,
+    instance_id: &str,
+    base: &Base<'_>,
+    decided: Decided,
+) -> Result<Committed, Error> {
     let history = if base.replace_history {
-        HistoryWrite::Replace(episode.new_events.clone())
+        HistoryWrite::Replace(decided.new_events.clone())
     } else {
-        HistoryWrite::Append(episode.new_events.clone())
+        HistoryWrite::Append(decided.new_events.clone())
     };
-    let commit = EpisodeCommit {
-        state: next.clone(),
-        expected: base.etag.cloned(),
-        history,
-        messages: queued,
-    };
-    let wakes_activities = commit
-        .messages
+    let wakes_activities = decided
+        .queued
         .iter()
         .any(|m| matches!(m.queue, QueueName::Work));
+    let commit = EpisodeCommit {
+        state: decided.state.clone(),
+        expected: base.etag.cloned(),
+        history,
+        messages: decided.queued,
+    };
     let etag = shared.backend.commit_episode(instance_id, commit).await?;
     if wakes_activities {
         // Work items for this process's own activity loop: do not wait for its next poll.
         shared.idle.wake();
     }
-    Ok(Stepped::Committed(Box::new(Committed {
-        state: next,
+    Ok(Committed {
+        state: decided.state,
         etag,
-        new_events: episode.new_events,
-        inline,
-    })))
+        new_events: decided.new_events,
+        inline: decided.inline,
+    })
+}
+
+/// Replays `events` over `base` and commits the result.
+pub(crate) async fn step(
+    shared: &Shared,
+    instance_id: &str,
+    base: Base<'_>,
+    events: Vec<NewEvent>,
+) -> Result<Stepped, Error> {
+    match decide(shared, instance_id, &base, events) {
+        Decision::NotStarted => Ok(Stepped::NotStarted),
+        Decision::Unchanged => Ok(Stepped::Unchanged),
+        Decision::Changed(decided) => {
+            let committed = commit(shared, instance_id, &base, *decided).await?;
+            Ok(Stepped::Committed(Box::new(committed)))
+        }
+    }
 }
 
 /// An activity runs in this process when inline execution is on and it is registered here.

@@ -37,66 +37,134 @@ struct Known {
 
 type ActivityResult = Result<serde_json::Value, FailureDetails>;
 
-/// Runs a committed episode's inline activities and the episodes that follow. Returns true
-/// when everything decided is durable (committed, or handed to the work-item queue); false
-/// when the caller must let its messages come back so the work is re-derived.
+/// Activities running in this process for one instance.
+pub(crate) struct InlineActivities {
+    running: JoinSet<ActivityResult>,
+    outstanding: HashMap<Id, ActivityWorkItem>,
+}
+
+impl InlineActivities {
+    /// Starts `items`.
+    pub(crate) fn start(shared: &Arc<Shared>, items: Vec<ActivityWorkItem>) -> Self {
+        let mut activities = Self {
+            running: JoinSet::new(),
+            outstanding: HashMap::new(),
+        };
+        activities.spawn_all(shared, items);
+        activities
+    }
+
+    /// Whether none is running.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.running.is_empty()
+    }
+
+    /// Waits for the first result (none by `deadline`: `None`), then takes every result
+    /// ready by now as well, as the events to deliver.
+    async fn next_results(&mut self, shared: &Shared, deadline: Instant) -> Option<Vec<NewEvent>> {
+        let first = tokio::select! {
+            joined = self.running.join_next_with_id() => joined,
+            _ = tokio::time::sleep_until(deadline) => return None,
+        };
+        let mut finished = Vec::from_iter(first);
+        while let Some(joined) = self.running.try_join_next_with_id() {
+            finished.push(joined);
+        }
+        let now = shared.clock.now();
+        Some(
+            finished
+                .into_iter()
+                .filter_map(|joined| {
+                    let (id, result) = match joined {
+                        Ok((id, result)) => (id, result),
+                        Err(join) => (join.id(), Err(panicked(&join))),
+                    };
+                    let item = self.outstanding.remove(&id)?;
+                    Some(NewEvent {
+                        timestamp: now,
+                        kind: result_kind(item.scheduled_id, result),
+                    })
+                })
+                .collect(),
+        )
+    }
+
+    /// Every result ready by `deadline`; true when none is left running.
+    pub(crate) async fn results_by(
+        &mut self,
+        shared: &Shared,
+        deadline: Instant,
+    ) -> (Vec<NewEvent>, bool) {
+        let mut events = Vec::new();
+        while !self.is_empty() {
+            match self.next_results(shared, deadline).await {
+                Some(more) => events.extend(more),
+                None => break,
+            }
+        }
+        (events, self.is_empty())
+    }
+
+    fn spawn_all(&mut self, shared: &Arc<Shared>, items: Vec<ActivityWorkItem>) {
+        for item in items {
+            let Some(activity) = shared.registry.find_activity(&item.name, &item.version) else {
+                continue;
+            };
+            let span = info_span!("activity", instance_id = %item.instance_id, activity = %item.name,
+                activity_id = item.scheduled_id, inline = true,
+                trace_parent = item.trace_parent.as_deref().unwrap_or(""));
+            let future = activity(activity_context(&item, 1), item.input.clone());
+            let handle = self.running.spawn(future.instrument(span));
+            self.outstanding.insert(handle.id(), item);
+        }
+    }
+
+    /// Stops waiting: the running ones are aborted and their work items returned.
+    fn abandon(mut self) -> Vec<ActivityWorkItem> {
+        self.running.abort_all();
+        self.outstanding.into_values().collect()
+    }
+}
+
+/// Runs a committed episode's inline activities and the episodes that follow. `ready`:
+/// results already in hand, delivered first. Returns true when everything decided is
+/// durable (committed, or handed to the work-item queue); false when the caller must let
+/// its messages come back so the work is re-derived.
 pub(crate) async fn run(
     shared: &Arc<Shared>,
     instance_id: &str,
-    state: InstanceState,
-    etag: ETag,
-    history: Vec<HistoryEvent>,
-    first: Vec<ActivityWorkItem>,
+    committed: (InstanceState, ETag, Vec<HistoryEvent>),
+    mut activities: InlineActivities,
+    ready: Vec<NewEvent>,
 ) -> bool {
     let budget = shared
         .options
         .inline_budget
         .min(shared.options.lock_timeout / 2);
     let deadline = Instant::now() + budget;
+    let (state, etag, history) = committed;
     let mut known = Known {
         state,
         etag,
         history,
     };
-    let mut running: JoinSet<ActivityResult> = JoinSet::new();
-    let mut outstanding: HashMap<Id, ActivityWorkItem> = HashMap::new();
-    spawn_all(shared, &mut running, &mut outstanding, first);
-    while !running.is_empty() {
-        let first = tokio::select! {
-            joined = running.join_next_with_id() => joined,
-            _ = tokio::time::sleep_until(deadline) => {
-                running.abort_all();
-                return hand_over(shared, outstanding.into_values()).await;
-            }
+    let mut pending = (!ready.is_empty()).then_some(ready);
+    loop {
+        let events = match pending.take() {
+            Some(events) => events,
+            None if activities.is_empty() => break,
+            None => match activities.next_results(shared, deadline).await {
+                Some(events) => events,
+                None => return hand_over(shared, activities.abandon().into_iter()).await,
+            },
         };
-        // Everything finished by now goes into one episode (fan-in in few commits).
-        let mut finished = Vec::from_iter(first);
-        while let Some(joined) = running.try_join_next_with_id() {
-            finished.push(joined);
-        }
-        let now = shared.clock.now();
-        let events: Vec<NewEvent> = finished
-            .into_iter()
-            .filter_map(|joined| {
-                let (id, result) = match joined {
-                    Ok((id, result)) => (id, result),
-                    Err(join) => (join.id(), Err(panicked(&join))),
-                };
-                let item = outstanding.remove(&id)?;
-                Some(NewEvent {
-                    timestamp: now,
-                    kind: result_kind(item.scheduled_id, result),
-                })
-            })
-            .collect();
         match commit_results(shared, instance_id, &mut known, events).await {
-            Ok(next) => spawn_all(shared, &mut running, &mut outstanding, next),
+            Ok(next) => activities.spawn_all(shared, next),
             Err(events) => {
                 // The results could not be committed: send them as messages instead, and
                 // the activities still running through the work-item queue.
-                running.abort_all();
                 let reported = report(shared, instance_id, &known, events).await;
-                return hand_over(shared, outstanding.into_values()).await && reported;
+                return hand_over(shared, activities.abandon().into_iter()).await && reported;
             }
         }
     }
@@ -161,25 +229,6 @@ async fn commit_results(
         }
     }
     Err(events)
-}
-
-fn spawn_all(
-    shared: &Arc<Shared>,
-    running: &mut JoinSet<ActivityResult>,
-    outstanding: &mut HashMap<Id, ActivityWorkItem>,
-    items: Vec<ActivityWorkItem>,
-) {
-    for item in items {
-        let Some(activity) = shared.registry.find_activity(&item.name, &item.version) else {
-            continue;
-        };
-        let span = info_span!("activity", instance_id = %item.instance_id, activity = %item.name,
-            activity_id = item.scheduled_id, inline = true,
-            trace_parent = item.trace_parent.as_deref().unwrap_or(""));
-        let future = activity(activity_context(&item, 1), item.input.clone());
-        let handle = running.spawn(future.instrument(span));
-        outstanding.insert(handle.id(), item);
-    }
 }
 
 fn panicked(join: &tokio::task::JoinError) -> FailureDetails {

@@ -62,6 +62,10 @@ pub struct WorkerOptions {
     /// How long an inline session waits for its activities before handing the unfinished
     /// ones to the work-item queue (capped at half the lock timeout).
     pub inline_budget: Duration,
+    /// How long an episode that only started inline activities waits for them before its
+    /// commit, so that a short orchestration commits its start and its results as one.
+    /// Zero: commit first, always.
+    pub inline_merge_window: Duration,
 }
 
 impl Default for WorkerOptions {
@@ -81,6 +85,7 @@ impl Default for WorkerOptions {
             partitions: None,
             inline_activities: true,
             inline_budget: Duration::from_secs(60),
+            inline_merge_window: Duration::from_millis(20),
         }
     }
 }

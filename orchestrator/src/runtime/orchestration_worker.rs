@@ -12,14 +12,16 @@ use tokio::task::JoinSet;
 use tracing::{debug, info_span, warn, Instrument};
 
 use super::episode_effects::{pending_messages, to_instance};
-use super::episode_step::{step, Base, Stepped};
+use super::episode_step::{commit, decide, Base, Decided, Decision};
+use super::inline_session::InlineActivities;
 use super::instance_locks::InstanceGuard;
 use super::{idle_or_stop, inline_session, instance_cache, next_idle, Shared};
 use crate::backend::{
-    ActivityWorkItem, ETag, EpisodeCommit, Error, HistoryWrite, LoadedInstance,
-    OrchestratorMessage, QueueMessage, QueueName, Received,
+    ETag, EpisodeCommit, Error, HistoryWrite, LoadedInstance, OrchestratorMessage, QueueMessage,
+    QueueName, Received,
 };
 use crate::history::{EventKind, FailureDetails, HistoryEvent, HISTORY_FORMAT_VERSION};
+use crate::replay::NewEvent;
 use crate::status::{InstanceState, RuntimeStatus};
 
 /// While the worker is busy, a control queue that stays empty is asked at most this often,
@@ -331,13 +333,19 @@ async fn process_instance(
         return;
     };
     let finish = async move {
+        let Session {
+            state,
+            etag,
+            history,
+            activities,
+            ready,
+        } = *session;
         let durable = inline_session::run(
             &shared,
             &instance_id,
-            session.state,
-            session.etag,
-            session.history,
-            session.inline,
+            (state, etag, history),
+            activities,
+            ready,
         )
         .await;
         let delay = shared.options.defer_delay;
@@ -365,13 +373,14 @@ struct Session {
     state: InstanceState,
     etag: ETag,
     history: Vec<HistoryEvent>,
-    inline: Vec<ActivityWorkItem>,
+    activities: InlineActivities,
+    ready: Vec<NewEvent>,
 }
 
 /// Runs and commits one episode. Returns how each consumed message is to be settled, and
 /// the inline session to run first when the episode decided activities this process runs.
 async fn run_instance_episode(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     instance_id: &str,
     messages: &[(Received, OrchestratorMessage)],
     cached: Option<LoadedInstance>,
@@ -475,36 +484,38 @@ async fn run_instance_episode(
         history: &history,
         replace_history,
     };
-    let stepped = match step(shared, instance_id, base, events).await {
-        Ok(stepped) => stepped,
-        // The cached row changed or was purged: nothing was written, redo from storage.
-        Err(Error::Conflict(_) | Error::NotFound(_)) if from_cache => {
-            return Ok(Attempt::Unconfirmed)
-        }
-        Err(error) => return Err(error),
-    };
-    let committed = match stepped {
-        _ if from_cache && !matches!(stepped, Stepped::Committed(_)) => {
-            return Ok(Attempt::Unconfirmed)
-        }
-        Stepped::NotStarted => return Ok(Attempt::Done(Box::new(|_| Disposition::Defer), None)),
-        Stepped::Unchanged => {
+    let decided = match decide(shared, instance_id, &base, events) {
+        Decision::Changed(decided) => *decided,
+        _ if from_cache => return Ok(Attempt::Unconfirmed),
+        Decision::NotStarted => return Ok(Attempt::Done(Box::new(|_| Disposition::Defer), None)),
+        Decision::Unchanged => {
             // Confirmed from storage: keep it for the next episode.
-            if let Some(etag) = etag {
+            if let Some(etag) = etag.clone() {
                 shared
                     .instance_cache
                     .put(instance_cache::entry(state, etag, history));
             }
             return Ok(Attempt::Done(Box::new(|_| Disposition::Delete), None));
         }
-        Stepped::Committed(committed) => committed,
     };
-    let committed = *committed;
+    let (decided, running, ready) = run_quick_activities(shared, instance_id, &base, decided).await;
+    let committed = match commit(shared, instance_id, &base, decided).await {
+        Ok(committed) => committed,
+        // The cached row changed or was purged: nothing was written, redo from storage.
+        Err(Error::Conflict(_) | Error::NotFound(_)) if from_cache => {
+            return Ok(Attempt::Unconfirmed)
+        }
+        Err(error) => return Err(error),
+    };
     if replace_history {
         history.clear();
     }
     history.extend(committed.new_events);
-    let session = if committed.inline.is_empty() {
+    let activities = match running {
+        Some(running) => running,
+        None => InlineActivities::start(shared, committed.inline),
+    };
+    let session = if activities.is_empty() && ready.is_empty() {
         shared.instance_cache.put(instance_cache::entry(
             committed.state,
             committed.etag,
@@ -516,10 +527,53 @@ async fn run_instance_episode(
             state: committed.state,
             etag: committed.etag,
             history,
-            inline: committed.inline,
+            activities,
+            ready,
         }))
     };
     Ok(Attempt::Done(Box::new(|_| Disposition::Delete), session))
+}
+
+/// An episode that only started activities this process runs: they start before its
+/// commit, and if they all finish within `inline_merge_window` the episode their results
+/// cause is decided too and both are committed as one (one table transaction instead of
+/// two for a short orchestration). If the process dies first, nothing was written and the
+/// messages come back: the activities run again (at least once, as always). Returns what
+/// to commit, the activities still running (`None`: start `Committed::inline` after the
+/// commit) and results already in hand.
+async fn run_quick_activities(
+    shared: &Arc<Shared>,
+    instance_id: &str,
+    base: &Base<'_>,
+    mut decided: Decided,
+) -> (Decided, Option<InlineActivities>, Vec<NewEvent>) {
+    let window = shared.options.inline_merge_window;
+    if decided.inline.is_empty() || !decided.queued.is_empty() || window.is_zero() {
+        return (decided, None, Vec::new());
+    }
+    let mut running = InlineActivities::start(shared, std::mem::take(&mut decided.inline));
+    let (results, all_done) = running.results_by(shared, Instant::now() + window).await;
+    if !all_done {
+        return (decided, Some(running), results);
+    }
+    let mut so_far: Vec<HistoryEvent> = if base.replace_history {
+        Vec::new()
+    } else {
+        base.history.to_vec()
+    };
+    so_far.extend(decided.new_events.iter().cloned());
+    let after = Base {
+        state: &decided.state,
+        etag: base.etag,
+        history: &so_far,
+        replace_history: false,
+    };
+    match decide(shared, instance_id, &after, results.clone()) {
+        Decision::Changed(next) => (decided.then(*next), None, Vec::new()),
+        // Not expected for completions of the activities just decided; the session
+        // delivers them after the commit instead.
+        Decision::Unchanged | Decision::NotStarted => (decided, Some(running), results),
+    }
 }
 
 /// How an episode attempt ended.
