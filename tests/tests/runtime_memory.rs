@@ -687,3 +687,61 @@ async fn a_busy_instance_does_not_hold_up_its_partition() {
     assert_eq!(done.output, json!("pong"));
     worker.shutdown().await;
 }
+
+/// Within the merge window, a one-activity orchestration is written once: its start, the
+/// activity's schedule and result and its completion in one commit, in history order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quick_orchestration_is_committed_once() {
+    let registry = Registry::new()
+        .orchestration("once", |ctx: OrchestrationContext, i: u64| async move {
+            ctx.call_activity::<u64>("double", i).await
+        })
+        .activity("double", |_ctx, i: u64| async move { Ok(i * 2) });
+    let backend = Arc::new(MemoryBackend::new());
+    let options = WorkerOptions {
+        min_idle_poll: Duration::from_millis(1),
+        max_idle_poll: Duration::from_millis(20),
+        // Wide enough that the no-op activity always finishes inside it.
+        inline_merge_window: Duration::from_secs(30),
+        ..WorkerOptions::default()
+    };
+    let worker = Worker::new(backend.clone(), registry, options).start();
+    let client = Client::new(backend.clone());
+    let commits = |b: &MemoryBackend| b.transaction_counts().get("table.batch").copied();
+    let before = commits(&backend).unwrap_or(0);
+    let id = client
+        .start("once", StartOptions::default(), &json!(21))
+        .await
+        .unwrap();
+    let done = client.wait_for_completion(&id, WAIT).await.unwrap();
+    worker.shutdown().await;
+    assert_eq!(done.output, json!(42));
+    assert_eq!(commits(&backend).unwrap_or(0) - before, 1, "one commit");
+    let status = client
+        .status(
+            &id,
+            StatusOptions {
+                show_history: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let kinds: Vec<&str> = status
+        .history
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|e| e.kind.type_name())
+        .filter(|k| *k != "OrchestratorStarted")
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "ExecutionStarted",
+            "ActivityScheduled",
+            "ActivityCompleted",
+            "ExecutionCompleted"
+        ]
+    );
+}
