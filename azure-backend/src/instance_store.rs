@@ -315,10 +315,12 @@ impl InstanceStore for AzureBackend {
             .get::<Row>()
             .await;
         match got.map_err(|e| classify("read state", e)) {
-            Ok(got) => Ok(Some((
-                self.decode_state(&got.entity).await?.0,
-                ETag(got.etag.to_string()),
-            ))),
+            Ok(got) => {
+                let (state, ranges) = self.decode_state(&got.entity).await?;
+                let etag = got.etag.to_string();
+                self.ranges.put(instance_id, &etag, ranges);
+                Ok(Some((state, ETag(etag))))
+            }
             Err(Error::NotFound(_)) => Ok(None),
             Err(e) => Err(e),
         }

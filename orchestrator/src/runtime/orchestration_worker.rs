@@ -389,7 +389,7 @@ async fn run_instance_episode(
     let from_cache = cached.is_some();
     let loaded = match cached {
         Some(cached) => Some(cached),
-        None => shared.backend.load_instance(instance_id).await?,
+        None => load(shared, instance_id, messages).await?,
     };
     let start = messages.iter().find_map(|(_, m)| match &m.event.kind {
         EventKind::ExecutionStarted { execution_id, .. } => Some((m, execution_id.clone())),
@@ -574,6 +574,36 @@ async fn run_quick_activities(
         // delivers them after the commit instead.
         Decision::Unchanged | Decision::NotStarted => (decided, Some(running), results),
     }
+}
+
+/// The instance from storage. A first delivery of a start usually finds a brand-new
+/// instance: its state row alone (a point read) tells whether it has any history, and the
+/// partition is read only if it has.
+async fn load(
+    shared: &Shared,
+    instance_id: &str,
+    messages: &[(Received, OrchestratorMessage)],
+) -> Result<Option<LoadedInstance>, Error> {
+    let fresh_start = messages
+        .iter()
+        .all(|(received, _)| received.dequeue_count <= 1)
+        && messages
+            .iter()
+            .any(|(_, m)| matches!(m.event.kind, EventKind::ExecutionStarted { .. }));
+    if fresh_start {
+        match shared.backend.read_state(instance_id).await? {
+            None => return Ok(None),
+            Some((state, etag)) if state.history_len == 0 => {
+                return Ok(Some(LoadedInstance {
+                    state,
+                    etag,
+                    history: Vec::new(),
+                }))
+            }
+            Some(_) => {}
+        }
+    }
+    shared.backend.load_instance(instance_id).await
 }
 
 /// How an episode attempt ended.
