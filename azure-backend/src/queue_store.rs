@@ -179,12 +179,7 @@ impl QueueStore for AzureBackend {
     }
 
     async fn send_raw(&self, queue: &QueueName, raw: &str) -> Result<(), Error> {
-        self.counter.count("queue.put");
-        self.queue_client(&self.queue_name(queue))
-            .put_message(b64(raw))
-            .ttl(MESSAGE_TTL)
-            .await
-            .map_err(|e| classify("queue put", e))?;
+        self.put_raw(&self.queue_name(queue), raw).await?;
         self.signal_wake(None).await;
         Ok(())
     }
@@ -234,16 +229,7 @@ impl QueueStore for AzureBackend {
     }
 
     async fn delete(&self, queue: &QueueName, receipt: &Receipt) -> Result<(), Error> {
-        self.counter.count("queue.delete");
-        self.queue_client(&self.queue_name(queue))
-            .pop_receipt_client(PopReceipt::new(
-                receipt.message_id.clone(),
-                receipt.pop_receipt.clone(),
-            ))
-            .delete()
-            .await
-            .map(|_| ())
-            .map_err(|e| classify("queue delete", e))
+        self.delete_raw(&self.queue_name(queue), receipt).await
     }
 
     async fn abandon(

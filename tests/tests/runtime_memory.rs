@@ -603,23 +603,7 @@ async fn inline_activity_past_its_budget_is_handed_to_the_queue() {
         runs.load(Ordering::SeqCst) >= 2,
         "the activity ran inline, then again from the queue"
     );
-    let status = client
-        .status(
-            &id,
-            StatusOptions {
-                show_history: true,
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-    let kinds: Vec<&str> = status
-        .history
-        .as_ref()
-        .unwrap()
-        .iter()
-        .map(|e| e.kind.type_name())
-        .collect();
+    let kinds = history_kinds(&client, &id).await;
     let completed = kinds.iter().filter(|k| **k == "ActivityCompleted").count();
     let scheduled = kinds.iter().filter(|k| **k == "ActivityScheduled").count();
     assert_eq!((scheduled, completed), (2, 2), "{kinds:?}");
@@ -717,22 +701,9 @@ async fn a_quick_orchestration_is_committed_once() {
     worker.shutdown().await;
     assert_eq!(done.output, json!(42));
     assert_eq!(commits(&backend).unwrap_or(0) - before, 1, "one commit");
-    let status = client
-        .status(
-            &id,
-            StatusOptions {
-                show_history: true,
-                ..Default::default()
-            },
-        )
+    let kinds: Vec<&str> = history_kinds(&client, &id)
         .await
-        .unwrap();
-    let kinds: Vec<&str> = status
-        .history
-        .as_ref()
-        .unwrap()
-        .iter()
-        .map(|e| e.kind.type_name())
+        .into_iter()
         .filter(|k| *k != "OrchestratorStarted")
         .collect();
     assert_eq!(
@@ -744,4 +715,19 @@ async fn a_quick_orchestration_is_committed_once() {
             "ExecutionCompleted"
         ]
     );
+}
+
+/// The kinds of an instance's history events, in order.
+async fn history_kinds(client: &Client, id: &str) -> Vec<&'static str> {
+    let options = StatusOptions {
+        show_history: true,
+        ..Default::default()
+    };
+    let status = client.status(id, options).await.unwrap();
+    status
+        .history
+        .unwrap()
+        .iter()
+        .map(|e| e.kind.type_name())
+        .collect()
 }
