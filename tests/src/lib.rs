@@ -8,6 +8,19 @@ use flowforge_orchestrator::history::{EventKind, HistoryEvent};
 use flowforge_orchestrator::prelude::*;
 use serde_json::{json, Value};
 
+/// The input of the `waves` orchestration: `waves` rounds of `width` parallel activities,
+/// each sleeping at least [`WAVE_MIN_MS`]; its output is [`fan_sum`]`(waves × width)`.
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+pub struct Waves {
+    /// How many waves run one after another.
+    pub waves: u64,
+    /// How many activities each wave runs in parallel.
+    pub width: u64,
+}
+
+/// The shortest sleep of a `slow_square` activity, so of one wave.
+pub const WAVE_MIN_MS: u64 = 100;
+
 /// The orchestrations and activities of the end-to-end tests.
 pub fn registry() -> Registry {
     Registry::new()
@@ -22,6 +35,23 @@ pub fn registry() -> Registry {
                 .collect::<Result<_, _>>()?;
             Ok(squares.iter().sum::<u64>())
         })
+        .orchestration(
+            "waves",
+            |ctx: OrchestrationContext, shape: Waves| async move {
+                // Waves one after another, so the whole run takes at least
+                // `waves × WAVE_MIN_MS` whatever the engine's speed.
+                let mut sum = 0;
+                for wave in 0..shape.waves {
+                    let calls = (0..shape.width)
+                        .map(|j| ctx.call_activity::<u64>("slow_square", wave * shape.width + j))
+                        .collect();
+                    for square in ctx.join_all(calls).await {
+                        sum += square?;
+                    }
+                }
+                Ok(sum)
+            },
+        )
         .orchestration(
             "big",
             |ctx: OrchestrationContext, text: String| async move {
@@ -55,6 +85,10 @@ pub fn registry() -> Registry {
         .activity("square", |_ctx, i: u64| async move {
             // A little work so that a kill lands while activities are in flight.
             tokio::time::sleep(Duration::from_millis(2)).await;
+            Ok(i * i)
+        })
+        .activity("slow_square", |_ctx, i: u64| async move {
+            tokio::time::sleep(Duration::from_millis(WAVE_MIN_MS + (i * 37) % 50)).await;
             Ok(i * i)
         })
         .activity("reverse", |_ctx, text: String| async move {

@@ -1,5 +1,5 @@
 //! Crash safety and split brain with real worker processes on Azurite: workers killed with
-//! SIGKILL at random points during fan-outs, and three workers on one task hub at once.
+//! SIGKILL at random points during waves of fan-outs, and three workers on one task hub at once.
 //! Every instance must finish with a gap-free history that records each result once.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -9,7 +9,7 @@ use std::time::Duration;
 use flowforge_azure::{azurite, AzureBackend};
 use flowforge_orchestrator::client::StatusOptions;
 use flowforge_orchestrator::prelude::*;
-use flowforge_tests::{check_history, fan_sum};
+use flowforge_tests::{check_history, fan_sum, Waves, WAVE_MIN_MS};
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(300);
@@ -85,15 +85,25 @@ async fn workers_killed_at_random_points_lose_nothing() {
         .await
         .unwrap();
     let client = Client::new(backend);
-    let n = 150;
+    // Waves in sequence take at least 12 × WAVE_MIN_MS = 1.2 s of activity time, so the
+    // first kill (at most KILL_AFTER_MAX_MS after its worker started) lands mid-run
+    // however fast the engine gets.
+    let shape = Waves {
+        waves: 12,
+        width: 15,
+    };
+    const KILL_AFTER_MIN_MS: u64 = 300;
+    const KILL_AFTER_MAX_MS: u64 = 1200;
+    assert!(shape.waves * WAVE_MIN_MS >= KILL_AFTER_MAX_MS);
+    let n = shape.waves * shape.width;
     let mut ids = Vec::new();
     for i in 0..3 {
         ids.push(
             client
                 .start(
-                    "fan",
+                    "waves",
                     StartOptions::with_instance_id(format!("crash-{i}")),
-                    &n,
+                    &shape,
                 )
                 .await
                 .unwrap(),
@@ -108,7 +118,8 @@ async fn workers_killed_at_random_points_lose_nothing() {
     let mut kills_mid_run = 0;
     for round in 0..4 {
         let mut worker = spawn_worker(hub);
-        tokio::time::sleep(Duration::from_millis(300 + rng.next(900))).await;
+        let pause = KILL_AFTER_MIN_MS + rng.next(KILL_AFTER_MAX_MS - KILL_AFTER_MIN_MS);
+        tokio::time::sleep(Duration::from_millis(pause)).await;
         worker.kill(); // SIGKILL: no chance to finish anything
         let mut finished = 0;
         for id in &ids {
