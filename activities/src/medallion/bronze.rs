@@ -6,9 +6,12 @@ use flowforge_orchestrator::history::FailureDetails;
 use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::frames::{blocking, failure, read_csv_as_text, to_parquet};
+use super::frames::{
+    blocking, csv_pieces, failure, read_csv_as_text, rows_reaching, ParquetPieces,
+};
 use super::spec_for;
 use crate::lake::DataLake;
+use crate::spec::DatasetSpec;
 
 /// Input of `bronze`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -30,6 +33,60 @@ pub struct BronzeOutput {
     pub path: String,
     /// Rows.
     pub rows: usize,
+}
+
+/// CSV bytes parsed at a time: a few MiB keeps one piece's frame small while polars
+/// still parses each piece on all threads.
+const PIECE_BYTES: usize = 8 << 20;
+
+/// Where a landing file's rows came from, added to every row.
+struct Lineage<'a> {
+    file: &'a str,
+    ingested_at: &'a str,
+    run_id: &'a str,
+}
+
+/// One piece of a landing file as text columns with lineage, after checking the columns.
+fn bronze_frame(
+    spec: &DatasetSpec,
+    header: &[u8],
+    piece: &[u8],
+    lineage: &Lineage,
+) -> Result<DataFrame, FailureDetails> {
+    let file = lineage.file;
+    let text = [header, piece].concat();
+    let df = read_csv_as_text(&text, &spec.landing.null_values).map_err(|e| {
+        failure(
+            "NotCsv",
+            &format!("landing file {file} is not readable CSV"),
+            e,
+        )
+    })?;
+    let found: Vec<String> = df
+        .get_column_names()
+        .iter()
+        .map(|c| c.to_string())
+        .collect();
+    let missing: Vec<&str> = spec
+        .schema
+        .iter()
+        .map(|c| c.name.as_str())
+        .filter(|c| !found.iter().any(|f| f == c))
+        .collect();
+    if !missing.is_empty() {
+        return Err(FailureDetails::non_retryable(
+            "MissingColumns",
+            format!("landing file {file} lacks columns {missing:?}; it has {found:?}"),
+        ));
+    }
+    df.lazy()
+        .with_columns([
+            lit(lineage.ingested_at).alias("_ingested_at"),
+            lit(file).alias("_source_file"),
+            lit(lineage.run_id).alias("_run_id"),
+        ])
+        .collect()
+        .map_err(|e| failure("BronzeFailed", "adding lineage", e))
 }
 
 /// The bronze activity.
@@ -56,42 +113,28 @@ pub async fn bronze(lake: DataLake, input: BronzeInput) -> Result<BronzeOutput, 
     );
     let file = input.file.clone();
     let (parquet, rows) = blocking(move || {
-        let df = read_csv_as_text(bytes, &spec.landing.null_values).map_err(|e| {
-            failure(
-                "NotCsv",
-                &format!("landing file {file} is not readable CSV"),
-                e,
-            )
-        })?;
-        let found: Vec<String> = df
-            .get_column_names()
-            .iter()
-            .map(|c| c.to_string())
-            .collect();
-        let missing: Vec<&str> = spec
-            .schema
-            .iter()
-            .map(|c| c.name.as_str())
-            .filter(|c| !found.iter().any(|f| f == c))
-            .collect();
-        if !missing.is_empty() {
-            return Err(FailureDetails::non_retryable(
-                "MissingColumns",
-                format!("landing file {file} lacks columns {missing:?}; it has {found:?}"),
-            ));
+        let (header, body) = bytes.split_at(rows_reaching(&bytes, 1));
+        let lineage = Lineage {
+            file: &file,
+            ingested_at: &input.ingested_at,
+            run_id: &input.run_id,
+        };
+        let mut pieces = csv_pieces(body, PIECE_BYTES).into_iter();
+        let first = pieces.next().unwrap_or_default();
+        let mut frame = bronze_frame(&spec, header, first, &lineage)?;
+        let written = |e| failure("BronzeFailed", "writing parquet", e);
+        let mut parquet = Vec::new();
+        let mut writer = ParquetPieces::new(&mut parquet, frame.schema()).map_err(written)?;
+        let mut rows = 0;
+        loop {
+            rows += frame.height();
+            writer.write(&mut frame).map_err(written)?;
+            match pieces.next() {
+                Some(piece) => frame = bronze_frame(&spec, header, piece, &lineage)?,
+                None => break,
+            }
         }
-        let rows = df.height();
-        let mut df = df
-            .lazy()
-            .with_columns([
-                lit(input.ingested_at.clone()).alias("_ingested_at"),
-                lit(file.clone()).alias("_source_file"),
-                lit(input.run_id.clone()).alias("_run_id"),
-            ])
-            .collect()
-            .map_err(|e| failure("BronzeFailed", "adding lineage", e))?;
-        let parquet =
-            to_parquet(&mut df).map_err(|e| failure("BronzeFailed", "writing parquet", e))?;
+        writer.finish().map_err(written)?;
         Ok((parquet, rows))
     })
     .await?;

@@ -6,7 +6,7 @@ use flowforge_orchestrator::history::FailureDetails;
 use polars::prelude::*;
 
 /// Reads a CSV with every column as text (bronze keeps values as they came).
-pub fn read_csv_as_text(bytes: Vec<u8>, null_values: &[String]) -> PolarsResult<DataFrame> {
+pub fn read_csv_as_text(bytes: &[u8], null_values: &[String]) -> PolarsResult<DataFrame> {
     let nulls = if null_values.is_empty() {
         None
     } else {
@@ -23,6 +23,61 @@ pub fn read_csv_as_text(bytes: Vec<u8>, null_values: &[String]) -> PolarsResult<
         .finish()
 }
 
+/// A parquet file written one frame at a time (zstd; each frame becomes row groups), so
+/// a stage holds one frame, not the whole file's.
+pub struct ParquetPieces<W: std::io::Write>(polars::io::parquet::write::BatchedWriter<W>);
+
+impl<W: std::io::Write> ParquetPieces<W> {
+    /// A writer of frames of `schema` into `sink`.
+    pub fn new(sink: W, schema: &Schema) -> PolarsResult<Self> {
+        ParquetWriter::new(sink)
+            .with_compression(ParquetCompression::Zstd(None))
+            .batched(schema)
+            .map(Self)
+    }
+
+    /// Appends a frame.
+    pub fn write(&mut self, df: &mut DataFrame) -> PolarsResult<()> {
+        // Each chunk becomes a row group: one per frame, not one per parser chunk (hundreds
+        // of tiny row groups are slow to write and to read back).
+        df.rechunk_mut_par();
+        self.0.write_batch(df)
+    }
+
+    /// Writes the footer.
+    pub fn finish(self) -> PolarsResult<()> {
+        self.0.finish().map(drop)
+    }
+}
+
+/// The length of the first rows of `text` that reach at least `at_least` bytes, cut at a
+/// row end outside quotes (RFC 4180: a doubled quote inside a quoted field toggles twice),
+/// or the whole text.
+pub fn rows_reaching(text: &[u8], at_least: usize) -> usize {
+    let mut quoted = false;
+    for (i, byte) in text.iter().enumerate() {
+        match byte {
+            b'"' => quoted = !quoted,
+            b'\n' if !quoted && i + 1 >= at_least => return i + 1,
+            _ => {}
+        }
+    }
+    text.len()
+}
+
+/// CSV rows in pieces of about `target` bytes that each parse alone (at least one piece,
+/// empty for empty text). polars 0.55 has no batched CSV reader in its eager API.
+pub fn csv_pieces(text: &[u8], target: usize) -> Vec<&[u8]> {
+    let mut pieces = Vec::new();
+    let mut rest = text;
+    while !rest.is_empty() || pieces.is_empty() {
+        let (piece, tail) = rest.split_at(rows_reaching(rest, target));
+        pieces.push(piece);
+        rest = tail;
+    }
+    pieces
+}
+
 /// Parquet bytes of a frame (zstd).
 pub fn to_parquet(df: &mut DataFrame) -> PolarsResult<Vec<u8>> {
     let mut buffer = Vec::new();
@@ -32,9 +87,45 @@ pub fn to_parquet(df: &mut DataFrame) -> PolarsResult<Vec<u8>> {
     Ok(buffer)
 }
 
-/// A frame from parquet bytes.
-pub fn from_parquet(bytes: Vec<u8>) -> PolarsResult<DataFrame> {
-    ParquetReader::new(Cursor::new(bytes)).finish()
+/// A frame from parquet bytes: all columns, or only the named ones.
+pub fn from_parquet(bytes: &[u8], columns: Option<Vec<String>>) -> PolarsResult<DataFrame> {
+    ParquetReader::new(Cursor::new(bytes))
+        .with_columns(columns)
+        .finish()
+}
+
+/// The rows of a parquet file, `rows` at a time (at least one slice, maybe empty). Row
+/// groups outside a slice are skipped, so only one slice is decoded at once.
+pub fn parquet_slices(
+    bytes: &[u8],
+    rows: usize,
+    mut each: impl FnMut(DataFrame) -> PolarsResult<()>,
+) -> PolarsResult<()> {
+    let total = ParquetReader::new(Cursor::new(bytes)).num_rows()?;
+    let mut offset = 0;
+    loop {
+        let slice = ParquetReader::new(Cursor::new(bytes))
+            .with_slice(Some((offset, rows)))
+            .finish()?;
+        each(slice)?;
+        offset += rows;
+        if offset >= total {
+            return Ok(());
+        }
+    }
+}
+
+/// Frames of one schema one under the other (their chunks are kept, not copied); at
+/// least one frame.
+pub fn stack(frames: Vec<DataFrame>) -> PolarsResult<DataFrame> {
+    let mut frames = frames.into_iter();
+    let mut all = frames
+        .next()
+        .ok_or_else(|| polars_err!(NoData: "no frames to stack"))?;
+    for frame in frames {
+        all.vstack_mut_owned(frame)?;
+    }
+    Ok(all)
 }
 
 /// A polars error as a non-retryable failure of the given kind.
@@ -49,4 +140,79 @@ pub async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(work)
         .await
         .map_err(|e| FailureDetails::non_retryable("ActivityPanicked", e.to_string()))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pieces_end_at_row_ends_and_cover_the_text() {
+        let text = b"a,b\n1,2\n3,4\n5,6\n";
+        let pieces = csv_pieces(text, 5);
+        assert_eq!(pieces, vec![&b"a,b\n1,2\n"[..], b"3,4\n5,6\n"]);
+        assert_eq!(pieces.concat(), text);
+    }
+
+    #[test]
+    fn a_newline_inside_quotes_is_not_a_row_end() {
+        let text = b"\"x\ny\",1\n\"say \"\"hi\"\"\n\",2\n3,4";
+        let pieces = csv_pieces(text, 1);
+        assert_eq!(
+            pieces,
+            vec![&b"\"x\ny\",1\n"[..], b"\"say \"\"hi\"\"\n\",2\n", b"3,4"]
+        );
+    }
+
+    #[test]
+    fn the_header_is_the_first_row() {
+        let text = b"\"a\nb\",c\r\n1,2\r\n";
+        assert_eq!(&text[..rows_reaching(text, 1)], b"\"a\nb\",c\r\n");
+        assert_eq!(rows_reaching(b"only,a,header", 1), 13);
+    }
+
+    #[test]
+    fn empty_text_is_one_empty_piece() {
+        assert_eq!(csv_pieces(b"", 8), vec![&b""[..]]);
+    }
+
+    #[test]
+    fn pieces_parse_to_the_same_rows_as_the_whole() {
+        let mut text = b"n,s\n".to_vec();
+        for i in 0..1000 {
+            text.extend(format!("{i},\"row\n{i}\"\n").bytes());
+        }
+        let (header, body) = text.split_at(rows_reaching(&text, 1));
+        let whole = read_csv_as_text(&text, &[]).unwrap();
+        let parts: Vec<DataFrame> = csv_pieces(body, 1000)
+            .into_iter()
+            .map(|piece| read_csv_as_text(&[header, piece].concat(), &[]).unwrap())
+            .collect();
+        assert!(parts.len() > 5);
+        assert!(stack(parts).unwrap().equals(&whole));
+    }
+
+    #[test]
+    fn pieces_written_one_by_one_read_back_in_slices() {
+        let frame = |from: i64| df!("n" => (from..from + 100).collect::<Vec<_>>()).unwrap();
+        let mut bytes = Vec::new();
+        let mut first = frame(0);
+        let mut writer = ParquetPieces::new(&mut bytes, first.schema()).unwrap();
+        writer.write(&mut first).unwrap();
+        writer.write(&mut frame(100)).unwrap();
+        writer.finish().unwrap();
+        let mut slices = Vec::new();
+        parquet_slices(&bytes, 64, |slice| {
+            slices.push(slice);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(
+            slices.iter().map(DataFrame::height).collect::<Vec<_>>(),
+            [64, 64, 64, 8]
+        );
+        let all = stack(slices).unwrap();
+        let expected = df!("n" => (0..200i64).collect::<Vec<_>>()).unwrap();
+        assert!(all.equals(&expected));
+    }
 }

@@ -36,6 +36,24 @@ pub struct GoldOutput {
     pub manifest_path: String,
 }
 
+/// The silver columns gold reads: group keys, metric inputs and join keys that silver has
+/// (the others come from the dimensions). Reading only these keeps gold's frame small.
+fn silver_columns_used(spec: &DatasetSpec) -> Vec<String> {
+    let wanted = spec
+        .gold
+        .group_by
+        .iter()
+        .chain(spec.gold.metrics.iter().filter_map(|m| m.column.as_ref()))
+        .chain(spec.dimensions.iter().map(|d| &d.key));
+    let mut columns: Vec<String> = Vec::new();
+    for name in wanted {
+        if spec.column(name).is_some() && !columns.contains(name) {
+            columns.push(name.clone());
+        }
+    }
+    columns
+}
+
 fn aggregate(
     spec: &DatasetSpec,
     silver: Vec<DataFrame>,
@@ -108,16 +126,17 @@ pub async fn gold(lake: DataLake, input: GoldInput) -> Result<GoldOutput, Failur
     let work_spec = spec.clone();
     let (bytes, table) = blocking(move || {
         let spec = work_spec;
+        let columns = silver_columns_used(&spec);
         let silver = silver_bytes
-            .into_iter()
-            .map(from_parquet)
+            .iter()
+            .map(|bytes| from_parquet(bytes, Some(columns.clone())))
             .collect::<PolarsResult<Vec<_>>>()
             .map_err(|e| failure("GoldFailed", "reading silver", e))?;
         let dimensions = dimension_bytes
             .into_iter()
             .zip(&spec.dimensions)
             .map(|(bytes, d)| {
-                read_csv_as_text(bytes, &spec.landing.null_values)
+                read_csv_as_text(&bytes, &spec.landing.null_values)
                     .map_err(|e| failure("GoldFailed", &format!("reading dimension {}", d.name), e))
             })
             .collect::<Result<Vec<_>, _>>()?;

@@ -8,7 +8,7 @@ use flowforge_orchestrator::history::FailureDetails;
 use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::frames::{blocking, failure, from_parquet, to_parquet};
+use super::frames::{blocking, failure, parquet_slices, stack, to_parquet};
 use super::spec_for;
 use crate::lake::DataLake;
 use crate::spec::{ColumnType, DatasetSpec, Rule};
@@ -115,6 +115,10 @@ fn reject_reason(spec: &DatasetSpec) -> Expr {
     )
 }
 
+/// Bronze rows decoded at a time: the text columns of one slice are the largest frame
+/// silver holds besides the typed rows it keeps.
+const SLICE_ROWS: usize = 65_536;
+
 struct SilverFrames {
     rows_in: usize,
     rejects: DataFrame,
@@ -122,41 +126,89 @@ struct SilverFrames {
     duplicates: usize,
 }
 
-fn transform(spec: &DatasetSpec, frames: Vec<DataFrame>) -> PolarsResult<SilverFrames> {
-    let lazy: Vec<LazyFrame> = frames.into_iter().map(DataFrame::lazy).collect();
-    let all = concat(lazy, UnionArgs::default())?
-        .with_column(reject_reason(spec).alias("_reject_reason"))
-        .collect()?;
-    let rows_in = all.height();
-    let rejects = all
-        .clone()
-        .lazy()
-        .filter(col("_reject_reason").is_not_null())
-        .collect()?;
+/// Casts and checks bronze one slice at a time (text columns are dropped as soon as a slice
+/// is typed), then removes duplicates of the primary key.
+fn transform(spec: &DatasetSpec, bronze: Vec<Vec<u8>>) -> PolarsResult<SilverFrames> {
+    let reason = reject_reason(spec).alias("_reject_reason");
     let mut keep: Vec<Expr> = spec
         .schema
         .iter()
         .map(|c| typed(spec, &c.name).alias(c.name.as_str()))
         .collect();
     keep.extend(["_ingested_at", "_source_file", "_run_id"].map(col));
-    let valid = all
-        .lazy()
-        .filter(col("_reject_reason").is_null())
-        .select(keep)
-        .collect()?;
-    let before = valid.height();
+    let mut rows_in = 0;
+    let mut rejects = Vec::new();
+    let mut valid = Vec::new();
+    for file in bronze {
+        parquet_slices(&file, SLICE_ROWS, |slice| {
+            rows_in += slice.height();
+            let checked = slice.lazy().with_column(reason.clone()).collect()?;
+            rejects.push(
+                checked
+                    .clone()
+                    .lazy()
+                    .filter(col("_reject_reason").is_not_null())
+                    .collect()?,
+            );
+            valid.push(
+                checked
+                    .lazy()
+                    .filter(col("_reject_reason").is_null())
+                    .select(keep.clone())
+                    .collect()?,
+            );
+            Ok(())
+        })?;
+    }
+    let rejects = stack(rejects)?;
+    let valid = stack(valid)?;
     let key: Vec<Expr> = spec.primary_key.iter().map(|k| col(k.as_str())).collect();
-    let good = valid
+    // Counting distinct keys needs only the key columns; the rows are copied only when
+    // there are duplicates to drop.
+    let distinct = valid
+        .clone()
         .lazy()
-        .unique_stable_generic(Some(key), UniqueKeepStrategy::First)
-        .collect()?;
-    let duplicates = before - good.height();
+        .select(key.clone())
+        .unique_generic(None, UniqueKeepStrategy::Any)
+        .collect()?
+        .height();
+    let duplicates = valid.height() - distinct;
+    let good = if duplicates == 0 {
+        valid
+    } else {
+        valid
+            .lazy()
+            .unique_stable_generic(Some(key), UniqueKeepStrategy::First)
+            .collect()?
+    };
     Ok(SilverFrames {
         rows_in,
         rejects,
         good,
         duplicates,
     })
+}
+
+/// The rows of each partition (by the spec's partition columns, in order of first
+/// appearance) with its path segment, without copying the frame.
+fn partitions(spec: &DatasetSpec, good: &DataFrame) -> PolarsResult<Vec<(String, IdxCa)>> {
+    if spec.partition_by.is_empty() {
+        let all = IdxCa::from_vec("_row".into(), (0..good.height() as IdxSize).collect());
+        return Ok(vec![(String::new(), all)]);
+    }
+    let index = good
+        .select(spec.partition_by.iter().map(String::as_str))?
+        .with_row_index("_row".into(), None)?;
+    index
+        .partition_by_stable(spec.partition_by.iter().map(String::as_str), true)?
+        .into_iter()
+        .map(|part| {
+            Ok((
+                partition_dir(spec, &part)?,
+                part.column("_row")?.idx()?.clone(),
+            ))
+        })
+        .collect()
 }
 
 fn count_reasons(rejects: &DataFrame) -> PolarsResult<BTreeMap<String, usize>> {
@@ -196,32 +248,18 @@ pub async fn silver(lake: DataLake, input: SilverInput) -> Result<SilverOutput, 
     let work_spec = spec.clone();
     let (files, rejects_file, output) = blocking(move || {
         let spec = work_spec;
-        let frames = frames_bytes
-            .into_iter()
-            .map(from_parquet)
-            .collect::<PolarsResult<Vec<_>>>()
-            .map_err(|e| failure("SilverFailed", "reading bronze", e))?;
-        let result =
-            transform(&spec, frames).map_err(|e| failure("SilverFailed", "transforming", e))?;
+        let result = transform(&spec, frames_bytes)
+            .map_err(|e| failure("SilverFailed", "transforming", e))?;
         let rejected = count_reasons(&result.rejects)
             .map_err(|e| failure("SilverFailed", "counting rejects", e))?;
         let mut files = Vec::new();
-        let parts = if spec.partition_by.is_empty() {
-            vec![result.good.clone()]
-        } else {
-            result
-                .good
-                .partition_by_stable(spec.partition_by.iter().map(String::as_str), true)
-                .map_err(|e| failure("SilverFailed", "partitioning", e))?
-        };
-        for mut part in parts {
-            let dir = partition_dir(&spec, &part)
-                .map_err(|e| failure("SilverFailed", "partition path", e))?;
+        let parts = partitions(&spec, &result.good)
+            .map_err(|e| failure("SilverFailed", "partitioning", e))?;
+        for (dir, rows) in parts {
             let path = format!("{}/{dir}/run_id={run_id}.parquet", spec.name).replace("//", "/");
-            files.push((
-                path,
-                to_parquet(&mut part).map_err(|e| failure("SilverFailed", "writing parquet", e))?,
-            ));
+            let written = |e| failure("SilverFailed", "writing parquet", e);
+            let mut part = result.good.take(&rows).map_err(written)?;
+            files.push((path, to_parquet(&mut part).map_err(written)?));
         }
         let rejects_file = if result.rejects.height() > 0 {
             let mut rejects = result.rejects.clone();
