@@ -11,6 +11,7 @@ use flowforge_orchestrator::client::{Error as ClientError, IfRunning, StatusOpti
 use flowforge_orchestrator::clock::ManualClock;
 use flowforge_orchestrator::history::EventKind;
 use flowforge_orchestrator::prelude::*;
+use flowforge_orchestrator::runtime::WorkerHandle;
 use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -730,4 +731,114 @@ async fn history_kinds(client: &Client, id: &str) -> Vec<&'static str> {
         .iter()
         .map(|e| e.kind.type_name())
         .collect()
+}
+
+/// An orchestration racing a gated activity against an event, and a worker that would
+/// keep the activity running for an hour: what the tests below share.
+struct GatedRace {
+    gate: Arc<tokio::sync::Notify>,
+    entered: Arc<tokio::sync::Notify>,
+    client: Client,
+    worker: WorkerHandle,
+}
+
+fn gated_race() -> GatedRace {
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let entered = Arc::new(tokio::sync::Notify::new());
+    let (gate_in, entered_in) = (gate.clone(), entered.clone());
+    let registry = Registry::new()
+        .orchestration("race", |ctx: OrchestrationContext, _: Value| async move {
+            let work = ctx.call_activity::<Value>("gate", json!(null));
+            let cancel = ctx.wait_for_event::<Value>("cancel");
+            let (winner, value) = ctx.first_of(vec![work, cancel]).await;
+            Ok(json!({"winner": winner, "value": value?}))
+        })
+        .activity("gate", move |_ctx, _: Value| {
+            let (gate, entered) = (gate_in.clone(), entered_in.clone());
+            async move {
+                entered.notify_one();
+                gate.notified().await;
+                Ok(json!("worked"))
+            }
+        });
+    let backend = Arc::new(MemoryBackend::new());
+    let options = WorkerOptions {
+        min_idle_poll: Duration::from_millis(1),
+        max_idle_poll: Duration::from_millis(20),
+        // The activity stays in this process for the whole test: no hand-over after a
+        // budget delivers the event instead.
+        inline_budget: Duration::from_secs(3600),
+        lock_timeout: Duration::from_secs(7200),
+        ..WorkerOptions::default()
+    };
+    let worker = Worker::new(backend.clone(), registry, options).start();
+    GatedRace {
+        gate,
+        entered,
+        client: Client::new(backend),
+        worker,
+    }
+}
+
+/// An event for an instance whose activity runs inline is not held up by the activity:
+/// the orchestration sees it and finishes while the activity still runs; the activity's
+/// late result is then dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_reaches_an_instance_while_its_inline_activity_runs() {
+    let race = gated_race();
+    let id = race
+        .client
+        .start("race", StartOptions::default(), &json!(null))
+        .await
+        .unwrap();
+    race.entered.notified().await;
+    race.client
+        .raise_event(&id, "cancel", &"stop")
+        .await
+        .unwrap();
+    // The gate opens only after this: an event held up by the activity never completes
+    // the instance (a hang, not slowness), so the bound is not a timing claim.
+    let done = race
+        .client
+        .wait_for_completion(&id, Duration::from_secs(30))
+        .await
+        .expect("the event waited for the inline activity");
+    assert_eq!(done.runtime_status, RuntimeStatus::Completed);
+    assert_eq!(done.output, json!({"winner": 1, "value": "stop"}));
+    race.gate.notify_one();
+    race.worker.shutdown().await;
+    let kinds = history_kinds(&race.client, &id).await;
+    assert_eq!(kinds.last(), Some(&"ExecutionCompleted"));
+    assert!(!kinds.contains(&"ActivityCompleted"), "{kinds:?}");
+}
+
+/// Terminating an instance whose activity runs inline takes effect at once; the
+/// activity's late result does not reach the history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terminate_is_not_held_up_by_an_inline_activity() {
+    let race = gated_race();
+    let id = race
+        .client
+        .start("race", StartOptions::default(), &json!(null))
+        .await
+        .unwrap();
+    race.entered.notified().await;
+    race.client.terminate(&id, "enough").await.unwrap();
+    let done = race
+        .client
+        .wait_for_completion(&id, Duration::from_secs(30))
+        .await
+        .expect("the terminate waited for the inline activity");
+    assert_eq!(done.runtime_status, RuntimeStatus::Terminated);
+    race.gate.notify_one();
+    race.worker.shutdown().await;
+    let kinds = history_kinds(&race.client, &id).await;
+    assert_eq!(kinds.last(), Some(&"ExecutionTerminated"));
+    assert!(!kinds.contains(&"ActivityCompleted"), "{kinds:?}");
+    let status = race
+        .client
+        .status(&id, StatusOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(status.runtime_status, RuntimeStatus::Terminated);
 }

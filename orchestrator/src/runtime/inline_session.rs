@@ -19,6 +19,7 @@ use tracing::{debug, info_span, warn, Instrument};
 
 use super::activity_worker::{activity_context, result_kind};
 use super::episode_step::{step, Base, Committed, Stepped};
+use super::instance_locks::InstanceGuard;
 use super::{instance_cache, Shared};
 use crate::backend::{ActivityWorkItem, ETag, Error, Outbound, QueueMessage, QueueName};
 use crate::history::{FailureDetails, HistoryEvent};
@@ -136,6 +137,7 @@ pub(crate) async fn run(
     committed: (InstanceState, ETag, Vec<HistoryEvent>),
     mut activities: InlineActivities,
     ready: Vec<NewEvent>,
+    busy: InstanceGuard,
 ) -> bool {
     let budget = shared
         .options
@@ -149,16 +151,30 @@ pub(crate) async fn run(
         history,
     };
     let mut pending = (!ready.is_empty()).then_some(ready);
+    let mut busy = Some(busy);
     loop {
         let events = match pending.take() {
             Some(events) => events,
             None if activities.is_empty() => break,
-            None => match activities.next_results(shared, deadline).await {
-                Some(events) => events,
-                None => return hand_over(shared, activities.abandon().into_iter()).await,
-            },
+            None => {
+                // The instance is free while its activities run: an event or a terminate
+                // for it is not held up by them (their commit makes this session reload).
+                drop(busy.take());
+                let results = activities.next_results(shared, deadline).await;
+                busy = Some(shared.instance_locks.lock(instance_id).await);
+                match results {
+                    Some(events) => events,
+                    None => return hand_over(shared, activities.abandon().into_iter()).await,
+                }
+            }
         };
         match commit_results(shared, instance_id, &mut known, events).await {
+            // A finished or terminated instance takes no more results: the activities
+            // still running are stopped rather than handed over.
+            Ok(_) if known.state.status.is_terminal() => {
+                activities.abandon();
+                break;
+            }
             Ok(next) => activities.spawn_all(shared, next),
             Err(events) => {
                 // The results could not be committed: send them as messages instead, and

@@ -346,6 +346,7 @@ async fn process_instance(
             (state, etag, history),
             activities,
             ready,
+            busy,
         )
         .await;
         let delay = shared.options.defer_delay;
@@ -355,7 +356,6 @@ async fn process_instance(
             // Keep the messages: when they come back, the work is re-derived from history.
             settle(&shared, &queue, &messages, |_| Disposition::Defer, delay).await;
         }
-        drop(busy);
         drop(permit);
     };
     match sessions {
