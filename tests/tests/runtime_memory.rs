@@ -560,54 +560,71 @@ async fn client_operations_terminate_suspend_resume_restart_list_purge() {
     worker.shutdown().await;
 }
 
-/// An inline activity that outlives the session budget is handed to the work-item queue:
-/// it runs again there (at least once), and the instance still records one result.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn inline_activity_past_its_budget_is_handed_to_the_queue() {
+/// An orchestration of one activity that outlives the lock several times over, counting
+/// how often the activity starts, on a worker with a short lock and lease renewal.
+async fn run_long_activity(inline_activities: bool) -> (InstanceStatus, u32, u64) {
     let runs = Arc::new(AtomicU32::new(0));
     let counted = runs.clone();
     let registry = Registry::new()
-        .orchestration("slow", |ctx: OrchestrationContext, _: Value| async move {
-            let first: u32 = ctx.call_activity("slow_once", json!(null)).await?;
-            let second: u64 = ctx.call_activity("double", 21u64).await?;
-            Ok(json!([first, second]))
+        .orchestration("long", |ctx: OrchestrationContext, _: Value| async move {
+            let out: u32 = ctx.call_activity("long_work", json!(null)).await?;
+            Ok(out)
         })
-        .activity("slow_once", move |_ctx, _: Value| {
+        .activity("long_work", move |_ctx, _: Value| {
             let counted = counted.clone();
             async move {
-                // The first (inline) attempt outlives the budget; the queued one is quick.
-                if counted.fetch_add(1, Ordering::SeqCst) == 0 {
-                    tokio::time::sleep(Duration::from_secs(30)).await;
-                }
+                counted.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_secs(4)).await;
                 Ok(7u32)
             }
-        })
-        .activity("double", |_ctx, i: u64| async move { Ok(i * 2) });
+        });
     let backend = Arc::new(MemoryBackend::new());
     let options = WorkerOptions {
-        inline_budget: Duration::from_millis(300),
         min_idle_poll: Duration::from_millis(1),
         max_idle_poll: Duration::from_millis(20),
+        inline_activities,
+        // Without renewals the message would be delivered again after 1.5 s; renewals
+        // every 0.3 s leave 1.2 s of slack for a loaded machine.
+        lock_timeout: Duration::from_millis(1500),
+        lease_renewal: Duration::from_millis(300),
         ..WorkerOptions::default()
     };
     let worker = Worker::new(backend.clone(), registry, options).start();
     let client = Client::new(backend.clone());
     let id = client
-        .start("slow", StartOptions::default(), &json!(null))
+        .start("long", StartOptions::default(), &json!(null))
         .await
         .unwrap();
     let done = client.wait_for_completion(&id, WAIT).await.unwrap();
     worker.shutdown().await;
+    let renewals = backend
+        .transaction_counts()
+        .get("queue.update")
+        .copied()
+        .unwrap_or(0);
+    (done, runs.load(Ordering::SeqCst), renewals)
+}
+
+/// A long inline activity keeps the messages of its session hidden by renewing their
+/// lease: it runs once, in place, however long it takes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_inline_activity_renews_its_lease_and_runs_once() {
+    let (done, runs, renewals) = run_long_activity(true).await;
     assert_eq!(done.runtime_status, RuntimeStatus::Completed);
-    assert_eq!(done.output, json!([7, 42]));
-    assert!(
-        runs.load(Ordering::SeqCst) >= 2,
-        "the activity ran inline, then again from the queue"
-    );
-    let kinds = history_kinds(&client, &id).await;
-    let completed = kinds.iter().filter(|k| **k == "ActivityCompleted").count();
-    let scheduled = kinds.iter().filter(|k| **k == "ActivityScheduled").count();
-    assert_eq!((scheduled, completed), (2, 2), "{kinds:?}");
+    assert_eq!(done.output, json!(7));
+    assert_eq!(runs, 1, "the activity ran again after its lock expired");
+    assert!(renewals >= 2, "{renewals} renewals");
+}
+
+/// A long activity from the work-item queue renews its work item's lease: it is not
+/// delivered (and run) again while it runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_queued_activity_renews_its_lease_and_runs_once() {
+    let (done, runs, renewals) = run_long_activity(false).await;
+    assert_eq!(done.runtime_status, RuntimeStatus::Completed);
+    assert_eq!(done.output, json!(7));
+    assert_eq!(runs, 1, "the work item was delivered again while it ran");
+    assert!(renewals >= 2, "{renewals} renewals");
 }
 
 /// A message for an instance that is busy in an inline session waits for it without
@@ -640,8 +657,7 @@ async fn a_busy_instance_does_not_hold_up_its_partition() {
     let options = WorkerOptions {
         min_idle_poll: Duration::from_millis(1),
         max_idle_poll: Duration::from_millis(20),
-        // No hand-over rescues a blocked partition within the test's patience.
-        inline_budget: Duration::from_secs(3600),
+        // No redelivery rescues a blocked partition within the test's patience.
         lock_timeout: Duration::from_secs(7200),
         ..WorkerOptions::default()
     };
@@ -765,9 +781,8 @@ fn gated_race() -> GatedRace {
     let options = WorkerOptions {
         min_idle_poll: Duration::from_millis(1),
         max_idle_poll: Duration::from_millis(20),
-        // The activity stays in this process for the whole test: no hand-over after a
-        // budget delivers the event instead.
-        inline_budget: Duration::from_secs(3600),
+        // The messages stay hidden for the whole test: no redelivery delivers the event
+        // instead.
         lock_timeout: Duration::from_secs(7200),
         ..WorkerOptions::default()
     };

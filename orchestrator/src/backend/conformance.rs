@@ -30,6 +30,7 @@ where
     commit_sends_its_messages_only_on_success(factory().await).await;
     received_messages_are_hidden_until_deleted_or_abandoned(factory().await).await;
     delayed_messages_stay_invisible_until_due(factory().await).await;
+    a_renewed_lease_outlasts_the_first_lock(factory().await).await;
     malformed_and_dead_lettered_messages(factory().await).await;
     list_filters_and_pages(factory().await).await;
     delete_removes_state_history_and_payloads(factory().await).await;
@@ -305,6 +306,36 @@ pub async fn received_messages_are_hidden_until_deleted_or_abandoned(backend: Ar
         receive_all(backend.as_ref(), &queue).await.is_empty(),
         "gone after delete"
     );
+}
+
+/// A lease renewal keeps a received message hidden past its first lock, and only the
+/// renewed receipt deletes it.
+pub async fn a_renewed_lease_outlasts_the_first_lock(backend: Arc<dyn Backend>) {
+    let queue = QueueName::Work;
+    let message = Outbound {
+        queue: queue.clone(),
+        ..start_message(backend.as_ref(), "i-lease")
+    };
+    backend.send(&message).await.unwrap();
+    let first = backend
+        .receive(&queue, 32, Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert_eq!(first.len(), 1);
+    let renewed = backend
+        .renew(&queue, &first[0].receipt, Duration::from_secs(30))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        receive_all(backend.as_ref(), &queue).await.is_empty(),
+        "still hidden after the first lock ran out"
+    );
+    assert!(
+        backend.delete(&queue, &first[0].receipt).await.is_err(),
+        "the first receipt is stale"
+    );
+    backend.delete(&queue, &renewed).await.unwrap();
 }
 
 /// A delayed message (a durable timer) is invisible until its time, then delivered.

@@ -195,6 +195,18 @@ pub trait QueueStore: Send + Sync {
         delay: Duration,
     ) -> Result<Receipt, Error>;
 
+    /// Keeps a received message hidden for `lock` more while its work runs (a lease
+    /// renewal). Returns its new receipt. By default the same visibility update as
+    /// [`abandon`](Self::abandon).
+    async fn renew(
+        &self,
+        queue: &QueueName,
+        receipt: &Receipt,
+        lock: Duration,
+    ) -> Result<Receipt, Error> {
+        self.abandon(queue, receipt, lock).await
+    }
+
     /// Puts a letter into the queue's dead-letter queue (without touching the original).
     async fn put_dead_letter(&self, queue: &QueueName, letter: &DeadLetter) -> Result<(), Error>;
 

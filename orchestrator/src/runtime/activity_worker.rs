@@ -7,7 +7,7 @@ use tokio::task::JoinSet;
 use tracing::{debug, info_span, warn, Instrument};
 
 use super::episode_effects::to_instance;
-use super::{idle_or_stop, next_idle, Shared};
+use super::{idle_or_stop, lease, next_idle, Shared};
 use crate::backend::{ActivityWorkItem, QueueMessage, QueueName, Received};
 use crate::history::{EventKind, FailureDetails};
 use crate::registry::ActivityContext;
@@ -85,6 +85,7 @@ pub(crate) async fn handle(shared: &Shared, received: Received) {
     let span = info_span!("activity", instance_id = %item.instance_id, activity = %item.name,
         activity_id = item.scheduled_id, trace_parent = item.trace_parent.as_deref().unwrap_or(""));
     async {
+        let mut receipt = received.receipt.clone();
         let result = if received.dequeue_count > shared.options.max_dequeue_count {
             let reason = format!(
                 "the work item was delivered {} times (limit {}) without completing",
@@ -93,11 +94,21 @@ pub(crate) async fn handle(shared: &Shared, received: Received) {
             dead_letter(shared, &received, &reason).await;
             Err(FailureDetails::non_retryable("PoisonMessage", reason))
         } else {
-            execute(shared, &item, received.dequeue_count).await
+            let work = execute(shared, &item, received.dequeue_count);
+            tokio::pin!(work);
+            let period = lease::renewal_period(&shared.options);
+            loop {
+                tokio::select! {
+                    result = &mut work => break result,
+                    _ = tokio::time::sleep(period) => {
+                        lease::renew_all(shared, &queue, std::iter::once(&mut receipt)).await;
+                    }
+                }
+            }
         };
         let reported = report(shared, &item, result).await;
         if reported && received.dequeue_count <= shared.options.max_dequeue_count {
-            if let Err(error) = shared.backend.delete(&queue, &received.receipt).await {
+            if let Err(error) = shared.backend.delete(&queue, &receipt).await {
                 debug!(%error, "work item already gone (redelivered elsewhere)");
             }
         }

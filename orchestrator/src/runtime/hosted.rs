@@ -170,6 +170,19 @@ impl QueueStore for HostQueue {
         Ok(receipt.clone())
     }
 
+    async fn renew(
+        &self,
+        queue: &QueueName,
+        receipt: &Receipt,
+        lock: Duration,
+    ) -> Result<Receipt, Error> {
+        if host_owned(receipt) {
+            // The host keeps an invocation's message hidden while the invocation runs.
+            return Ok(receipt.clone());
+        }
+        self.inner.renew(queue, receipt, lock).await
+    }
+
     async fn put_dead_letter(&self, queue: &QueueName, letter: &DeadLetter) -> Result<(), Error> {
         self.inner.put_dead_letter(queue, letter).await
     }

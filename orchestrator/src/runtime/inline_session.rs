@@ -5,8 +5,9 @@
 //! Durability comes from the messages that started the session: they stay locked (not
 //! deleted) until every inline result is committed. If the process dies, they come back
 //! with a dequeue count above one and the worker re-derives the unanswered activities from
-//! history and sends them through the work-item queue. An activity that outlives the
-//! session budget is handed over the same way, explicitly. Each step is still one commit
+//! history and sends them through the work-item queue. While activities run, the session
+//! renews the messages' lease every `lease_renewal`; if a renewal fails, the activities
+//! still running are handed over the same way, explicitly. Each step is still one commit
 //! under the state row's ETag, so a concurrent writer makes the session reload, never
 //! overwrite.
 
@@ -20,8 +21,10 @@ use tracing::{debug, info_span, warn, Instrument};
 use super::activity_worker::{activity_context, result_kind};
 use super::episode_step::{step, Base, Committed, Stepped};
 use super::instance_locks::InstanceGuard;
-use super::{instance_cache, Shared};
-use crate::backend::{ActivityWorkItem, ETag, Error, Outbound, QueueMessage, QueueName};
+use super::{instance_cache, lease, Shared};
+use crate::backend::{
+    ActivityWorkItem, ETag, Error, OrchestratorMessage, Outbound, QueueMessage, QueueName, Received,
+};
 use crate::history::{FailureDetails, HistoryEvent};
 use crate::replay::NewEvent;
 use crate::status::InstanceState;
@@ -137,13 +140,14 @@ pub(crate) async fn run(
     committed: (InstanceState, ETag, Vec<HistoryEvent>),
     mut activities: InlineActivities,
     ready: Vec<NewEvent>,
-    busy: InstanceGuard,
+    (busy, queue, messages): (
+        InstanceGuard,
+        &QueueName,
+        &mut [(Received, OrchestratorMessage)],
+    ),
 ) -> bool {
-    let budget = shared
-        .options
-        .inline_budget
-        .min(shared.options.lock_timeout / 2);
-    let deadline = Instant::now() + budget;
+    let period = lease::renewal_period(&shared.options);
+    let mut renew_at = Instant::now() + period;
     let (state, etag, history) = committed;
     let mut known = Known {
         state,
@@ -160,11 +164,19 @@ pub(crate) async fn run(
                 // The instance is free while its activities run: an event or a terminate
                 // for it is not held up by them (their commit makes this session reload).
                 drop(busy.take());
-                let results = activities.next_results(shared, deadline).await;
+                let results = activities.next_results(shared, renew_at).await;
                 busy = Some(shared.instance_locks.lock(instance_id).await);
                 match results {
                     Some(events) => events,
-                    None => return hand_over(shared, activities.abandon().into_iter()).await,
+                    None => {
+                        // Still running: keep the messages hidden for another lock.
+                        let receipts = messages.iter_mut().map(|(m, _)| &mut m.receipt);
+                        if !lease::renew_all(shared, queue, receipts).await {
+                            return hand_over(shared, activities.abandon().into_iter()).await;
+                        }
+                        renew_at = Instant::now() + period;
+                        continue;
+                    }
                 }
             }
         };

@@ -1,6 +1,7 @@
-//! One episode (or inline session) per instance at a time within this process: messages
-//! for an instance that is busy here wait for it instead of racing its commits (a lost race
-//! costs a redelivery, and redeliveries count towards poison).
+//! One episode (or inline session commit) per instance at a time within this process:
+//! messages for an instance that is busy here wait for it instead of racing its commits (a
+//! lost race costs a redelivery, and redeliveries count towards poison). An inline session
+//! lets go while its activities run, so it never holds up an event or a terminate.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -9,6 +9,7 @@ mod idle;
 mod inline_session;
 mod instance_cache;
 mod instance_locks;
+mod lease;
 mod orchestration_worker;
 
 pub use hosted::HostedWorker;
@@ -59,9 +60,10 @@ pub struct WorkerOptions {
     /// of sending them through the work-item queue (see `inline_session`). Saves a queue
     /// round trip and an episode load per activity; durability is unchanged.
     pub inline_activities: bool,
-    /// How long an inline session waits for its activities before handing the unfinished
-    /// ones to the work-item queue (capped at half the lock timeout).
-    pub inline_budget: Duration,
+    /// While an activity runs (from the work-item queue or inline), the messages it came
+    /// from are hidden again for `lock_timeout` this often (a lease renewal; capped at half
+    /// the lock timeout), so work may outlast the lock without being delivered twice.
+    pub lease_renewal: Duration,
     /// How long an episode that only started inline activities waits for them before its
     /// commit, so that a short orchestration commits its start and its results as one.
     /// Zero: commit first, always.
@@ -84,7 +86,7 @@ impl Default for WorkerOptions {
             defer_delay: Duration::from_millis(200),
             partitions: None,
             inline_activities: true,
-            inline_budget: Duration::from_secs(60),
+            lease_renewal: Duration::from_secs(60),
             inline_merge_window: Duration::from_millis(20),
         }
     }

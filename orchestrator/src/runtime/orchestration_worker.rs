@@ -333,6 +333,7 @@ async fn process_instance(
         return;
     };
     let finish = async move {
+        let mut messages = messages;
         let Session {
             state,
             etag,
@@ -346,7 +347,7 @@ async fn process_instance(
             (state, etag, history),
             activities,
             ready,
-            busy,
+            (busy, &queue, &mut messages),
         )
         .await;
         let delay = shared.options.defer_delay;

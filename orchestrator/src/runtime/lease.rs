@@ -1,0 +1,36 @@
+//! Lease renewal: work that runs longer than the lock keeps the messages it came from
+//! hidden, so they are not delivered again while it runs. If the process dies, the
+//! renewals stop and the messages come back after at most one lock timeout.
+
+use std::time::Duration;
+
+use tracing::warn;
+
+use super::{Shared, WorkerOptions};
+use crate::backend::{QueueName, Receipt};
+
+/// How often leases are renewed: the configured period, at most half the lock.
+pub(crate) fn renewal_period(options: &WorkerOptions) -> Duration {
+    options.lease_renewal.min(options.lock_timeout / 2)
+}
+
+/// Hides each message for another lock timeout, updating its receipt in place. False when
+/// any renewal failed (that message may be delivered again).
+pub(crate) async fn renew_all<'a>(
+    shared: &Shared,
+    queue: &QueueName,
+    receipts: impl Iterator<Item = &'a mut Receipt>,
+) -> bool {
+    let lock = shared.options.lock_timeout;
+    let mut all_renewed = true;
+    for receipt in receipts {
+        match shared.backend.renew(queue, receipt, lock).await {
+            Ok(renewed) => *receipt = renewed,
+            Err(error) => {
+                warn!(%error, "renewing a message's lease failed; it may be delivered again");
+                all_renewed = false;
+            }
+        }
+    }
+    all_renewed
+}
