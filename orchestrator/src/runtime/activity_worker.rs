@@ -95,13 +95,18 @@ pub(crate) async fn handle(shared: &Shared, received: Received) {
             Err(FailureDetails::non_retryable("PoisonMessage", reason))
         } else {
             let work = execute(shared, &item, received.dequeue_count);
-            tokio::pin!(work);
-            let period = lease::renewal_period(&shared.options);
-            loop {
-                tokio::select! {
-                    result = &mut work => break result,
-                    _ = tokio::time::sleep(period) => {
-                        lease::renew_all(shared, &queue, std::iter::once(&mut receipt)).await;
+            match lease::renewal_period(&shared.options) {
+                None => work.await,
+                Some(period) => {
+                    tokio::pin!(work);
+                    loop {
+                        tokio::select! {
+                            result = &mut work => break result,
+                            _ = tokio::time::sleep(period) => {
+                                let receipts = std::iter::once(&mut receipt);
+                                lease::renew_all(shared, &queue, receipts).await;
+                            }
+                        }
                     }
                 }
             }

@@ -146,7 +146,9 @@ pub(crate) async fn run(
         &mut [(Received, OrchestratorMessage)],
     ),
 ) -> bool {
-    let period = lease::renewal_period(&shared.options);
+    // Renewals off: hand the activities over before the messages' lock runs out.
+    let renewal = lease::renewal_period(&shared.options);
+    let period = renewal.unwrap_or(shared.options.lock_timeout / 2);
     let mut renew_at = Instant::now() + period;
     let (state, etag, history) = committed;
     let mut known = Known {
@@ -171,7 +173,7 @@ pub(crate) async fn run(
                     None => {
                         // Still running: keep the messages hidden for another lock.
                         let receipts = messages.iter_mut().map(|(m, _)| &mut m.receipt);
-                        if !lease::renew_all(shared, queue, receipts).await {
+                        if renewal.is_none() || !lease::renew_all(shared, queue, receipts).await {
                             return hand_over(shared, activities.abandon().into_iter()).await;
                         }
                         renew_at = Instant::now() + period;

@@ -9,9 +9,10 @@ use tracing::warn;
 use super::{Shared, WorkerOptions};
 use crate::backend::{QueueName, Receipt};
 
-/// How often leases are renewed: the configured period, at most half the lock.
-pub(crate) fn renewal_period(options: &WorkerOptions) -> Duration {
-    options.lease_renewal.min(options.lock_timeout / 2)
+/// How often leases are renewed: the configured period, at most half the lock; `None`
+/// when renewals are off (`lease_renewal` zero).
+pub(crate) fn renewal_period(options: &WorkerOptions) -> Option<Duration> {
+    (!options.lease_renewal.is_zero()).then(|| options.lease_renewal.min(options.lock_timeout / 2))
 }
 
 /// Hides each message for another lock timeout, updating its receipt in place. False when

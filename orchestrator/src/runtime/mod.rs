@@ -63,6 +63,9 @@ pub struct WorkerOptions {
     /// While an activity runs (from the work-item queue or inline), the messages it came
     /// from are hidden again for `lock_timeout` this often (a lease renewal; capped at half
     /// the lock timeout), so work may outlast the lock without being delivered twice.
+    /// Zero turns renewals off: an inline session then hands its running activities to the
+    /// work-item queue at half the lock, and an activity's lock that runs out means a
+    /// delivery again.
     pub lease_renewal: Duration,
     /// How long an episode that only started inline activities waits for them before its
     /// commit, so that a short orchestration commits its start and its results as one.
