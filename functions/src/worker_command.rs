@@ -53,6 +53,10 @@ pub struct WorkerArgs {
     /// registered here in the worker that scheduled them.
     #[arg(long, env = "FLOWFORGE_NO_INLINE_ACTIVITIES")]
     pub no_inline_activities: bool,
+    /// Longest an activity may run, in seconds, before it fails with `ActivityTimedOut`
+    /// (unset: no limit).
+    #[arg(long, env = "FLOWFORGE_ACTIVITY_TIMEOUT_SECS")]
+    pub activity_timeout_secs: Option<u64>,
 }
 
 impl WorkerArgs {
@@ -89,6 +93,9 @@ pub async fn run(args: WorkerArgs, storage: StorageArgs, registry: Registry) -> 
         idle_warm_period: std::time::Duration::from_secs(args.idle_warm_secs),
         idle_sweep: std::time::Duration::from_secs(args.idle_sweep_secs.max(1)),
         inline_activities: !args.no_inline_activities,
+        activity_timeout: args
+            .activity_timeout_secs
+            .map(std::time::Duration::from_secs),
         ..WorkerOptions::default()
     };
     let state = ApiState {

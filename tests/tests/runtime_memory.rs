@@ -410,6 +410,44 @@ async fn unknown_activity_fails_the_instance_clearly() {
     worker.shutdown().await;
 }
 
+/// An activity that runs past `activity_timeout` fails with `ActivityTimedOut`, whether it
+/// runs inline or from the work-item queue; the instance fails with that failure.
+#[rstest::rstest]
+#[case::inline(true)]
+#[case::queued(false)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_activity_past_its_timeout_fails_clearly(#[case] inline_activities: bool) {
+    let backend = Arc::new(MemoryBackend::new());
+    let registry = Registry::new()
+        .orchestration("stuck", |ctx: OrchestrationContext, _: Value| async move {
+            let v: Value = ctx.call_activity("hang", ()).await?;
+            Ok(v)
+        })
+        .activity("hang", |_ctx, _: Value| async move {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            Ok(json!("never"))
+        });
+    let options = WorkerOptions {
+        min_idle_poll: Duration::from_millis(1),
+        max_idle_poll: Duration::from_millis(20),
+        inline_activities,
+        activity_timeout: Some(Duration::from_millis(200)),
+        ..WorkerOptions::default()
+    };
+    let worker = Worker::new(backend.clone(), registry, options).start();
+    let client = Client::new(backend);
+    let id = client
+        .start("stuck", StartOptions::default(), &json!(null))
+        .await
+        .unwrap();
+    let status = client.wait_for_completion(&id, WAIT).await.unwrap();
+    worker.shutdown().await;
+    assert_eq!(status.runtime_status, RuntimeStatus::Failed);
+    let failure = status.failure.unwrap();
+    assert_eq!(failure.kind, "ActivityTimedOut");
+    assert!(failure.message.contains("'hang'"), "{}", failure.message);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_operations_terminate_suspend_resume_restart_list_purge() {
     let (_backend, client, worker) = setup();

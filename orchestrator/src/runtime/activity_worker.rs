@@ -134,8 +134,13 @@ async fn execute(
         ));
     };
     let ctx = activity_context(item, delivery_count);
+    let work = bounded(
+        shared.options.activity_timeout,
+        &item.name,
+        activity(ctx, item.input.clone()),
+    );
     // A panic stays inside the spawned task and becomes a failure of this activity.
-    match tokio::spawn(activity(ctx, item.input.clone())).await {
+    match tokio::spawn(work).await {
         Ok(result) => result,
         Err(join) => Err(FailureDetails::new(
             "ActivityPanicked",
@@ -145,6 +150,27 @@ async fn execute(
 }
 
 /// What an activity knows about a work item.
+/// An activity's run bounded by `limit`: past it, the activity fails with
+/// `ActivityTimedOut` (retryable).
+pub(crate) fn bounded(
+    limit: Option<std::time::Duration>,
+    name: &str,
+    work: impl std::future::Future<Output = Result<serde_json::Value, FailureDetails>>,
+) -> impl std::future::Future<Output = Result<serde_json::Value, FailureDetails>> {
+    let name = name.to_owned();
+    async move {
+        let Some(limit) = limit else {
+            return work.await;
+        };
+        tokio::time::timeout(limit, work).await.unwrap_or_else(|_| {
+            Err(FailureDetails::new(
+                "ActivityTimedOut",
+                format!("activity '{name}' ran longer than {limit:?}"),
+            ))
+        })
+    }
+}
+
 pub(crate) fn activity_context(item: &ActivityWorkItem, delivery_count: u32) -> ActivityContext {
     ActivityContext {
         instance_id: item.instance_id.clone(),

@@ -18,7 +18,7 @@ use tokio::task::{Id, JoinSet};
 use tokio::time::Instant;
 use tracing::{debug, info_span, warn, Instrument};
 
-use super::activity_worker::{activity_context, result_kind};
+use super::activity_worker::{activity_context, bounded, result_kind};
 use super::episode_step::{step, Base, Committed, Stepped};
 use super::instance_locks::InstanceGuard;
 use super::{instance_cache, lease, Shared};
@@ -117,7 +117,11 @@ impl InlineActivities {
             let span = info_span!("activity", instance_id = %item.instance_id, activity = %item.name,
                 activity_id = item.scheduled_id, inline = true,
                 trace_parent = item.trace_parent.as_deref().unwrap_or(""));
-            let future = activity(activity_context(&item, 1), item.input.clone());
+            let future = bounded(
+                shared.options.activity_timeout,
+                &item.name,
+                activity(activity_context(&item, 1), item.input.clone()),
+            );
             let handle = self.running.spawn(future.instrument(span));
             self.outstanding.insert(handle.id(), item);
         }

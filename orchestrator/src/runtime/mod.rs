@@ -67,6 +67,12 @@ pub struct WorkerOptions {
     /// work-item queue at half the lock, and an activity's lock that runs out means a
     /// delivery again.
     pub lease_renewal: Duration,
+    /// Longest an activity may run, inline or from the work-item queue; past it the
+    /// activity fails with `ActivityTimedOut` (retryable, so a retry policy may run it
+    /// again). `None`: no limit (the Functions host's `functionTimeout` still bounds the
+    /// invocation there). Work inside `spawn_blocking` cannot be interrupted: its result
+    /// is dropped when it comes.
+    pub activity_timeout: Option<Duration>,
     /// How long an episode that only started inline activities waits for them before its
     /// commit, so that a short orchestration commits its start and its results as one.
     /// Zero: commit first, always.
@@ -90,6 +96,7 @@ impl Default for WorkerOptions {
             partitions: None,
             inline_activities: true,
             lease_renewal: Duration::from_secs(60),
+            activity_timeout: None,
             inline_merge_window: Duration::from_millis(20),
         }
     }
