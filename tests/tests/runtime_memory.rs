@@ -70,6 +70,15 @@ fn registry() -> Registry {
         })
 }
 
+/// Default options, with idle polling short enough for tests that wait on each step.
+fn polling_quickly() -> WorkerOptions {
+    WorkerOptions {
+        min_idle_poll: Duration::from_millis(1),
+        max_idle_poll: Duration::from_millis(20),
+        ..WorkerOptions::default()
+    }
+}
+
 fn setup() -> (
     Arc<MemoryBackend>,
     Client,
@@ -428,11 +437,9 @@ async fn an_activity_past_its_timeout_fails_clearly(#[case] inline_activities: b
             Ok(json!("never"))
         });
     let options = WorkerOptions {
-        min_idle_poll: Duration::from_millis(1),
-        max_idle_poll: Duration::from_millis(20),
         inline_activities,
         activity_timeout: Some(Duration::from_millis(200)),
-        ..WorkerOptions::default()
+        ..polling_quickly()
     };
     let worker = Worker::new(backend.clone(), registry, options).start();
     let client = Client::new(backend);
@@ -618,14 +625,12 @@ async fn run_long_activity(inline_activities: bool) -> (InstanceStatus, u32, u64
         });
     let backend = Arc::new(MemoryBackend::new());
     let options = WorkerOptions {
-        min_idle_poll: Duration::from_millis(1),
-        max_idle_poll: Duration::from_millis(20),
         inline_activities,
         // Without renewals the message would be delivered again after 1.5 s; renewals
         // every 0.3 s leave 1.2 s of slack for a loaded machine.
         lock_timeout: Duration::from_millis(1500),
         lease_renewal: Duration::from_millis(300),
-        ..WorkerOptions::default()
+        ..polling_quickly()
     };
     let worker = Worker::new(backend.clone(), registry, options).start();
     let client = Client::new(backend.clone());
@@ -693,11 +698,9 @@ async fn a_busy_instance_does_not_hold_up_its_partition() {
         .activity("double", |_ctx, i: u64| async move { Ok(i * 2) });
     let backend = Arc::new(MemoryBackend::new().with_partitions(1));
     let options = WorkerOptions {
-        min_idle_poll: Duration::from_millis(1),
-        max_idle_poll: Duration::from_millis(20),
         // No redelivery rescues a blocked partition within the test's patience.
         lock_timeout: Duration::from_secs(7200),
-        ..WorkerOptions::default()
+        ..polling_quickly()
     };
     let worker = Worker::new(backend.clone(), registry, options).start();
     let client = Client::new(backend.clone());
@@ -738,11 +741,9 @@ async fn a_quick_orchestration_is_committed_once() {
         .activity("double", |_ctx, i: u64| async move { Ok(i * 2) });
     let backend = Arc::new(MemoryBackend::new());
     let options = WorkerOptions {
-        min_idle_poll: Duration::from_millis(1),
-        max_idle_poll: Duration::from_millis(20),
         // Wide enough that the no-op activity always finishes inside it.
         inline_merge_window: Duration::from_secs(30),
-        ..WorkerOptions::default()
+        ..polling_quickly()
     };
     let worker = Worker::new(backend.clone(), registry, options).start();
     let client = Client::new(backend.clone());
@@ -817,12 +818,10 @@ fn gated_race() -> GatedRace {
         });
     let backend = Arc::new(MemoryBackend::new());
     let options = WorkerOptions {
-        min_idle_poll: Duration::from_millis(1),
-        max_idle_poll: Duration::from_millis(20),
         // The messages stay hidden for the whole test: no redelivery delivers the event
         // instead.
         lock_timeout: Duration::from_secs(7200),
-        ..WorkerOptions::default()
+        ..polling_quickly()
     };
     let worker = Worker::new(backend.clone(), registry, options).start();
     GatedRace {
