@@ -832,34 +832,52 @@ fn gated_race() -> GatedRace {
     }
 }
 
+impl GatedRace {
+    /// Starts the race; returns once its activity runs (and waits at the gate).
+    async fn start(&self) -> String {
+        let id = self
+            .client
+            .start("race", StartOptions::default(), &json!(null))
+            .await
+            .unwrap();
+        self.entered.notified().await;
+        id
+    }
+
+    /// The instance once finished, with the gate still closed: something held up by the
+    /// activity never finishes it (a hang, not slowness), so the bound is not a timing
+    /// claim.
+    async fn finished_while_gated(&self, id: &str) -> InstanceStatus {
+        self.client
+            .wait_for_completion(id, Duration::from_secs(30))
+            .await
+            .expect("held up by the inline activity")
+    }
+
+    /// Opens the gate, stops the worker once the late result is dealt with, and returns
+    /// the kinds of the instance's history events.
+    async fn release(self, id: &str) -> Vec<&'static str> {
+        self.gate.notify_one();
+        self.worker.shutdown().await;
+        history_kinds(&self.client, id).await
+    }
+}
+
 /// An event for an instance whose activity runs inline is not held up by the activity:
 /// the orchestration sees it and finishes while the activity still runs; the activity's
 /// late result is then dropped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_reaches_an_instance_while_its_inline_activity_runs() {
     let race = gated_race();
-    let id = race
-        .client
-        .start("race", StartOptions::default(), &json!(null))
-        .await
-        .unwrap();
-    race.entered.notified().await;
+    let id = race.start().await;
     race.client
         .raise_event(&id, "cancel", &"stop")
         .await
         .unwrap();
-    // The gate opens only after this: an event held up by the activity never completes
-    // the instance (a hang, not slowness), so the bound is not a timing claim.
-    let done = race
-        .client
-        .wait_for_completion(&id, Duration::from_secs(30))
-        .await
-        .expect("the event waited for the inline activity");
+    let done = race.finished_while_gated(&id).await;
     assert_eq!(done.runtime_status, RuntimeStatus::Completed);
     assert_eq!(done.output, json!({"winner": 1, "value": "stop"}));
-    race.gate.notify_one();
-    race.worker.shutdown().await;
-    let kinds = history_kinds(&race.client, &id).await;
+    let kinds = race.release(&id).await;
     assert_eq!(kinds.last(), Some(&"ExecutionCompleted"));
     assert!(!kinds.contains(&"ActivityCompleted"), "{kinds:?}");
 }
@@ -869,28 +887,14 @@ async fn an_event_reaches_an_instance_while_its_inline_activity_runs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn terminate_is_not_held_up_by_an_inline_activity() {
     let race = gated_race();
-    let id = race
-        .client
-        .start("race", StartOptions::default(), &json!(null))
-        .await
-        .unwrap();
-    race.entered.notified().await;
+    let id = race.start().await;
     race.client.terminate(&id, "enough").await.unwrap();
-    let done = race
-        .client
-        .wait_for_completion(&id, Duration::from_secs(30))
-        .await
-        .expect("the terminate waited for the inline activity");
+    let done = race.finished_while_gated(&id).await;
     assert_eq!(done.runtime_status, RuntimeStatus::Terminated);
-    race.gate.notify_one();
-    race.worker.shutdown().await;
-    let kinds = history_kinds(&race.client, &id).await;
+    let client = race.client.clone();
+    let kinds = race.release(&id).await;
     assert_eq!(kinds.last(), Some(&"ExecutionTerminated"));
     assert!(!kinds.contains(&"ActivityCompleted"), "{kinds:?}");
-    let status = race
-        .client
-        .status(&id, StatusOptions::default())
-        .await
-        .unwrap();
+    let status = client.status(&id, StatusOptions::default()).await.unwrap();
     assert_eq!(status.runtime_status, RuntimeStatus::Terminated);
 }
