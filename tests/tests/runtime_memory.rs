@@ -898,3 +898,107 @@ async fn terminate_is_not_held_up_by_an_inline_activity() {
     let status = client.status(&id, StatusOptions::default()).await.unwrap();
     assert_eq!(status.runtime_status, RuntimeStatus::Terminated);
 }
+
+/// A registry whose `blocked` orchestration calls an activity that waits for `gate` (a
+/// signal on `entered` as it starts); `double` is quick.
+fn gated_registry(
+    gate: Arc<tokio::sync::Notify>,
+    entered: Arc<tokio::sync::Semaphore>,
+) -> Registry {
+    Registry::new()
+        .orchestration(
+            "blocked",
+            |ctx: OrchestrationContext, _: Value| async move {
+                let v: Value = ctx.call_activity("wait_at_gate", json!(null)).await?;
+                Ok(v)
+            },
+        )
+        .orchestration("quick", |ctx: OrchestrationContext, i: u64| async move {
+            ctx.call_activity::<u64>("double", i).await
+        })
+        .activity("wait_at_gate", move |_ctx, _: Value| {
+            let (gate, entered) = (gate.clone(), entered.clone());
+            async move {
+                entered.add_permits(1);
+                gate.notified().await;
+                Ok(json!("through"))
+            }
+        })
+        .activity("double", |_ctx, i: u64| async move { Ok(i * 2) })
+}
+
+/// Long inline activities do not hold the worker's episode slots: with two slots and two
+/// instances blocked in their activities, a third instance still runs to completion.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_inline_activities_do_not_starve_other_instances() {
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let entered = Arc::new(tokio::sync::Semaphore::new(0));
+    let backend = Arc::new(MemoryBackend::new());
+    let options = WorkerOptions {
+        orchestration_concurrency: 2,
+        lock_timeout: Duration::from_secs(7200),
+        ..polling_quickly()
+    };
+    let registry = gated_registry(gate.clone(), entered.clone());
+    let worker = Worker::new(backend.clone(), registry, options).start();
+    let client = Client::new(backend);
+    let mut blocked = Vec::new();
+    for _ in 0..2 {
+        let id = client
+            .start("blocked", StartOptions::default(), &json!(null))
+            .await
+            .unwrap();
+        blocked.push(id);
+    }
+    entered.acquire_many(2).await.unwrap().forget();
+    let quick = client
+        .start("quick", StartOptions::default(), &json!(21))
+        .await
+        .unwrap();
+    // Both gates are still closed: a worker whose slots the sessions hold never gets
+    // here (a hang, not slowness).
+    let done = client
+        .wait_for_completion(&quick, Duration::from_secs(30))
+        .await
+        .expect("the blocked sessions held every episode slot");
+    assert_eq!(done.output, json!(42));
+    gate.notify_waiters();
+    for id in &blocked {
+        let done = client.wait_for_completion(id, WAIT).await.unwrap();
+        assert_eq!(done.output, json!("through"));
+    }
+    worker.shutdown().await;
+}
+
+/// Stopping a worker hands its running inline activities to the work-item queue instead
+/// of waiting for them; the next worker runs them and the instance completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_hands_running_inline_activities_to_the_queue() {
+    let entered = Arc::new(tokio::sync::Semaphore::new(0));
+    let backend = Arc::new(MemoryBackend::new());
+    let options = WorkerOptions {
+        lock_timeout: Duration::from_secs(7200),
+        ..polling_quickly()
+    };
+    let never_opened = Arc::new(tokio::sync::Notify::new());
+    let registry = gated_registry(never_opened, entered.clone());
+    let first = Worker::new(backend.clone(), registry, options.clone()).start();
+    let client = Client::new(backend.clone());
+    let id = client
+        .start("blocked", StartOptions::default(), &json!(null))
+        .await
+        .unwrap();
+    entered.acquire_many(1).await.unwrap().forget();
+    tokio::time::timeout(Duration::from_secs(30), first.shutdown())
+        .await
+        .expect("shutdown waited for the inline activity");
+    // The next worker's gate is open from the start.
+    let open = Arc::new(tokio::sync::Notify::new());
+    open.notify_one();
+    let registry = gated_registry(open, entered);
+    let second = Worker::new(backend.clone(), registry, options).start();
+    let done = client.wait_for_completion(&id, WAIT).await.unwrap();
+    second.shutdown().await;
+    assert_eq!(done.runtime_status, RuntimeStatus::Completed);
+    assert_eq!(done.output, json!("through"));
+}

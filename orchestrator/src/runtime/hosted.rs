@@ -48,15 +48,7 @@ impl HostedWorker {
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let permits = Arc::new(Semaphore::new(options.orchestration_concurrency.max(1)));
         Self {
-            shared: Arc::new(Shared {
-                backend,
-                registry,
-                options,
-                clock,
-                instance_locks: Default::default(),
-                idle: Default::default(),
-                instance_cache: Default::default(),
-            }),
+            shared: Arc::new(Shared::new(backend, registry, options, clock)),
             permits,
         }
     }

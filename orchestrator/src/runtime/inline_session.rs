@@ -154,6 +154,7 @@ pub(crate) async fn run(
     let renewal = lease::renewal_period(&shared.options);
     let period = renewal.unwrap_or(shared.options.lock_timeout / 2);
     let mut renew_at = Instant::now() + period;
+    let mut stop = shared.stop.subscribe();
     let (state, etag, history) = committed;
     let mut known = Known {
         state,
@@ -170,7 +171,13 @@ pub(crate) async fn run(
                 // The instance is free while its activities run: an event or a terminate
                 // for it is not held up by them (their commit makes this session reload).
                 drop(busy.take());
-                let results = activities.next_results(shared, renew_at).await;
+                let results = tokio::select! {
+                    results = activities.next_results(shared, renew_at) => results,
+                    // The worker stops: what still runs goes to the work-item queue.
+                    () = stopped(&mut stop) => {
+                        return hand_over(shared, activities.abandon().into_iter()).await;
+                    }
+                };
                 busy = Some(shared.instance_locks.lock(instance_id).await);
                 match results {
                     Some(events) => events,
@@ -209,6 +216,12 @@ pub(crate) async fn run(
         known.history,
     ));
     true
+}
+
+/// Returns once the worker is asked to stop.
+async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
+    // The sender lives in `Shared`, as long as any session: an error cannot happen.
+    let _ = stop.wait_for(|stopping| *stopping).await;
 }
 
 /// Commits results; on a conflict, reloads the instance and tries again. Returns the next

@@ -17,7 +17,7 @@ pub use hosted::HostedWorker;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::backend::{Backend, QueueName};
@@ -115,6 +115,37 @@ pub(crate) struct Shared {
     pub instance_locks: Arc<instance_locks::InstanceLocks>,
     pub idle: idle::IdleState,
     pub instance_cache: instance_cache::InstanceCache,
+    /// Set once the worker is asked to stop: the loops stop taking messages and inline
+    /// sessions hand their running activities to the work-item queue.
+    pub stop: watch::Sender<bool>,
+    /// One per detached inline session (which may last as long as its activities, so it
+    /// gives its episode permit back): stopping waits until it has them all again.
+    pub session_slots: Arc<Semaphore>,
+}
+
+/// Detached inline sessions that may run at once (far above any real load; past it a
+/// batch waits for a session to end).
+pub(crate) const SESSION_SLOTS: u32 = 1 << 16;
+
+impl Shared {
+    pub(crate) fn new(
+        backend: Arc<dyn Backend>,
+        registry: Registry,
+        options: WorkerOptions,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            backend,
+            registry,
+            options,
+            clock,
+            instance_locks: Default::default(),
+            idle: Default::default(),
+            instance_cache: Default::default(),
+            stop: watch::Sender::new(false),
+            session_slots: Arc::new(Semaphore::new(SESSION_SLOTS as usize)),
+        }
+    }
 }
 
 impl Worker {
@@ -131,21 +162,13 @@ impl Worker {
         clock: Arc<dyn Clock>,
     ) -> Self {
         Self {
-            shared: Arc::new(Shared {
-                backend,
-                registry,
-                options,
-                clock,
-                instance_locks: Default::default(),
-                idle: Default::default(),
-                instance_cache: Default::default(),
-            }),
+            shared: Arc::new(Shared::new(backend, registry, options, clock)),
         }
     }
 
     /// Starts the polling loops on the current tokio runtime.
     pub fn start(self) -> WorkerHandle {
-        let (stop_tx, stop_rx) = watch::channel(false);
+        let stop_rx = self.shared.stop.subscribe();
         let mut tasks = JoinSet::new();
         let partitions = self
             .shared
@@ -164,7 +187,7 @@ impl Worker {
             tasks.spawn(idle::watch_wake_signals(self.shared.clone(), stop_rx));
         }
         WorkerHandle {
-            stop: stop_tx,
+            shared: self.shared,
             tasks,
         }
     }
@@ -172,15 +195,16 @@ impl Worker {
 
 /// A running worker.
 pub struct WorkerHandle {
-    stop: watch::Sender<bool>,
+    shared: Arc<Shared>,
     tasks: JoinSet<()>,
 }
 
 impl WorkerHandle {
-    /// Stops taking new messages, lets in-flight work finish, and returns. Messages not
-    /// finished stay in their queues and are seen again by the next worker.
+    /// Stops taking new messages, lets in-flight episodes and queued activities finish,
+    /// hands inline activities still running to the work-item queue, and returns.
+    /// Messages not finished stay in their queues and are seen again by the next worker.
     pub async fn shutdown(mut self) {
-        let _ = self.stop.send(true);
+        self.shared.stop.send_replace(true);
         while self.tasks.join_next().await.is_some() {}
     }
 }

@@ -15,7 +15,7 @@ use super::episode_effects::{pending_messages, to_instance};
 use super::episode_step::{commit, decide, Base, Decided, Decision};
 use super::inline_session::InlineActivities;
 use super::instance_locks::InstanceGuard;
-use super::{idle_or_stop, inline_session, instance_cache, next_idle, Shared};
+use super::{idle_or_stop, inline_session, instance_cache, next_idle, Shared, SESSION_SLOTS};
 use crate::backend::{
     ETag, EpisodeCommit, Error, HistoryWrite, LoadedInstance, OrchestratorMessage, QueueMessage,
     QueueName, Received,
@@ -165,8 +165,10 @@ pub(crate) async fn run(
         }
     }
     while batches.join_next().await.is_some() {}
-    // Detached sessions hold a permit each: having them all means every session is done.
+    // Episodes waiting for a busy instance hold a permit each (and may start a session):
+    // having all permits means they are done; then all session slots, every session.
     let _all = permits.acquire_many(concurrency as u32).await;
+    let _sessions = shared.session_slots.acquire_many(SESSION_SLOTS).await;
 }
 
 /// Handles one batch: malformed and poison messages first, then one episode per instance,
@@ -332,6 +334,7 @@ async fn process_instance(
         .await;
         return;
     };
+    let slots = shared.session_slots.clone();
     let finish = async move {
         let mut messages = messages;
         let Session {
@@ -357,13 +360,27 @@ async fn process_instance(
             // Keep the messages: when they come back, the work is re-derived from history.
             settle(&shared, &queue, &messages, |_| Disposition::Defer, delay).await;
         }
-        drop(permit);
     };
     match sessions {
         Sessions::Detached => {
-            tokio::spawn(finish.in_current_span());
+            // A session lasts as long as its activities: it gives its episode permit back
+            // (so long activities do not starve other instances) and holds a session slot.
+            let Ok(slot) = slots.acquire_owned().await else {
+                return;
+            };
+            drop(permit);
+            tokio::spawn(
+                async move {
+                    finish.await;
+                    drop(slot);
+                }
+                .in_current_span(),
+            );
         }
-        Sessions::Awaited => finish.await,
+        Sessions::Awaited => {
+            finish.await;
+            drop(permit);
+        }
     }
 }
 
