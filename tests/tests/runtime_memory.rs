@@ -1002,3 +1002,49 @@ async fn shutdown_hands_running_inline_activities_to_the_queue() {
     assert_eq!(done.runtime_status, RuntimeStatus::Completed);
     assert_eq!(done.output, json!("through"));
 }
+
+/// Inline activities count against `activity_concurrency` like queued ones: a fan-out of
+/// ten never has more than three running at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inline_activities_respect_the_activity_concurrency() {
+    let running = Arc::new(AtomicU32::new(0));
+    let most = Arc::new(AtomicU32::new(0));
+    let (running_in, most_in) = (running.clone(), most.clone());
+    let registry = Registry::new()
+        .orchestration("ten", |ctx: OrchestrationContext, _: Value| async move {
+            let calls = (0..10)
+                .map(|i| ctx.call_activity::<u32>("counted", i))
+                .collect();
+            let done: Vec<TaskResult<u32>> = ctx.join_all(calls).await;
+            Ok(done.into_iter().collect::<Result<Vec<_>, _>>()?.len())
+        })
+        .activity("counted", move |_ctx, i: u32| {
+            let (running, most) = (running_in.clone(), most_in.clone());
+            async move {
+                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(now, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                running.fetch_sub(1, Ordering::SeqCst);
+                Ok(i)
+            }
+        });
+    let backend = Arc::new(MemoryBackend::new());
+    let options = WorkerOptions {
+        activity_concurrency: 3,
+        ..polling_quickly()
+    };
+    let worker = Worker::new(backend.clone(), registry, options).start();
+    let client = Client::new(backend);
+    let id = client
+        .start("ten", StartOptions::default(), &json!(null))
+        .await
+        .unwrap();
+    let done = client.wait_for_completion(&id, WAIT).await.unwrap();
+    worker.shutdown().await;
+    assert_eq!(done.output, json!(10));
+    assert_eq!(
+        most.load(Ordering::SeqCst),
+        3,
+        "most activities running at once"
+    );
+}

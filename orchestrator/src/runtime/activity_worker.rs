@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{debug, info_span, warn, Instrument};
 
@@ -14,7 +14,7 @@ use crate::registry::ActivityContext;
 
 pub(crate) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let queue = QueueName::Work;
-    let permits = Arc::new(Semaphore::new(shared.options.activity_concurrency.max(1)));
+    let permits = shared.activity_slots.clone();
     let mut running = JoinSet::new();
     let mut idle = shared.options.min_idle_poll;
     loop {
@@ -24,9 +24,9 @@ pub(crate) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         while running.try_join_next().is_some() {}
         let free = permits.available_permits().min(shared.options.batch_size);
         if free == 0 {
-            // Every slot busy: wait for one to free up.
+            // Every slot busy (here or by inline activities): wait for one to free up.
             tokio::select! {
-                _ = running.join_next() => {}
+                slot = permits.acquire() => drop(slot),
                 _ = stop.changed() => break,
             }
             continue;

@@ -117,11 +117,17 @@ impl InlineActivities {
             let span = info_span!("activity", instance_id = %item.instance_id, activity = %item.name,
                 activity_id = item.scheduled_id, inline = true,
                 trace_parent = item.trace_parent.as_deref().unwrap_or(""));
-            let future = bounded(
+            let work = bounded(
                 shared.options.activity_timeout,
                 &item.name,
                 activity(activity_context(&item, 1), item.input.clone()),
             );
+            // Inline activities share the worker's activity slots with the queued ones.
+            let slots = shared.activity_slots.clone();
+            let future = async move {
+                let _slot = slots.acquire_owned().await;
+                work.await
+            };
             let handle = self.running.spawn(future.instrument(span));
             self.outstanding.insert(handle.id(), item);
         }

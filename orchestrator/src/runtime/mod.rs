@@ -29,7 +29,7 @@ use crate::registry::Registry;
 pub struct WorkerOptions {
     /// Instances whose episodes run at once.
     pub orchestration_concurrency: usize,
-    /// Activities that run at once.
+    /// Activities that run at once in this worker, from the work-item queue and inline.
     pub activity_concurrency: usize,
     /// Messages per receive call (the queue service allows at most 32).
     pub batch_size: usize,
@@ -121,6 +121,8 @@ pub(crate) struct Shared {
     /// One per detached inline session (which may last as long as its activities, so it
     /// gives its episode permit back): stopping waits until it has them all again.
     pub session_slots: Arc<Semaphore>,
+    /// `activity_concurrency` slots, shared by queued and inline activities.
+    pub activity_slots: Arc<Semaphore>,
 }
 
 /// Detached inline sessions that may run at once (far above any real load; past it a
@@ -134,6 +136,7 @@ impl Shared {
         options: WorkerOptions,
         clock: Arc<dyn Clock>,
     ) -> Self {
+        let activity_slots = Arc::new(Semaphore::new(options.activity_concurrency.max(1)));
         Self {
             backend,
             registry,
@@ -144,6 +147,7 @@ impl Shared {
             instance_cache: Default::default(),
             stop: watch::Sender::new(false),
             session_slots: Arc::new(Semaphore::new(SESSION_SLOTS as usize)),
+            activity_slots,
         }
     }
 }
