@@ -79,6 +79,26 @@ fn polling_quickly() -> WorkerOptions {
     }
 }
 
+/// Runs one instance of `name` to its end on a fresh in-memory backend and worker; returns
+/// the backend (for its transaction counts) and the final status.
+async fn run_once(
+    registry: Registry,
+    options: WorkerOptions,
+    name: &str,
+    input: Value,
+) -> (Arc<MemoryBackend>, InstanceStatus) {
+    let backend = Arc::new(MemoryBackend::new());
+    let worker = Worker::new(backend.clone(), registry, options).start();
+    let client = Client::new(backend.clone());
+    let id = client
+        .start(name, StartOptions::default(), &input)
+        .await
+        .unwrap();
+    let done = client.wait_for_completion(&id, WAIT).await.unwrap();
+    worker.shutdown().await;
+    (backend, done)
+}
+
 fn setup() -> (
     Arc<MemoryBackend>,
     Client,
@@ -426,7 +446,6 @@ async fn unknown_activity_fails_the_instance_clearly() {
 #[case::queued(false)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_activity_past_its_timeout_fails_clearly(#[case] inline_activities: bool) {
-    let backend = Arc::new(MemoryBackend::new());
     let registry = Registry::new()
         .orchestration("stuck", |ctx: OrchestrationContext, _: Value| async move {
             let v: Value = ctx.call_activity("hang", ()).await?;
@@ -441,14 +460,7 @@ async fn an_activity_past_its_timeout_fails_clearly(#[case] inline_activities: b
         activity_timeout: Some(Duration::from_millis(200)),
         ..polling_quickly()
     };
-    let worker = Worker::new(backend.clone(), registry, options).start();
-    let client = Client::new(backend);
-    let id = client
-        .start("stuck", StartOptions::default(), &json!(null))
-        .await
-        .unwrap();
-    let status = client.wait_for_completion(&id, WAIT).await.unwrap();
-    worker.shutdown().await;
+    let (_, status) = run_once(registry, options, "stuck", json!(null)).await;
     assert_eq!(status.runtime_status, RuntimeStatus::Failed);
     let failure = status.failure.unwrap();
     assert_eq!(failure.kind, "ActivityTimedOut");
@@ -623,7 +635,6 @@ async fn run_long_activity(inline_activities: bool) -> (InstanceStatus, u32, u64
                 Ok(7u32)
             }
         });
-    let backend = Arc::new(MemoryBackend::new());
     let options = WorkerOptions {
         inline_activities,
         // Without renewals the message would be delivered again after 1.5 s; renewals
@@ -632,14 +643,7 @@ async fn run_long_activity(inline_activities: bool) -> (InstanceStatus, u32, u64
         lease_renewal: Duration::from_millis(300),
         ..polling_quickly()
     };
-    let worker = Worker::new(backend.clone(), registry, options).start();
-    let client = Client::new(backend.clone());
-    let id = client
-        .start("long", StartOptions::default(), &json!(null))
-        .await
-        .unwrap();
-    let done = client.wait_for_completion(&id, WAIT).await.unwrap();
-    worker.shutdown().await;
+    let (backend, done) = run_once(registry, options, "long", json!(null)).await;
     let renewals = backend
         .transaction_counts()
         .get("queue.update")
@@ -1028,19 +1032,11 @@ async fn inline_activities_respect_the_activity_concurrency() {
                 Ok(i)
             }
         });
-    let backend = Arc::new(MemoryBackend::new());
     let options = WorkerOptions {
         activity_concurrency: 3,
         ..polling_quickly()
     };
-    let worker = Worker::new(backend.clone(), registry, options).start();
-    let client = Client::new(backend);
-    let id = client
-        .start("ten", StartOptions::default(), &json!(null))
-        .await
-        .unwrap();
-    let done = client.wait_for_completion(&id, WAIT).await.unwrap();
-    worker.shutdown().await;
+    let (_, done) = run_once(registry, options, "ten", json!(null)).await;
     assert_eq!(done.output, json!(10));
     assert_eq!(
         most.load(Ordering::SeqCst),
