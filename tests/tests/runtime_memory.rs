@@ -652,25 +652,17 @@ async fn run_long_activity(inline_activities: bool) -> (InstanceStatus, u32, u64
     (done, runs.load(Ordering::SeqCst), renewals)
 }
 
-/// A long inline activity keeps the messages of its session hidden by renewing their
-/// lease: it runs once, in place, however long it takes.
+/// A long activity keeps the messages it came from hidden by renewing their lease, inline
+/// (the session's messages) or queued (its work item): it runs once, however long it takes.
+#[rstest::rstest]
+#[case::inline(true)]
+#[case::queued(false)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_long_inline_activity_renews_its_lease_and_runs_once() {
-    let (done, runs, renewals) = run_long_activity(true).await;
+async fn a_long_activity_renews_its_lease_and_runs_once(#[case] inline_activities: bool) {
+    let (done, runs, renewals) = run_long_activity(inline_activities).await;
     assert_eq!(done.runtime_status, RuntimeStatus::Completed);
     assert_eq!(done.output, json!(7));
-    assert_eq!(runs, 1, "the activity ran again after its lock expired");
-    assert!(renewals >= 2, "{renewals} renewals");
-}
-
-/// A long activity from the work-item queue renews its work item's lease: it is not
-/// delivered (and run) again while it runs.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_long_queued_activity_renews_its_lease_and_runs_once() {
-    let (done, runs, renewals) = run_long_activity(false).await;
-    assert_eq!(done.runtime_status, RuntimeStatus::Completed);
-    assert_eq!(done.output, json!(7));
-    assert_eq!(runs, 1, "the work item was delivered again while it ran");
+    assert_eq!(runs, 1, "delivered (and run) again after its lock expired");
     assert!(renewals >= 2, "{renewals} renewals");
 }
 

@@ -95,21 +95,7 @@ pub(crate) async fn handle(shared: &Shared, received: Received) {
             Err(FailureDetails::non_retryable("PoisonMessage", reason))
         } else {
             let work = execute(shared, &item, received.dequeue_count);
-            match lease::renewal_period(&shared.options) {
-                None => work.await,
-                Some(period) => {
-                    tokio::pin!(work);
-                    loop {
-                        tokio::select! {
-                            result = &mut work => break result,
-                            _ = tokio::time::sleep(period) => {
-                                let receipts = std::iter::once(&mut receipt);
-                                lease::renew_all(shared, &queue, receipts).await;
-                            }
-                        }
-                    }
-                }
-            }
+            lease::renewing(shared, &queue, &mut receipt, work).await
         };
         let reported = report(shared, &item, result).await;
         if reported && received.dequeue_count <= shared.options.max_dequeue_count {
@@ -149,7 +135,6 @@ async fn execute(
     }
 }
 
-/// What an activity knows about a work item.
 /// An activity's run bounded by `limit`: past it, the activity fails with
 /// `ActivityTimedOut` (retryable).
 pub(crate) fn bounded(
@@ -171,6 +156,7 @@ pub(crate) fn bounded(
     }
 }
 
+/// What an activity knows about a work item.
 pub(crate) fn activity_context(item: &ActivityWorkItem, delivery_count: u32) -> ActivityContext {
     ActivityContext {
         instance_id: item.instance_id.clone(),

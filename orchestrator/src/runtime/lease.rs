@@ -35,3 +35,25 @@ pub(crate) async fn renew_all<'a>(
     }
     all_renewed
 }
+
+/// Runs `work` while renewing the lease of the message behind `receipt` every renewal
+/// period (kept up to date in place, for the delete that follows).
+pub(crate) async fn renewing<T>(
+    shared: &Shared,
+    queue: &QueueName,
+    receipt: &mut Receipt,
+    work: impl std::future::Future<Output = T>,
+) -> T {
+    let Some(period) = renewal_period(&shared.options) else {
+        return work.await;
+    };
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            result = &mut work => return result,
+            _ = tokio::time::sleep(period) => {
+                renew_all(shared, queue, std::iter::once(&mut *receipt)).await;
+            }
+        }
+    }
+}
