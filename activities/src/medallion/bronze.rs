@@ -46,7 +46,7 @@ struct Lineage<'a> {
     run_id: &'a str,
 }
 
-/// One piece of a landing file as text columns with lineage, after checking the columns.
+/// One piece of a landing file (after its header) as text columns with lineage.
 fn bronze_frame(
     spec: &DatasetSpec,
     header: &[u8],
@@ -55,13 +55,31 @@ fn bronze_frame(
 ) -> Result<DataFrame, FailureDetails> {
     let file = lineage.file;
     let text = [header, piece].concat();
-    let df = read_csv_as_text(&text, &spec.landing.null_values).map_err(|e| {
+    let df = read_landing(spec, file, &text)?;
+    df.lazy()
+        .with_columns([
+            lit(lineage.ingested_at).alias("_ingested_at"),
+            lit(file).alias("_source_file"),
+            lit(lineage.run_id).alias("_run_id"),
+        ])
+        .collect()
+        .map_err(|e| failure("BronzeFailed", "adding lineage", e))
+}
+
+/// CSV text of a landing file as text columns, or `NotCsv`.
+fn read_landing(spec: &DatasetSpec, file: &str, text: &[u8]) -> Result<DataFrame, FailureDetails> {
+    read_csv_as_text(text, &spec.landing.null_values).map_err(|e| {
         failure(
             "NotCsv",
             &format!("landing file {file} is not readable CSV"),
             e,
         )
-    })?;
+    })
+}
+
+/// Fails when the landing file's header lacks a column of the schema.
+fn check_columns(spec: &DatasetSpec, file: &str, header: &[u8]) -> Result<(), FailureDetails> {
+    let df = read_landing(spec, file, header)?;
     let found: Vec<String> = df
         .get_column_names()
         .iter()
@@ -79,14 +97,7 @@ fn bronze_frame(
             format!("landing file {file} lacks columns {missing:?}; it has {found:?}"),
         ));
     }
-    df.lazy()
-        .with_columns([
-            lit(lineage.ingested_at).alias("_ingested_at"),
-            lit(file).alias("_source_file"),
-            lit(lineage.run_id).alias("_run_id"),
-        ])
-        .collect()
-        .map_err(|e| failure("BronzeFailed", "adding lineage", e))
+    Ok(())
 }
 
 /// The bronze activity.
@@ -121,6 +132,7 @@ pub async fn bronze(lake: DataLake, input: BronzeInput) -> Result<BronzeOutput, 
         };
         let mut pieces = csv_pieces(body, PIECE_BYTES).into_iter();
         let first = pieces.next().unwrap_or_default();
+        check_columns(&spec, &file, header)?;
         let mut frame = bronze_frame(&spec, header, first, &lineage)?;
         let written = |e| failure("BronzeFailed", "writing parquet", e);
         let mut parquet = Vec::new();
