@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use azure_storage::{CloudLocation, StorageCredentials};
 
+use crate::identity::{self, CredentialChoice};
+
 /// Which credentials to use.
 #[derive(Clone)]
 pub enum Credentials {
@@ -16,10 +18,12 @@ pub enum Credentials {
         key: String,
     },
     /// Entra ID through azure_identity: managed identity, workload identity, Azure CLI, …
-    /// (chosen by `AZURE_CREDENTIAL_KIND` or the default chain).
+    /// (chosen by [`identity::choose_credential`]).
     EntraId {
         /// Account name.
         account: String,
+        /// Which credential.
+        credential: CredentialChoice,
     },
 }
 
@@ -29,7 +33,13 @@ impl std::fmt::Debug for Credentials {
             Self::SharedKey { account, .. } => {
                 write!(f, "SharedKey {{ account: {account:?}, key: <redacted> }}")
             }
-            Self::EntraId { account } => write!(f, "EntraId {{ account: {account:?} }}"),
+            Self::EntraId {
+                account,
+                credential,
+            } => write!(
+                f,
+                "EntraId {{ account: {account:?}, credential: {credential:?} }}"
+            ),
         }
     }
 }
@@ -95,11 +105,12 @@ impl AzureConfig {
     }
 
     /// Entra ID (managed identity and friends) against an account in the public cloud.
-    pub fn entra_id(task_hub: &str, account: &str) -> Self {
+    pub fn entra_id(task_hub: &str, account: &str, credential: CredentialChoice) -> Self {
         Self::new(
             task_hub,
             Credentials::EntraId {
                 account: account.into(),
+                credential,
             },
             Endpoints {
                 blob: None,
@@ -163,6 +174,45 @@ impl AzureConfig {
         ))
     }
 
+    /// An identity-based connection as the Functions host reads it: `<prefix>__accountName`
+    /// or `<prefix>__blobServiceUri` / `__queueServiceUri` / `__tableServiceUri`, with
+    /// `__credential` and `__clientId` (see [`identity::choose_credential`]). `Ok(None)`:
+    /// no such settings.
+    pub fn from_identity_settings(
+        task_hub: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+        prefix: &str,
+    ) -> Result<Option<Self>, String> {
+        let setting = |name: &str| env(&format!("{prefix}__{name}")).filter(|v| !v.is_empty());
+        let uris = [
+            setting("blobServiceUri"),
+            setting("queueServiceUri"),
+            setting("tableServiceUri"),
+        ];
+        let account = match setting("accountName") {
+            Some(account) => account,
+            None => match uris.iter().flatten().next() {
+                Some(uri) => account_of_uri(uri)
+                    .ok_or_else(|| format!("cannot read an account name from '{uri}'"))?,
+                None => return Ok(None),
+            },
+        };
+        let [blob, queue, table] = uris;
+        let service = |uri: Option<String>, kind: &str| match uri {
+            Some(uri) => Some(uri),
+            None if setting("accountName").is_some() => None,
+            None => Some(format!("https://{account}.{kind}.core.windows.net")),
+        };
+        let credential = identity::choose_credential(env, prefix)?;
+        let mut config = Self::entra_id(task_hub, &account, credential);
+        config.endpoints = Endpoints {
+            blob: service(blob, "blob"),
+            queue: service(queue, "queue"),
+            table: service(table, "table"),
+        };
+        Ok(Some(config))
+    }
+
     /// Checks the task hub name.
     pub fn validate(&self) -> Result<(), String> {
         let hub = &self.task_hub;
@@ -195,7 +245,9 @@ impl AzureConfig {
 
     pub(crate) fn account(&self) -> &str {
         match &self.credentials {
-            Credentials::SharedKey { account, .. } | Credentials::EntraId { account } => account,
+            Credentials::SharedKey { account, .. } | Credentials::EntraId { account, .. } => {
+                account
+            }
         }
     }
 
@@ -204,9 +256,9 @@ impl AzureConfig {
             Credentials::SharedKey { account, key } => {
                 Ok(StorageCredentials::access_key(account.clone(), key.clone()))
             }
-            Credentials::EntraId { .. } => azure_identity::create_credential()
-                .map(StorageCredentials::token_credential)
-                .map_err(|e| format!("no Entra ID credential available: {e}")),
+            Credentials::EntraId { credential, .. } => {
+                identity::build_credential(credential).map(StorageCredentials::token_credential)
+            }
         }
     }
 
@@ -221,6 +273,13 @@ impl AzureConfig {
             },
         }
     }
+}
+
+/// `https://acct.blob.core.windows.net/` → `acct`.
+fn account_of_uri(uri: &str) -> Option<String> {
+    let host = uri.split_once("://").map_or(uri, |(_, rest)| rest);
+    let account = host.split(['.', '/', ':']).next()?;
+    (!account.is_empty()).then(|| account.to_owned())
 }
 
 #[cfg(test)]
@@ -247,5 +306,60 @@ mod tests {
         assert!(AzureConfig::azurite("flowforge1").validate().is_ok());
         assert!(AzureConfig::azurite("Bad-Hub").validate().is_err());
         assert!(AzureConfig::azurite("ab").validate().is_err());
+    }
+
+    #[test]
+    fn identity_based_connections_read_the_hosts_settings() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| (*v).to_owned())
+            }
+        };
+        let none = AzureConfig::from_identity_settings("hub", &env(&[]), "AzureWebJobsStorage");
+        assert!(none.unwrap().is_none());
+        let by_name = AzureConfig::from_identity_settings(
+            "hub",
+            &env(&[
+                ("AzureWebJobsStorage__accountName", "acct"),
+                ("AzureWebJobsStorage__credential", "managedidentity"),
+                ("IDENTITY_ENDPOINT", "http://127.0.0.1:4000/msi/token"),
+            ]),
+            "AzureWebJobsStorage",
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(by_name.account(), "acct");
+        assert!(by_name.endpoints.queue.is_none(), "public cloud endpoints");
+        assert!(matches!(
+            by_name.credentials,
+            Credentials::EntraId {
+                credential: CredentialChoice::AppService { client_id: None },
+                ..
+            }
+        ));
+        let by_uri = AzureConfig::from_identity_settings(
+            "hub",
+            &env(&[
+                (
+                    "AzureWebJobsStorage__blobServiceUri",
+                    "https://lake1.blob.core.windows.net",
+                ),
+                (
+                    "AzureWebJobsStorage__queueServiceUri",
+                    "https://lake1.queue.core.windows.net",
+                ),
+            ]),
+            "AzureWebJobsStorage",
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(by_uri.account(), "lake1");
+        assert_eq!(
+            by_uri.endpoints.table.as_deref(),
+            Some("https://lake1.table.core.windows.net")
+        );
     }
 }

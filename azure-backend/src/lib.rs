@@ -15,6 +15,7 @@ mod backend;
 mod config;
 mod counter;
 mod error;
+pub mod identity;
 mod instance_store;
 mod payload;
 mod payload_store;

@@ -178,10 +178,18 @@ impl QueueStore for AzureBackend {
         .await
     }
 
-    async fn send_raw(&self, queue: &QueueName, raw: &str) -> Result<(), Error> {
-        self.put_raw(&self.queue_name(queue), raw).await?;
-        self.signal_wake(None).await;
-        Ok(())
+    async fn send_raw(
+        &self,
+        queue: &QueueName,
+        raw: &str,
+        visible_at: Option<chrono::DateTime<Utc>>,
+    ) -> Result<(), Error> {
+        self.put(&self.queue_name(queue), raw.to_owned(), visible_at, "")
+            .await
+    }
+
+    async fn resolve_body(&self, body: &str) -> Result<String, Error> {
+        self.inline(body.to_owned()).await
     }
 
     fn has_wake_signals(&self) -> bool {

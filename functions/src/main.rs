@@ -79,15 +79,38 @@ fn limit_malloc_arenas() {
     }
 }
 
+/// musl's allocator is slow and fragments under polars' threads; the static build (the
+/// Functions package) uses mimalloc instead.
+#[cfg(target_env = "musl")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 async fn run() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn,flowforge=info,flowforge_orchestrator=info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "warn,flowforge=info,flowforge_orchestrator=info".into());
+    if matches!(cli.command, Command::Serve(_)) {
+        // Under the Functions host every stderr line is logged as an Error: JSON lines on
+        // stdout, without colours; only errors go to stderr.
+        use tracing_subscriber::fmt::writer::MakeWriterExt;
+        let errors_to_stderr = std::io::stderr
+            .with_max_level(tracing::Level::ERROR)
+            .or_else(std::io::stdout);
+        tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_ansi(false)
+            .with_env_filter(filter)
+            .with_writer(errors_to_stderr)
+            .init();
+    } else {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    }
     match cli.command {
         Command::Demo { files, pause_ms } => run_demo(files, pause_ms).await,
         Command::Worker(args) => {

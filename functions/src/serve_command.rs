@@ -3,7 +3,9 @@
 use clap::Args;
 use tracing::info;
 
+use crate::host::host_json::HostLimits;
 use crate::host::{self, HostState};
+use flowforge_orchestrator::runtime::{HostOptions, WorkerOptions};
 
 use crate::schedules::{self, Schedule};
 use crate::storage::StorageArgs;
@@ -15,10 +17,21 @@ pub struct ServeArgs {
     /// Port to listen on, on 127.0.0.1 (the host sets `FUNCTIONS_CUSTOMHANDLER_PORT`).
     #[arg(long, env = "FUNCTIONS_CUSTOMHANDLER_PORT")]
     pub port: Option<u16>,
-    /// The host's `maxDequeueCount` (host.json `extensions.queues`); the engine dead-letters
-    /// a message one delivery before the host would.
-    #[arg(long, env = "FLOWFORGE_HOST_MAX_DEQUEUE_COUNT", default_value_t = 5)]
-    pub host_max_dequeue_count: u32,
+    /// The folder of the app's host.json, whose `functionTimeout` and
+    /// `extensions.queues.maxDequeueCount` the handler honours (the host sets
+    /// `FUNCTIONS_APP_ROOT_PATH`; default: the working directory).
+    #[arg(long, env = "FUNCTIONS_APP_ROOT_PATH")]
+    pub app_root: Option<std::path::PathBuf>,
+    /// Overrides host.json's `maxDequeueCount`; the engine dead-letters a message one
+    /// delivery before the host would.
+    #[arg(long, env = "FLOWFORGE_HOST_MAX_DEQUEUE_COUNT")]
+    pub host_max_dequeue_count: Option<u32>,
+    /// Overrides host.json's `functionTimeout`, in seconds.
+    #[arg(long, env = "FLOWFORGE_FUNCTION_TIMEOUT_SECS")]
+    pub function_timeout_secs: Option<u64>,
+    /// Activities that run at once in this handler (heavy activities share the memory).
+    #[arg(long, env = "FLOWFORGE_ACTIVITY_CONCURRENCY", default_value_t = 8)]
+    pub activity_concurrency: usize,
     /// The schedules to fire from the timer function.
     #[command(flatten)]
     pub schedules: SchedulesArgs,
@@ -61,11 +74,30 @@ pub async fn run(args: ServeArgs, storage: StorageArgs) -> anyhow::Result<()> {
             anyhow::anyhow!("no port: the Functions host sets FUNCTIONS_CUSTOMHANDLER_PORT")
         })?;
     let schedules = args.schedules.load()?;
+    let app_root = args.app_root.clone().unwrap_or_else(|| ".".into());
+    let mut limits = HostLimits::read(&app_root).map_err(anyhow::Error::msg)?;
+    if let Some(count) = args.host_max_dequeue_count {
+        limits.max_dequeue_count = count;
+    }
+    if let Some(secs) = args.function_timeout_secs {
+        limits.function_timeout = std::time::Duration::from_secs(secs);
+    }
+    let host_options =
+        HostOptions::for_function_timeout(limits.max_dequeue_count, limits.function_timeout);
+    let worker_options = WorkerOptions {
+        activity_concurrency: args.activity_concurrency.max(1),
+        ..WorkerOptions::default()
+    };
+    info!(
+        function_timeout_secs = limits.function_timeout.as_secs(),
+        invocation_budget_secs = host_options.invocation_budget.as_secs(),
+        max_dequeue_count = limits.max_dequeue_count,
+        "host limits"
+    );
     // Listen first: the host's readiness probe is answered while the storage clients are
     // built (an HTTP client loads the system's TLS roots: tens of milliseconds) and connect.
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     let (ready, lazy) = tokio::sync::watch::channel(None);
-    let max_dequeue_count = args.host_max_dequeue_count;
     tokio::spawn(async move {
         let connected = async {
             let registry = crate::app_registry(storage.lake()?);
@@ -74,7 +106,8 @@ pub async fn run(args: ServeArgs, storage: StorageArgs) -> anyhow::Result<()> {
         };
         match connected.await {
             Ok((backend, registry)) => {
-                let state = HostState::new(backend, registry, schedules, max_dequeue_count);
+                let state =
+                    HostState::new(backend, registry, schedules, host_options, worker_options);
                 let _ = ready.send(Some(state));
                 info!("storage connected");
             }

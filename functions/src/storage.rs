@@ -4,7 +4,11 @@
 use std::sync::Arc;
 
 use clap::Args;
+use flowforge_azure::identity::choose_credential;
 use flowforge_azure::{AzureBackend, AzureConfig};
+
+/// The connection's name: the host's own storage connection, which the engine shares.
+const CONNECTION: &str = "AzureWebJobsStorage";
 use flowforge_orchestrator::backend::{Backend, MemoryBackend};
 
 /// Storage settings, from flags or the environment (as in a Functions app's settings).
@@ -46,15 +50,24 @@ pub struct StorageArgs {
 impl StorageArgs {
     /// The Azure configuration these settings describe.
     pub fn azure_config(&self) -> anyhow::Result<AzureConfig> {
-        let mut config = match (&self.storage, &self.storage_account) {
-            (Some(connection), _) => {
+        let env = |name: &str| std::env::var(name).ok();
+        let connection = self.storage.as_deref().filter(|s| !s.trim().is_empty());
+        let identity = AzureConfig::from_identity_settings(&self.task_hub, &env, CONNECTION)
+            .map_err(|e| anyhow::anyhow!("{CONNECTION}__*: {e}"))?;
+        let mut config = match (connection, identity, &self.storage_account) {
+            (Some(connection), _, _) => {
                 AzureConfig::from_connection_string(&self.task_hub, connection)
-                    .map_err(|e| anyhow::anyhow!("AzureWebJobsStorage: {e}"))?
+                    .map_err(|e| anyhow::anyhow!("{CONNECTION}: {e}"))?
             }
-            (None, Some(account)) => AzureConfig::entra_id(&self.task_hub, account),
-            (None, None) => anyhow::bail!(
-                "no storage configured: set AzureWebJobsStorage (connection string) or \
-                 FLOWFORGE_STORAGE_ACCOUNT (Entra ID), or pass --in-memory"
+            (None, Some(identity), _) => identity,
+            (None, None, Some(account)) => {
+                let credential = choose_credential(&env, CONNECTION).map_err(anyhow::Error::msg)?;
+                AzureConfig::entra_id(&self.task_hub, account, credential)
+            }
+            (None, None, None) => anyhow::bail!(
+                "no storage configured: set AzureWebJobsStorage (connection string), \
+                 AzureWebJobsStorage__accountName (identity-based, as the Functions host \
+                 reads it) or FLOWFORGE_STORAGE_ACCOUNT, or pass --in-memory"
             ),
         };
         config.control_partitions = self.partitions;

@@ -200,7 +200,10 @@ impl Host {
         assert_eq!(status, 200, "{function}: {reply}");
         let res = &reply["Outputs"]["res"];
         let code: u16 = res["statusCode"].as_str().unwrap().parse().unwrap();
-        (code, res["body"].clone())
+        let body = res["body"]
+            .as_str()
+            .expect("HTTP output bodies are strings");
+        (code, serde_json::from_str(body).unwrap_or(Value::Null))
     }
 
     /// One polling pass over every queue trigger: deliver each visible message, settle it

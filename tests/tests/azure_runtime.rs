@@ -183,24 +183,29 @@ async fn poison_work_item_is_dead_lettered_and_fails_the_instance() {
 async fn malformed_messages_are_dead_lettered_and_the_worker_keeps_serving() {
     let (backend, client, worker) = start(config("malformed"), fast_options()).await;
     backend
-        .send_raw(&QueueName::Control(0), "this is not json")
+        .send_raw(&QueueName::Control(0), "this is not json", None)
         .await
         .unwrap();
     backend
         .send_raw(
             &QueueName::Control(1),
             "{\"v\":1,\"kind\":\"Orchestrator\"}",
+            None,
         )
         .await
         .unwrap();
     backend
-        .send_raw(&QueueName::Work, "{\"v\":99,\"kind\":\"Activity\"}")
+        .send_raw(&QueueName::Work, "{\"v\":99,\"kind\":\"Activity\"}", None)
         .await
         .unwrap();
     let unknown = json!({"v": 1, "kind": "Orchestrator", "instance_id": "ghost", "execution_id": null,
         "event": {"timestamp": Utc::now(), "kind": {"type": "EventRaised", "name": "x"}}});
     backend
-        .send_raw(&QueueName::control_for("ghost", 2), &unknown.to_string())
+        .send_raw(
+            &QueueName::control_for("ghost", 2),
+            &unknown.to_string(),
+            None,
+        )
         .await
         .unwrap();
     let id = client

@@ -382,11 +382,11 @@ async fn bad_input_gives_typed_errors() {
 
     // A malformed queue message is dead-lettered with its reason; the worker keeps serving.
     backend
-        .send_raw(&QueueName::Control(0), "garbage")
+        .send_raw(&QueueName::Control(0), "garbage", None)
         .await
         .unwrap();
     backend
-        .send_raw(&QueueName::Work, "{\"v\":1,\"kind\":\"Nope\"}")
+        .send_raw(&QueueName::Work, "{\"v\":1,\"kind\":\"Nope\"}", None)
         .await
         .unwrap();
     let ok = client

@@ -27,18 +27,24 @@ pub struct CheckStatus {
 }
 
 impl CheckStatus {
-    /// The URLs for `id`, absolute, under `base` (`http://host/api/`).
-    pub fn new(base: &str, id: &str) -> Self {
+    /// The URLs for `id`, absolute, under `base` (`http://host/api/`). `code`: the
+    /// function key (already URL-encoded) the request carried, carried into every URL as
+    /// Durable Functions does, so a client can follow them under `authLevel: function`.
+    pub fn new(base: &str, id: &str, code: Option<&str>) -> Self {
         let instance = format!("{base}instances/{}", encode_segment(id));
+        let (first, then) = match code {
+            Some(code) => (format!("?code={code}"), format!("&code={code}")),
+            None => (String::new(), String::new()),
+        };
         Self {
             id: id.to_owned(),
-            status_query_get_uri: instance.clone(),
-            send_event_post_uri: format!("{instance}/raiseEvent/{{eventName}}"),
-            terminate_post_uri: format!("{instance}/terminate?reason={{text}}"),
-            purge_history_delete_uri: instance.clone(),
-            restart_post_uri: format!("{instance}/restart"),
-            suspend_post_uri: format!("{instance}/suspend?reason={{text}}"),
-            resume_post_uri: format!("{instance}/resume?reason={{text}}"),
+            status_query_get_uri: format!("{instance}{first}"),
+            send_event_post_uri: format!("{instance}/raiseEvent/{{eventName}}{first}"),
+            terminate_post_uri: format!("{instance}/terminate?reason={{text}}{then}"),
+            purge_history_delete_uri: format!("{instance}{first}"),
+            restart_post_uri: format!("{instance}/restart{first}"),
+            suspend_post_uri: format!("{instance}/suspend?reason={{text}}{then}"),
+            resume_post_uri: format!("{instance}/resume?reason={{text}}{then}"),
         }
     }
 }

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use axum::body::Bytes;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use flowforge_orchestrator::backend::InstanceQuery;
@@ -39,30 +39,58 @@ fn params(arg: QueryArg) -> Result<Params, ApiError> {
 pub async fn start(
     State(state): State<ApiState>,
     name: PathArg<String>,
+    uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult {
-    start_instance(&state, path(name)?, None, &headers, &body).await
+    let request = Caller::new(&uri, &headers);
+    start_instance(&state, path(name)?, None, &request, &body).await
 }
 
 /// `POST orchestrators/{name}/{instanceId}`: start with the given id.
 pub async fn start_with_id(
     State(state): State<ApiState>,
     args: PathArg<(String, String)>,
+    uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult {
     let (name, id) = path(args)?;
-    start_instance(&state, name, Some(id), &headers, &body).await
+    let request = Caller::new(&uri, &headers);
+    start_instance(&state, name, Some(id), &request, &body).await
+}
+
+/// What of the request shapes the URLs handed back: its headers (host, scheme) and the
+/// function key it carried as `?code=` (under `authLevel: function` the URLs need it).
+struct Caller<'a> {
+    headers: &'a HeaderMap,
+    code: Option<&'a str>,
+}
+
+impl<'a> Caller<'a> {
+    fn new(uri: &'a Uri, headers: &'a HeaderMap) -> Self {
+        let code = uri.query().and_then(|q| {
+            q.split('&')
+                .find_map(|pair| pair.strip_prefix("code="))
+                .filter(|c| !c.is_empty())
+        });
+        Self { headers, code }
+    }
+
+    fn check_status(&self, state: &ApiState, id: &str) -> CheckStatus {
+        let base = base_url(state.public_url.as_deref(), &state.base_path, self.headers);
+        CheckStatus::new(&base, id, self.code)
+    }
 }
 
 async fn start_instance(
     state: &ApiState,
     name: String,
     instance_id: Option<String>,
-    headers: &HeaderMap,
+    request: &Caller<'_>,
     body: &[u8],
 ) -> ApiResult {
+    let headers = request.headers;
     let input = json_body(headers, body)?;
     if !state.orchestrations.contains(&name) {
         return Err(ApiError::bad_request(format!(
@@ -80,12 +108,11 @@ async fn start_instance(
         ..StartOptions::default()
     };
     let id = state.client.start_value(&name, options, input).await?;
-    Ok(accepted_with_check_status(state, headers, &id))
+    Ok(accepted_with_check_status(state, request, &id))
 }
 
-fn accepted_with_check_status(state: &ApiState, headers: &HeaderMap, id: &str) -> Response {
-    let base = base_url(state.public_url.as_deref(), &state.base_path, headers);
-    let body = CheckStatus::new(&base, id);
+fn accepted_with_check_status(state: &ApiState, request: &Caller<'_>, id: &str) -> Response {
+    let body = request.check_status(state, id);
     let location = body.status_query_get_uri.clone();
     let mut response = (StatusCode::ACCEPTED, Json(body)).into_response();
     set_header(&mut response, header::LOCATION, &location);
@@ -104,6 +131,7 @@ pub async fn status(
     State(state): State<ApiState>,
     id: PathArg<String>,
     query: QueryArg,
+    uri: Uri,
     headers: HeaderMap,
 ) -> ApiResult {
     let id = path(id)?;
@@ -119,8 +147,9 @@ pub async fn status(
         return Ok((StatusCode::OK, body).into_response());
     }
     let mut response = (StatusCode::ACCEPTED, body).into_response();
-    let base = base_url(state.public_url.as_deref(), &state.base_path, &headers);
-    let location = CheckStatus::new(&base, &id).status_query_get_uri;
+    let location = Caller::new(&uri, &headers)
+        .check_status(&state, &id)
+        .status_query_get_uri;
     set_header(&mut response, header::LOCATION, &location);
     set_header(&mut response, header::RETRY_AFTER, RETRY_AFTER);
     Ok(response)
@@ -210,11 +239,13 @@ pub async fn restart(
     State(state): State<ApiState>,
     id: PathArg<String>,
     query: QueryArg,
+    uri: Uri,
     headers: HeaderMap,
 ) -> ApiResult {
     let new_id = params(query)?.flag("restartWithNewInstanceId", true)?;
     let started = state.client.restart(&path(id)?, new_id).await?;
-    Ok(accepted_with_check_status(&state, &headers, &started))
+    let request = Caller::new(&uri, &headers);
+    Ok(accepted_with_check_status(&state, &request, &started))
 }
 
 /// `DELETE instances/{id}`: 200 `{"instancesDeleted": 1}`; 404 unknown; 409 still running.

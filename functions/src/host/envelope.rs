@@ -56,16 +56,30 @@ pub fn response(outputs: Value, logs: Vec<String>) -> Value {
     json!({ "Outputs": outputs, "Logs": logs, "ReturnValue": Value::Null })
 }
 
-/// An HTTP output binding value: status code as a string, headers, and the body as JSON
-/// when it is JSON (so a body that looks like base64 is never decoded by the host).
-pub fn http_output(status: u16, headers: BTreeMap<String, String>, body: &[u8]) -> Value {
-    let is_json = headers
-        .get("content-type")
-        .is_some_and(|t| t.contains("json"));
-    let body = match (is_json, serde_json::from_slice::<Value>(body)) {
-        (true, Ok(value)) => value,
-        _ => Value::String(String::from_utf8_lossy(body).into_owned()),
-    };
+/// Headers that frame a message on one connection: the host and Kestrel set their own, and
+/// a copied `content-length` that disagrees with the host's rendering makes Kestrel fail
+/// the response.
+const FRAMING_HEADERS: [&str; 4] = [
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+];
+
+/// An HTTP output binding value: status code as a string, headers without framing ones, an
+/// explicit content type, and the body as a string. The host writes a string body as is;
+/// anything else it re-renders with `ToString()` (RawScriptResult.cs): JSON objects come
+/// out re-indented, `true` as `True`, a JSON string without its quotes.
+pub fn http_output(status: u16, mut headers: BTreeMap<String, String>, body: &[u8]) -> Value {
+    headers.retain(|name, _| !FRAMING_HEADERS.contains(&name.to_ascii_lowercase().as_str()));
+    if !body.is_empty()
+        && !headers
+            .keys()
+            .any(|k| k.eq_ignore_ascii_case("content-type"))
+    {
+        headers.insert("content-type".into(), "text/plain; charset=utf-8".into());
+    }
+    let body = String::from_utf8_lossy(body).into_owned();
     json!({ "statusCode": status.to_string(), "headers": headers, "body": body })
 }
 
@@ -83,6 +97,34 @@ mod tests {
         assert_eq!(queue_message_text(&json!("hello")).unwrap(), "hello");
         assert_eq!(queue_message_text(&json!("\"hello\"")).unwrap(), "hello");
         assert_eq!(queue_message_text(&json!(3)), None);
+    }
+
+    #[test]
+    fn http_bodies_go_back_as_strings_without_framing_headers() {
+        let headers = BTreeMap::from([
+            ("content-type".to_owned(), "application/json".to_owned()),
+            ("content-length".to_owned(), "11".to_owned()),
+            ("Transfer-Encoding".to_owned(), "chunked".to_owned()),
+            (
+                "location".to_owned(),
+                "https://x/api/instances/a".to_owned(),
+            ),
+        ]);
+        let out = http_output(202, headers, br#"{"a": true}"#);
+        assert_eq!(out["statusCode"], "202");
+        assert_eq!(out["body"], json!(r#"{"a": true}"#));
+        let names: Vec<&str> = out["headers"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(names, ["content-type", "location"]);
+        let plain = http_output(200, BTreeMap::new(), b"ok");
+        assert_eq!(
+            plain["headers"]["content-type"],
+            "text/plain; charset=utf-8"
+        );
     }
 
     #[test]

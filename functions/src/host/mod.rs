@@ -10,6 +10,7 @@
 
 pub mod envelope;
 pub mod functions;
+pub mod host_json;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -22,7 +23,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use flowforge_orchestrator::backend::{QueueMessage, QueueName};
 use flowforge_orchestrator::prelude::*;
-use flowforge_orchestrator::runtime::HostedWorker;
+use flowforge_orchestrator::runtime::{HostOptions, HostedWorker};
 use serde_json::{json, Value};
 use tower::ServiceExt;
 use tracing::{info, warn};
@@ -50,7 +51,8 @@ impl HostState {
         backend: Arc<dyn flowforge_orchestrator::backend::Backend>,
         registry: Registry,
         schedules: Vec<Schedule>,
-        host_max_dequeue_count: u32,
+        host: HostOptions,
+        worker_options: WorkerOptions,
     ) -> Self {
         let client = Client::new(backend.clone());
         let api_state = ApiState {
@@ -61,12 +63,7 @@ impl HostState {
             public_url: None,
             body_limit: 4 * 1024 * 1024,
         };
-        let worker = HostedWorker::new(
-            backend,
-            registry,
-            WorkerOptions::default(),
-            host_max_dequeue_count,
-        );
+        let worker = HostedWorker::new(backend, registry, worker_options, host);
         Self {
             api: api::router(api_state),
             worker: Arc::new(worker),
@@ -80,11 +77,16 @@ impl HostState {
 /// host's readiness probe is answered at once (cold start); invocations wait for it.
 pub type LazyState = tokio::sync::watch::Receiver<Option<HostState>>;
 
+/// The largest invocation envelope: the API's 4 MiB body limit, escaped into a JSON string
+/// (up to ~6× for control bytes) plus headers and metadata.
+pub const ENVELOPE_LIMIT: usize = 32 * 1024 * 1024;
+
 /// The handler's router.
 pub fn router(state: LazyState) -> Router {
     Router::new()
         .route("/", get(|| async { "FlowForge custom handler ready" }))
         .route("/{function}", post(invoke))
+        .layer(axum::extract::DefaultBodyLimit::max(ENVELOPE_LIMIT))
         .with_state(state)
 }
 
@@ -183,6 +185,24 @@ async fn http(state: &HostState, data: &Value) -> Result<Value, String> {
         Some(Value::Null) | None => Vec::new(),
         Some(other) => other.to_string().into_bytes(),
     };
+    // The host passes `Body` only for a request with a Content-Length above 0
+    // (HttpRequestExtensions.cs): a chunked body arrives as nothing. Refuse it clearly
+    // rather than start an instance with no input.
+    if body.is_empty() && carries_unframed_body(&method, req.get("Headers")) {
+        let error = json!({
+            "error": "a request body must be sent with a Content-Length header \
+                      (the Functions host drops chunked bodies)",
+            "code": "LengthRequired"
+        });
+        return Ok(envelope::response(
+            json!({ "res": envelope::http_output(
+                411,
+                BTreeMap::from([("content-type".to_owned(), "application/json".to_owned())]),
+                error.to_string().as_bytes(),
+            ) }),
+            vec![format!("{method} {path} → 411 (no Content-Length)")],
+        ));
+    }
     let request = request
         .body(Body::from(body))
         .map_err(|e| format!("bad request in envelope: {e}"))?;
@@ -212,6 +232,20 @@ async fn http(state: &HostState, data: &Value) -> Result<Value, String> {
     ))
 }
 
+/// A POST/PUT/PATCH sent chunked (`Transfer-Encoding` without `Content-Length`): its body
+/// never reached the handler. (A request with neither header has an empty body.)
+fn carries_unframed_body(method: &str, headers: Option<&Value>) -> bool {
+    if !matches!(
+        method.to_ascii_uppercase().as_str(),
+        "POST" | "PUT" | "PATCH"
+    ) {
+        return false;
+    }
+    let headers = headers.and_then(Value::as_object);
+    let has = |name: &str| headers.is_some_and(|h| h.keys().any(|k| k.eq_ignore_ascii_case(name)));
+    has("transfer-encoding") && !has("content-length")
+}
+
 /// `https://host/api/x?y` → (`host`, `/api/x?y`).
 fn split_url(url: &str) -> (String, String) {
     let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
@@ -239,7 +273,8 @@ async fn control(
     state
         .worker
         .handle_control(queue, &raw, dequeue_count, &id)
-        .await;
+        .await
+        .map_err(|e| format!("control message {id}: {e}"))?;
     Ok(envelope::response(
         json!({}),
         vec![format!(
@@ -255,7 +290,8 @@ async fn work_item(state: &HostState, data: &Value, metadata: &Value) -> Result<
     state
         .worker
         .handle_work_item(&raw, dequeue_count, &id)
-        .await;
+        .await
+        .map_err(|e| format!("work item {id}: {e}"))?;
     Ok(envelope::response(
         json!({}),
         vec![format!(

@@ -372,7 +372,7 @@ pub async fn delayed_messages_stay_invisible_until_due(backend: Arc<dyn Backend>
 /// Malformed bodies are received with a reason; dead-lettering keeps body and reason.
 pub async fn malformed_and_dead_lettered_messages(backend: Arc<dyn Backend>) {
     let queue = QueueName::Control(0);
-    backend.send_raw(&queue, "{not json").await.unwrap();
+    backend.send_raw(&queue, "{not json", None).await.unwrap();
     let got = receive_all(backend.as_ref(), &queue).await;
     assert_eq!(got.len(), 1);
     let reason = got[0].message.as_ref().expect_err("malformed").clone();

@@ -292,10 +292,15 @@ impl QueueStore for MemoryBackend {
         Ok(())
     }
 
-    async fn send_raw(&self, queue: &QueueName, raw: &str) -> Result<(), Error> {
+    async fn send_raw(
+        &self,
+        queue: &QueueName,
+        raw: &str,
+        visible_at: Option<DateTime<Utc>>,
+    ) -> Result<(), Error> {
         let mut inner = self.lock();
-        let now = self.clock.now();
-        inner.push(queue.clone(), raw.to_owned(), now);
+        let at = visible_at.unwrap_or_else(|| self.clock.now());
+        inner.push(queue.clone(), raw.to_owned(), at);
         inner.count("queue.put");
         drop(inner);
         self.notify.notify_waiters();

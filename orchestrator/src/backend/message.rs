@@ -86,8 +86,16 @@ pub enum QueueMessage {
 #[derive(Serialize, Deserialize)]
 struct Envelope {
     v: u32,
+    /// Deliveries of earlier copies of this message: a host that owns deliveries (the
+    /// Functions host) counts each copy from 1 again, so the count travels in the body.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    prior_deliveries: u32,
     #[serde(flatten)]
     message: QueueMessage,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl QueueMessage {
@@ -101,11 +109,30 @@ impl QueueMessage {
 
     /// Serialises with the schema version.
     pub fn encode(&self) -> String {
+        self.encode_copy(0)
+    }
+
+    /// Serialises a copy that carries the deliveries of the copies before it.
+    pub fn encode_copy(&self, prior_deliveries: u32) -> String {
         let envelope = Envelope {
             v: MESSAGE_FORMAT_VERSION,
+            prior_deliveries,
             message: self.clone(),
         };
         serde_json::to_string(&envelope).unwrap_or_default()
+    }
+
+    /// The deliveries of earlier copies a body says it had (0 when it says nothing or is
+    /// not an engine message).
+    pub fn prior_deliveries(raw: &str) -> u32 {
+        serde_json::from_str::<serde_json::Value>(raw)
+            .ok()
+            .and_then(|v| {
+                v.get("prior_deliveries")
+                    .and_then(serde_json::Value::as_u64)
+            })
+            .and_then(|n| u32::try_from(n).ok())
+            .unwrap_or(0)
     }
 
     /// Parses a message body; the error says what is wrong with it.

@@ -173,8 +173,20 @@ pub trait QueueStore: Send + Sync {
     /// Sends a message, invisible until `visible_at` when given.
     async fn send(&self, outbound: &Outbound) -> Result<(), Error>;
 
-    /// Sends a raw body (tools and tests: injecting malformed messages).
-    async fn send_raw(&self, queue: &QueueName, raw: &str) -> Result<(), Error>;
+    /// Sends a raw body, invisible until `visible_at` when given (a copy re-sent by a host
+    /// that owns deliveries; tools and tests injecting malformed messages).
+    async fn send_raw(
+        &self,
+        queue: &QueueName,
+        raw: &str,
+        visible_at: Option<DateTime<Utc>>,
+    ) -> Result<(), Error>;
+
+    /// A message body as delivered by someone else (the Functions host) made whole: a
+    /// backend that stores large bodies by reference reads them back here.
+    async fn resolve_body(&self, body: &str) -> Result<String, Error> {
+        Ok(body.to_owned())
+    }
 
     /// Receives up to `max` visible messages and hides them for `lock`.
     async fn receive(

@@ -12,7 +12,7 @@ mod instance_locks;
 mod lease;
 mod orchestration_worker;
 
-pub use hosted::HostedWorker;
+pub use hosted::{HostOptions, HostedWorker, NotSettled};
 
 use std::sync::Arc;
 use std::time::Duration;
