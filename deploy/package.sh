@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
-# Builds the Linux x64 binary and assembles the function app: host.json, one folder per
-# function (functions/app/*/function.json), the binary named as host.json's
+# Builds the static Linux x64 binary and assembles the function app: host.json, one folder
+# per function (functions/app/*/function.json), the binary named as host.json's
 # defaultExecutablePath (`flowforge`) with its exec bit, and a zip of it all that keeps
 # the exec bit (zip deploy does not add it).
 #
-#   deploy/package.sh                       # release build, into deploy/out/
+#   deploy/package.sh                           # static release build, into deploy/out/
 #   deploy/package.sh --binary PATH --out DIR   # package an existing binary
 #
-# The binary is a glibc (x86_64-unknown-linux-gnu) build: the Azure SDK crates use
-# native-tls (OpenSSL) here, which a static musl build would have to vendor. The Functions
-# Linux images ship the glibc and OpenSSL it needs.
+# The binary is a static x86_64-unknown-linux-musl build with rustls (no OpenSSL in the
+# dependency tree): custom-handler apps get an empty linuxFxVersion and the platform may
+# pick a Debian 11 image (glibc 2.31, libssl1.1), where a glibc build that needs
+# GLIBC_2.34 or libssl.so.3 does not start. It needs the musl target (rust-toolchain.toml
+# lists it) and Debian's musl-tools for the C parts (mimalloc, ring, zstd).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 binary=""
@@ -23,8 +25,11 @@ while [ $# -gt 0 ]; do
 done
 if [ -z "$binary" ]; then
   export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/flowforge-target}"
-  (cd "$root" && cargo build --release --locked -p flowforge)
-  binary="$CARGO_TARGET_DIR/release/flowforge"
+  target=x86_64-unknown-linux-musl
+  command -v musl-gcc >/dev/null || { echo "musl-gcc missing: apt-get install musl-tools" >&2; exit 1; }
+  (cd "$root" && CC_x86_64_unknown_linux_musl=musl-gcc \
+    cargo build --release --locked --target "$target" -p flowforge)
+  binary="$CARGO_TARGET_DIR/$target/release/flowforge"
 fi
 app="$out/app"
 rm -rf "$app" && mkdir -p "$app"

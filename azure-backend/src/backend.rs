@@ -19,6 +19,7 @@ use crate::wake::WakeSignals;
 pub struct AzureBackend {
     pub(crate) config: AzureConfig,
     pub(crate) table: TableClient,
+    pub(crate) dead_letters: TableClient,
     queues: QueueServiceClient,
     pub(crate) payloads: ContainerClient,
     pub(crate) counter: Counter,
@@ -45,10 +46,12 @@ impl AzureBackend {
             ClientBuilder::with_location(config.location(&config.endpoints.blob), credentials)
                 .blob_service_client();
         let table = tables.table_client(format!("{}instances", config.task_hub));
+        let dead_letters = tables.table_client(format!("{}deadletters", config.task_hub));
         let payloads = blobs.container_client(format!("{}-payloads", config.task_hub));
         let backend = Arc::new(Self {
             config,
             table,
+            dead_letters,
             queues,
             payloads,
             counter: Counter::default(),
@@ -61,6 +64,7 @@ impl AzureBackend {
 
     async fn create_task_hub(&self) -> Result<(), Error> {
         ignore_exists(self.table.create().await.map(|_| ()), "create table")?;
+        ignore_exists(self.dead_letters.create().await.map(|_| ()), "create table")?;
         for queue in self.all_queue_names() {
             ignore_exists(
                 self.queue_client(&queue).create().await.map(|_| ()),
@@ -82,6 +86,7 @@ impl AzureBackend {
     /// payload container.
     pub async fn delete_task_hub(&self) -> Result<(), Error> {
         ignore_missing(self.table.delete().await.map(|_| ()), "delete table")?;
+        ignore_missing(self.dead_letters.delete().await.map(|_| ()), "delete table")?;
         for queue in self.all_queue_names() {
             ignore_missing(
                 self.queue_client(&queue).delete().await.map(|_| ()),

@@ -3,8 +3,10 @@
 //! - State and history in Table Storage, one partition per instance, each episode committed
 //!   under the state row's ETag (see [`rows`] for the layout).
 //! - Work items, events and timers over Storage Queues (partitioned control queues, one
-//!   work-item queue, `<queue>-poison` dead-letter queues); message bodies base64 as the
-//!   Functions host expects.
+//!   work-item queue, and the `<queue>-poison` queues the Functions host moves messages
+//!   to); message bodies base64 as the Functions host expects.
+//! - Dead letters kept with their reason in an archive table until an operator requeues or
+//!   deletes them.
 //! - Values too large for a property or a message in Blob Storage by reference.
 //!
 //! Built on the Azure SDK crates of the 0.21 family, the one that serves Tables, Queues
@@ -14,6 +16,7 @@ pub mod azurite;
 mod backend;
 mod config;
 mod counter;
+mod dead_letter_store;
 mod error;
 pub mod identity;
 mod instance_store;

@@ -1,6 +1,6 @@
 //! Engine queues over Storage Queues: base64 bodies (what the Functions host expects),
 //! large bodies by blob reference, delays capped at the service's visibility limit (the
-//! runtime re-arms longer timers), dead letters in `<queue>-poison`.
+//! runtime re-arms longer timers), dead letters in the archive table (`dead_letter_store`).
 
 use std::time::Duration;
 
@@ -9,7 +9,8 @@ use azure_storage_queues::prelude::*;
 use base64::Engine as _;
 use chrono::Utc;
 use flowforge_orchestrator::backend::{
-    DeadLetter, Error, Outbound, QueueMessage, QueueName, QueueStore, Receipt, Received,
+    ArchivedLetter, DeadLetter, Error, Outbound, QueueMessage, QueueName, QueueStore, Receipt,
+    Received,
 };
 
 use crate::backend::AzureBackend;
@@ -98,18 +99,21 @@ impl AzureBackend {
             .map_err(|e| classify("queue delete", e))
     }
 
-    /// Makes a message of a storage queue visible again now.
-    pub async fn release_raw(&self, queue_name: &str, receipt: &Receipt) -> Result<(), Error> {
+    /// Makes a message of a storage queue visible again after `delay` (as the Functions
+    /// host does with its `visibilityTimeout` after a failed invocation).
+    pub async fn release_raw(
+        &self,
+        queue_name: &str,
+        receipt: &Receipt,
+        delay: Duration,
+    ) -> Result<(), Error> {
         self.counter.count("queue.update");
         self.queue_client(queue_name)
             .pop_receipt_client(PopReceipt::new(
                 receipt.message_id.clone(),
                 receipt.pop_receipt.clone(),
             ))
-            .update(
-                receipt.stored_body.clone(),
-                VisibilityTimeout::new(Duration::ZERO),
-            )
+            .update(receipt.stored_body.clone(), VisibilityTimeout::new(delay))
             .await
             .map(|_| ())
             .map_err(|e| classify("queue update", e))
@@ -269,36 +273,14 @@ impl QueueStore for AzureBackend {
     }
 
     async fn put_dead_letter(&self, queue: &QueueName, letter: &DeadLetter) -> Result<(), Error> {
-        let body = serde_json::to_string(letter).map_err(|e| Error::Permanent(e.to_string()))?;
-        let body = self
-            .offload("_dead", body, self.config.max_inline_message)
-            .await?;
-        self.counter.count("queue.put");
-        self.queue_client(&self.poison_queue_name(queue))
-            .put_message(b64(&body))
-            .ttl(MESSAGE_TTL)
-            .await
-            .map(|_| ())
-            .map_err(|e| classify("dead-letter put", e))
+        self.archive_letter(queue, letter).await
     }
 
-    async fn dead_letters(&self, queue: &QueueName) -> Result<Vec<DeadLetter>, Error> {
-        self.counter.count("queue.peek");
-        let response = self
-            .queue_client(&self.poison_queue_name(queue))
-            .peek_messages()
-            .number_of_messages(32)
-            .await
-            .map_err(|e| classify("queue peek", e))?;
-        let mut letters = Vec::new();
-        for message in response.messages {
-            let text = self.inline(unb64(&message.message_text)).await?;
-            letters.push(serde_json::from_str(&text).unwrap_or(DeadLetter {
-                raw: text,
-                reason: "moved here by the Functions host after its maxDequeueCount".into(),
-                dequeue_count: 0,
-            }));
-        }
-        Ok(letters)
+    async fn list_dead_letters(&self, limit: usize) -> Result<Vec<ArchivedLetter>, Error> {
+        self.archived_letters(limit).await
+    }
+
+    async fn remove_dead_letter(&self, id: &str) -> Result<bool, Error> {
+        self.remove_letter(id).await
     }
 }

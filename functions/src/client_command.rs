@@ -12,7 +12,7 @@ use flowforge_orchestrator::client::StatusOptions;
 use flowforge_orchestrator::prelude::*;
 use serde_json::Value;
 
-use crate::api::status_json;
+use crate::api::{letter_json, status_json};
 use crate::storage::StorageArgs;
 
 /// Client operations on a task hub.
@@ -102,11 +102,43 @@ pub enum ClientCommand {
         /// Instance id.
         id: String,
     },
+    /// The dead-letter archive: messages that could not be processed, with their reasons.
+    DeadLetters {
+        /// What to do.
+        #[command(subcommand)]
+        action: DeadLetterAction,
+    },
     /// Delete the whole task hub (tables, queues, payloads).
     DeleteTaskHub {
         /// Confirm.
         #[arg(long)]
         yes: bool,
+    },
+}
+
+/// Operations on the dead-letter archive.
+#[derive(Debug, Subcommand)]
+pub enum DeadLetterAction {
+    /// List dead letters, newest first.
+    List {
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        top: usize,
+    },
+    /// Show one dead letter with its message.
+    Show {
+        /// Dead letter id (from `list`).
+        id: String,
+    },
+    /// Send a dead letter's message back to its queue and remove it from the archive.
+    Requeue {
+        /// Dead letter id.
+        id: String,
+    },
+    /// Delete a dead letter from the archive.
+    Delete {
+        /// Dead letter id.
+        id: String,
     },
 }
 
@@ -213,6 +245,21 @@ pub async fn run(command: ClientCommand, storage: StorageArgs) -> anyhow::Result
             client.purge(&id).await?;
             println!("purged {id}");
         }
+        ClientCommand::DeadLetters { action } => match action {
+            DeadLetterAction::List { top } => {
+                let letters = client.dead_letters(top).await?;
+                show(Value::Array(letters.iter().map(letter_json).collect()));
+            }
+            DeadLetterAction::Show { id } => show(letter_json(&client.dead_letter(&id).await?)),
+            DeadLetterAction::Requeue { id } => {
+                let letter = client.requeue_dead_letter(&id).await?;
+                println!("requeued {id} to {}", letter.queue.suffix());
+            }
+            DeadLetterAction::Delete { id } => {
+                client.delete_dead_letter(&id).await?;
+                println!("deleted {id}");
+            }
+        },
         ClientCommand::DeleteTaskHub { .. } => {}
     }
     Ok(())

@@ -62,6 +62,37 @@ async fn await_approval(
     ))
 }
 
+/// Orchestrations for the host harness only (registered when
+/// `FLOWFORGE_HARNESS_ORCHESTRATIONS=1`): `slow_replay` spends `spin_ms` of CPU on every
+/// step of its code, replay included, so its replay outlasts a short `functionTimeout`.
+pub fn with_harness_orchestrations(registry: Registry) -> Registry {
+    registry.orchestration("slow_replay", slow_replay)
+}
+
+/// Input of `slow_replay`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SlowReplayInput {
+    /// Activities, one after another.
+    pub steps: u32,
+    /// CPU time spent at each step, replay included.
+    pub spin_ms: u64,
+}
+
+async fn slow_replay(
+    ctx: OrchestrationContext,
+    input: SlowReplayInput,
+) -> Result<u32, FailureDetails> {
+    for step in 0..input.steps {
+        let until = std::time::Instant::now() + Duration::from_millis(input.spin_ms);
+        while std::time::Instant::now() < until {
+            std::hint::spin_loop();
+        }
+        ctx.call_activity::<u64>("measure", &format!("step-{step}"))
+            .await?;
+    }
+    Ok(input.steps)
+}
+
 /// The registry of the demo: the orchestration and its two activities. `measure` fails
 /// the first time it sees a file named `flaky…`, to show a durable retry.
 pub fn registry() -> Registry {

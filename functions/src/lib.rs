@@ -18,8 +18,13 @@ use flowforge_orchestrator::registry::Registry;
 /// Every orchestration and activity this app runs; the medallion pipeline needs the data
 /// lake (Blob Storage), so it is registered only with one.
 pub fn app_registry(lake: Option<DataLake>) -> Registry {
-    match lake {
+    let registry = match lake {
         Some(lake) => flowforge_activities::register(demo::registry(), lake),
         None => demo::registry(),
+    };
+    if std::env::var("FLOWFORGE_HARNESS_ORCHESTRATIONS").is_ok_and(|v| v == "1") {
+        demo::with_harness_orchestrations(registry)
+    } else {
+        registry
     }
 }

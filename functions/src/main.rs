@@ -58,7 +58,11 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     limit_malloc_arenas();
+    // At least four workers even on small hosts: a long replay is synchronous code that
+    // holds its thread, and the handler must still answer the host meanwhile.
+    let workers = std::thread::available_parallelism().map_or(4, |n| n.get().max(4));
     tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
         .enable_all()
         .build()?
         .block_on(run())

@@ -418,6 +418,9 @@ async fn the_openapi_document_is_served_and_matches_the_routes() {
         "/instances/{instanceId}/suspend",
         "/instances/{instanceId}/resume",
         "/instances/{instanceId}/restart",
+        "/deadletters",
+        "/deadletters/{id}",
+        "/deadletters/{id}/requeue",
         "/openapi.json",
     ];
     let mut documented: Vec<&str> = paths.iter().map(|p| p.as_str()).collect();

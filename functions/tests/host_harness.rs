@@ -1,393 +1,421 @@
-//! A harness that plays the Azure Functions host for the packaged app: it packages the app
-//! with `deploy/package.sh`, reads host.json and every function.json, starts the binary as
-//! the host does (`FUNCTIONS_CUSTOMHANDLER_PORT`), waits for readiness on `GET /`, forwards
-//! HTTP requests as envelopes, polls the Azurite queues named in the queue triggers and
-//! invokes their routes with the host's envelopes (`DequeueCount` as a string, messages
-//! sometimes double-encoded), applies the host's retry and `maxDequeueCount` → `-poison`
-//! rules, and fires timer envelopes.
+//! The packaged app under a strict stand-in for the Azure Functions host (see
+//! `strict_host`): the web app's flows, large inputs, a 1,000-activity fan-out, schedules,
+//! poison messages, a replay longer than `functionTimeout`, a handler killed mid-way, and
+//! the medallion. Every scenario ends with nothing Running, nothing lost and, for healthy
+//! runs, no error-level line.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
+mod strict_host;
+
 use std::time::Duration;
 
-use flowforge_azure::{azurite, AzureBackend};
 use serde_json::{json, Value};
+use strict_host::{package, Host, HostSettings};
 
-const HUB: &str = "hostharness";
-
-struct Package {
-    dir: PathBuf,
-    zip: PathBuf,
+/// The scenarios share two cores with Azurite: one at a time, so that a slow machine does
+/// not stand for a slow handler.
+async fn one_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOCK.lock().await
 }
 
-fn package() -> Package {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
+fn settings() -> HostSettings {
+    let host_json: Value =
+        serde_json::from_str(&std::fs::read_to_string(package().dir.join("host.json")).unwrap())
+            .unwrap();
+    let mut settings = HostSettings::from_host_json(&host_json);
+    // Shorter than in production so a failed invocation is retried within the test.
+    settings.visibility_timeout = Duration::from_secs(1);
+    settings
+}
+
+/// Starts `demo` over HTTP as the web app does; returns the check-status body.
+async fn start(host: &Host, path: &str, input: &Value) -> Value {
+    let body = serde_json::to_vec(input).unwrap();
+    let reply = host
+        .http("HttpStart", "POST", path, Some(&body), false)
+        .await;
+    assert_eq!(reply.status, 202, "{}", reply.body);
+    assert!(
+        reply.headers.contains_key("location"),
+        "{:?}",
+        reply.headers
+    );
+    reply.json()
+}
+
+fn status_path(check: &Value) -> String {
+    let uri = check["statusQueryGetUri"].as_str().unwrap();
+    let path = uri
+        .strip_prefix("https://flowforge-app.azurewebsites.net")
+        .unwrap_or_else(|| panic!("status URL on the request's host: {uri}"));
+    path.to_owned()
+}
+
+fn assert_healthy(host: &Host) {
+    assert_eq!(
+        host.error_lines(),
+        Vec::<String>::new(),
+        "error-level lines"
+    );
+    assert_eq!(host.crashes(), 0, "handler crashes");
+    assert_eq!(host.timeouts(), 0, "functionTimeout restarts");
+}
+
+async fn assert_nothing_running(host: &Host) {
+    let reply = host
+        .http(
+            "HttpInstances",
+            "GET",
+            "/api/instances?runtimeStatus=Running,Pending",
+            None,
+            false,
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let running = reply.json();
+    let running: Vec<&Value> = running
+        .as_array()
         .unwrap()
-        .to_path_buf();
-    let out = std::env::temp_dir().join(format!("flowforge-package-{}", std::process::id()));
-    let status = Command::new(root.join("deploy/package.sh"))
-        .args(["--binary", env!("CARGO_BIN_EXE_flowforge"), "--out"])
-        .arg(&out)
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success(), "deploy/package.sh failed");
-    Package {
-        dir: out.join("app"),
-        zip: out.join("flowforge-app.zip"),
-    }
-}
-
-struct Function {
-    name: String,
-    trigger: Value,
-}
-
-fn functions(app: &Path) -> Vec<Function> {
-    let mut list = Vec::new();
-    for entry in std::fs::read_dir(app).unwrap() {
-        let path = entry.unwrap().path();
-        let definition = path.join("function.json");
-        if definition.exists() {
-            let json: Value =
-                serde_json::from_str(&std::fs::read_to_string(definition).unwrap()).unwrap();
-            let trigger = json["bindings"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|b| b["direction"] == "in")
-                .unwrap()
-                .clone();
-            list.push(Function {
-                name: path.file_name().unwrap().to_string_lossy().into_owned(),
-                trigger,
-            });
-        }
-    }
-    list.sort_by(|a, b| a.name.cmp(&b.name));
-    list
-}
-
-struct Host {
-    child: Child,
-    base: String,
-    http: reqwest::Client,
-    backend: Arc<AzureBackend>,
-    functions: Vec<Function>,
-    max_dequeue_count: u32,
-}
-
-impl Drop for Host {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Host {
-    async fn start(pkg: &Package) -> Host {
-        let host_json: Value =
-            serde_json::from_str(&std::fs::read_to_string(pkg.dir.join("host.json")).unwrap())
-                .unwrap();
-        let description = &host_json["customHandler"]["description"];
-        let exe = pkg
-            .dir
-            .join(description["defaultExecutablePath"].as_str().unwrap());
-        let args: Vec<String> = description["arguments"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|a| a.as_str().unwrap().to_owned())
-            .collect();
-        let max_dequeue_count = host_json["extensions"]["queues"]["maxDequeueCount"]
-            .as_u64()
-            .unwrap() as u32;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let schedules = json!([
-            {"name": "minutely", "cron": "0 * * * * *", "orchestration": "await_approval", "input": 3600, "overlap": "allow"},
-            {"name": "hourly", "cron": "0 0 * * * *", "orchestration": "await_approval", "input": 3600, "overlap": "skip"}
-        ]);
-        let child = Command::new(exe)
-            .args(&args)
-            .current_dir(&pkg.dir)
-            .env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string())
-            .env("FUNCTIONS_WORKER_RUNTIME", "custom")
-            .env("AzureWebJobsStorage", azurite::shared().connection_string())
-            .env("FLOWFORGE_TASK_HUB", HUB)
-            .env("FLOWFORGE_CONTROL_PARTITIONS", "4")
-            .env(
-                "FLOWFORGE_HOST_MAX_DEQUEUE_COUNT",
-                max_dequeue_count.to_string(),
-            )
-            .env("FLOWFORGE_SCHEDULES", schedules.to_string())
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let mut config = azurite::shared().config(HUB);
-        config.control_partitions = 4;
-        let backend = AzureBackend::connect(config).await.unwrap();
-        let host = Host {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-            http: reqwest::Client::new(),
-            backend,
-            functions: functions(&pkg.dir),
-            max_dequeue_count,
-        };
-        // Readiness: the host sends GET / until any answer comes back.
-        for _ in 0..600 {
-            if host
-                .http
-                .get(format!("{}/", host.base))
-                .send()
-                .await
-                .is_ok()
-            {
-                return host;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("the handler never answered GET /");
-    }
-
-    async fn invoke(&self, function: &str, envelope: Value) -> (u16, Value) {
-        let reply = self
-            .http
-            .post(format!("{}/{function}", self.base))
-            .header("X-Azure-Functions-InvocationId", uuid_like())
-            .header("X-Azure-Functions-HostVersion", "4.1000.0")
-            .json(&envelope)
-            .send()
-            .await
-            .unwrap();
-        let status = reply.status().as_u16();
-        (status, reply.json().await.unwrap_or(Value::Null))
-    }
-
-    /// An HTTP request through the HTTP trigger functions, as the host sends it.
-    async fn http(
-        &self,
-        function: &str,
-        method: &str,
-        path_and_query: &str,
-        body: Option<Value>,
-    ) -> (u16, Value) {
-        let query: BTreeMap<String, String> = BTreeMap::new();
-        let envelope = json!({
-            "Data": {"req": {
-                "Url": format!("https://flowforge-app.azurewebsites.net{path_and_query}"),
-                "Method": method,
-                "Query": query,
-                "Headers": {"Content-Type": ["application/json"], "traceparent": ["00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"]},
-                "Params": {},
-                "Identities": [],
-                "Body": body.map(|b| b.to_string()).unwrap_or_default()
-            }},
-            "Metadata": {"sys": {"MethodName": function, "UtcNow": "2026-11-25T00:00:00Z", "RandGuid": uuid_like()}}
-        });
-        let (status, reply) = self.invoke(function, envelope).await;
-        assert_eq!(status, 200, "{function}: {reply}");
-        let res = &reply["Outputs"]["res"];
-        let code: u16 = res["statusCode"].as_str().unwrap().parse().unwrap();
-        let body = res["body"]
-            .as_str()
-            .expect("HTTP output bodies are strings");
-        (code, serde_json::from_str(body).unwrap_or(Value::Null))
-    }
-
-    /// One polling pass over every queue trigger: deliver each visible message, settle it
-    /// as the host would. Returns how many messages were delivered.
-    async fn pump_queues(&self, round: u32) -> usize {
-        let mut delivered = 0;
-        for function in &self.functions {
-            if function.trigger["type"] != "queueTrigger" {
-                continue;
-            }
-            let queue = function.trigger["queueName"]
+        .iter()
+        .filter(|s| {
+            !s["instanceId"]
                 .as_str()
-                .unwrap()
-                .replace("%FLOWFORGE_TASK_HUB%", HUB);
-            let name = function.trigger["name"].as_str().unwrap();
-            let messages = self
-                .backend
-                .receive_raw(&queue, 16, Duration::from_secs(30))
-                .await
-                .unwrap();
-            for (receipt, dequeue_count, text) in messages {
-                delivered += 1;
-                // Alternate plain and double-encoded strings, as the host does for strings.
-                let data = if (round + delivered as u32) % 2 == 0 {
-                    json!(text)
-                } else {
-                    json!(serde_json::to_string(&text).unwrap())
-                };
-                let envelope = json!({
-                    "Data": {name: data},
-                    "Metadata": {"DequeueCount": dequeue_count.to_string(), "Id": receipt.message_id, "PopReceipt": receipt.pop_receipt,
-                                 "sys": {"MethodName": function.name}}
-                });
-                let (status, _) = self.invoke(&function.name, envelope).await;
-                if (200..300).contains(&status) {
-                    self.backend.delete_raw(&queue, &receipt).await.unwrap();
-                } else if dequeue_count >= self.max_dequeue_count {
-                    self.backend
-                        .put_raw(&format!("{queue}-poison"), &text)
-                        .await
-                        .unwrap();
-                    self.backend.delete_raw(&queue, &receipt).await.unwrap();
-                } else {
-                    self.backend.release_raw(&queue, &receipt).await.unwrap();
-                }
-            }
-        }
-        delivered
-    }
-
-    async fn fire_timer(&self, past_due: bool) -> Value {
-        let envelope = json!({
-            "Data": {"timer": {"Schedule": {"AdjustForDST": true}, "ScheduleStatus": null, "IsPastDue": past_due}},
-            "Metadata": {"sys": {"MethodName": "Schedules"}}
-        });
-        let (status, reply) = self.invoke("Schedules", envelope).await;
-        assert_eq!(status, 200, "{reply}");
-        reply
-    }
-
-    /// Pumps the queues until the instance's status answers 200 (finished).
-    async fn run_until_done(&self, id: &str) -> Value {
-        for round in 0..600 {
-            self.pump_queues(round).await;
-            let (code, body) = self
-                .http("HttpInstance", "GET", &format!("/api/instances/{id}"), None)
-                .await;
-            if code == 200 {
-                return body;
-            }
-            assert_eq!(code, 202, "{body}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("{id} never finished");
-    }
-
-    async fn list(&self, prefix: &str) -> Vec<Value> {
-        let (code, body) = self
-            .http(
-                "HttpInstances",
-                "GET",
-                &format!("/api/instances?instanceIdPrefix={prefix}"),
-                None,
-            )
-            .await;
-        assert_eq!(code, 200);
-        body.as_array().unwrap().clone()
-    }
+                .unwrap_or("")
+                .starts_with("schedule-")
+        })
+        .collect();
+    assert!(running.is_empty(), "left running: {running:?}");
 }
 
-fn uuid_like() -> String {
-    format!(
-        "{:032x}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    )
+fn episodes(status: &Value) -> usize {
+    status["historyEvents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["EventType"] == "OrchestratorStarted")
+        .count()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_packaged_app_runs_under_a_host_harness() {
-    let pkg = package();
-    let host = Host::start(&pkg).await;
-
-    // Every function.json maps to a route the binary serves, and the binary serves no
-    // function that is not declared.
-    let declared: Vec<&str> = host.functions.iter().map(|f| f.name.as_str()).collect();
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_web_apps_start_and_poll_flow_with_the_hosts_rendering() {
+    let _one = one_at_a_time().await;
+    let host = Host::start("strictweb", settings(), &[]).await;
     let served: Vec<String> = flowforge::host::functions::all()
         .into_iter()
         .map(|(n, _)| n)
         .collect();
     let mut served_sorted: Vec<&str> = served.iter().map(String::as_str).collect();
     served_sorted.sort();
-    assert_eq!(declared, served_sorted);
-    for function in &host.functions {
-        let (status, _) = host
-            .invoke(&function.name, json!({"Data": {}, "Metadata": {}}))
-            .await;
-        assert_ne!(status, 404, "{} is declared but not served", function.name);
-    }
-    assert_eq!(host.invoke("NotAFunction", json!({})).await.0, 404);
+    let declared: Vec<&str> = host.functions.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(declared, served_sorted, "function.json folders = routes");
 
-    // Start over HTTP, run to completion entirely through host-style invocations.
-    let input = json!({"files": ["landing/a.csv", "flaky-1.csv"], "pause_ms": 0});
-    let (code, check) = host
-        .http("HttpStart", "POST", "/api/orchestrators/demo", Some(input))
-        .await;
-    assert_eq!(code, 202, "{check}");
-    let status_uri = check["statusQueryGetUri"].as_str().unwrap();
+    // Start and poll, every answer through the host's rendering and Kestrel's check.
+    let check = start(
+        &host,
+        "/api/orchestrators/demo?code=k3y%2B1",
+        &json!({"files": ["landing/a.csv", "flaky-1.csv"], "pause_ms": 0}),
+    )
+    .await;
+    let path = status_path(&check);
     assert!(
-        status_uri.starts_with("https://flowforge-app.azurewebsites.net/api/instances/"),
-        "{status_uri}"
+        path.ends_with("?code=k3y%2B1"),
+        "the function key is carried: {path}"
     );
-    let id = check["id"].as_str().unwrap().to_owned();
-    let done = host.run_until_done(&id).await;
-    assert_eq!(done["runtimeStatus"], "Completed");
+    let done = host.wait_done(&path, Duration::from_secs(60)).await;
+    assert_eq!(done["runtimeStatus"], "Completed", "{done}");
     assert_eq!(done["output"]["sizes"].as_array().unwrap().len(), 2);
 
+    // A 200 KiB input (its queue message is stored by reference).
+    let files: Vec<String> = (0..10)
+        .map(|i| format!("{i}-{}", "x".repeat(20 * 1024)))
+        .collect();
+    let big = json!({"files": files, "pause_ms": 0});
+    assert!(serde_json::to_vec(&big).unwrap().len() >= 200 * 1024);
+    let check = start(&host, "/api/orchestrators/demo", &big).await;
+    let done = host
+        .wait_done(&status_path(&check), Duration::from_secs(60))
+        .await;
+    assert_eq!(done["runtimeStatus"], "Completed", "{done}");
+    assert_eq!(done["output"]["sizes"].as_array().unwrap().len(), 10);
+
+    // A chunked POST reaches the handler without its body: refused, nothing started.
+    let body = serde_json::to_vec(&json!({"files": [], "pause_ms": 0})).unwrap();
+    let reply = host
+        .http(
+            "HttpStart",
+            "POST",
+            "/api/orchestrators/demo/chunked-1",
+            Some(&body),
+            true,
+        )
+        .await;
+    assert_eq!(reply.status, 411, "{}", reply.body);
+    assert!(reply.json()["error"]
+        .as_str()
+        .unwrap()
+        .contains("Content-Length"));
+    let missing = host
+        .http(
+            "HttpInstance",
+            "GET",
+            "/api/instances/chunked-1",
+            None,
+            false,
+        )
+        .await;
+    assert_eq!(missing.status, 404, "{}", missing.body);
+
+    // Unknown function and OpenAPI through the host.
+    let doc = host
+        .http("HttpOpenApi", "GET", "/api/openapi.json", None, false)
+        .await;
+    assert_eq!(doc.status, 200);
+    assert_eq!(doc.json()["openapi"], "3.0.3");
+
+    assert_nothing_running(&host).await;
+    assert_healthy(&host);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_fan_out_of_1000_activities_under_the_hosts_concurrency() {
+    let _one = one_at_a_time().await;
+    let host = Host::start("strictfan", settings(), &[]).await;
+    let files: Vec<String> = (0..1000).map(|i| format!("f{i:04}.csv")).collect();
+    let check = start(
+        &host,
+        "/api/orchestrators/demo/fan-1000",
+        &json!({"files": files, "pause_ms": 0}),
+    )
+    .await;
+    let done = host
+        .wait_done(&status_path(&check), Duration::from_secs(300))
+        .await;
+    assert_eq!(done["runtimeStatus"], "Completed", "{done}");
+    let sizes = done["output"]["sizes"].as_array().unwrap();
+    assert_eq!(sizes.len(), 1000);
+    assert_eq!(sizes[7], json!(9 * 1024), "f0007.csv has 9 characters");
+    let history = host
+        .http(
+            "HttpInstance",
+            "GET",
+            "/api/instances/fan-1000?showHistory=true",
+            None,
+            false,
+        )
+        .await
+        .json();
+    let completed = history["historyEvents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["EventType"] == "TaskCompleted")
+        .count();
+    assert_eq!(completed, 1001, "each activity completed once, and the sum");
+    // 1,001 results arrive as up to 24 parallel invocations: coalesced per instance.
+    let episodes = episodes(&history);
+    assert!(episodes <= 250, "{episodes} episodes for 1,001 results");
+    eprintln!("fan-out of 1,000: {episodes} episodes");
+    assert_nothing_running(&host).await;
+    assert_healthy(&host);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn schedules_and_poison_messages_under_the_host() {
+    let schedules = json!([
+        {"name": "minutely", "cron": "0 * * * * *", "orchestration": "await_approval", "input": 3600, "overlap": "allow"},
+        {"name": "hourly", "cron": "0 0 * * * *", "orchestration": "await_approval", "input": 3600, "overlap": "skip"}
+    ])
+    .to_string();
+    let _one = one_at_a_time().await;
+    let host = Host::start(
+        "strictsched",
+        settings(),
+        &[("FLOWFORGE_SCHEDULES", schedules.as_str())],
+    )
+    .await;
+    let list = |prefix: &'static str| {
+        let host = &host;
+        async move {
+            let reply = host
+                .http(
+                    "HttpInstances",
+                    "GET",
+                    &format!("/api/instances?instanceIdPrefix={prefix}"),
+                    None,
+                    false,
+                )
+                .await;
+            assert_eq!(reply.status, 200, "{}", reply.body);
+            reply.json().as_array().unwrap().clone()
+        }
+    };
     // A schedule fired twice for the same occurrence starts one instance.
-    host.fire_timer(false).await;
-    host.fire_timer(false).await;
-    let minutely = host.list("schedule-minutely-").await;
-    assert!(
-        minutely.len() <= 2,
-        "at most this minute's and (at a minute boundary) the next: {minutely:?}"
-    );
-    let distinct: std::collections::HashSet<_> =
-        minutely.iter().map(|s| s["instanceId"].clone()).collect();
-    assert_eq!(distinct.len(), minutely.len());
-    assert!(!minutely.is_empty());
-    // Past due: the latest missed occurrence (the last full hour) starts, once.
-    host.fire_timer(true).await;
-    host.fire_timer(true).await;
-    let hourly = host.list("schedule-hourly-").await;
+    assert_eq!(host.fire_timer(false).await, 200);
+    assert_eq!(host.fire_timer(false).await, 200);
+    let minutely = list("schedule-minutely-").await;
+    assert!(!minutely.is_empty() && minutely.len() <= 2, "{minutely:?}");
+    assert_eq!(host.fire_timer(true).await, 200);
+    assert_eq!(host.fire_timer(true).await, 200);
+    let hourly = list("schedule-hourly-").await;
     assert_eq!(hourly.len(), 1, "{hourly:?}");
 
-    // A message the host dead-lettered on its own still ends its instance Failed.
+    // A message the host moved to -poison: archived with its reason, its instance Failed.
     let waiting = hourly[0]["instanceId"].as_str().unwrap().to_owned();
-    for round in 0..20 {
-        host.pump_queues(round).await;
+    let path = format!("/api/instances/{waiting}");
+    for _ in 0..100 {
+        let status = host
+            .http("HttpInstance", "GET", &path, None, false)
+            .await
+            .json();
+        if status["runtimeStatus"] == "Running" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let poisoned = json!({"v": 1, "kind": "Activity", "instance_id": waiting, "execution_id": "x", "scheduled_id": 0, "name": "measure", "input": null});
     host.backend
-        .put_raw(&format!("{HUB}-workitems-poison"), &poisoned.to_string())
+        .put_raw("strictsched-workitems-poison", &poisoned.to_string())
         .await
         .unwrap();
-    let failed = host.run_until_done(&waiting).await;
+    let failed = host.wait_done(&path, Duration::from_secs(60)).await;
     assert_eq!(failed["runtimeStatus"], "Failed", "{failed}");
     assert!(
-        failed["output"].as_str().unwrap().contains("dead-lettered"),
+        failed["output"]
+            .as_str()
+            .unwrap()
+            .contains("maxDequeueCount"),
         "{failed}"
     );
-
-    // The zip keeps the exec bit of the binary.
-    let mut archive = zip::ZipArchive::new(std::fs::File::open(&pkg.zip).unwrap()).unwrap();
-    let binary = archive.by_name("flowforge").unwrap();
-    let mode = binary.unix_mode().unwrap();
-    assert_eq!(mode & 0o111, 0o111, "exec bits in the zip: {mode:o}");
-    drop(binary);
-    for function in &host.functions {
-        assert!(archive
-            .by_name(&format!("{}/function.json", function.name))
-            .is_ok());
+    let letters = host
+        .http("HttpDeadLetters", "GET", "/api/deadletters", None, false)
+        .await;
+    assert_eq!(letters.status, 200, "{}", letters.body);
+    let letters = letters.json();
+    let letter = &letters.as_array().unwrap()[0];
+    assert_eq!(letter["instanceId"], json!(waiting));
+    assert_eq!(letter["queue"], "workitems");
+    let body: Value = serde_json::from_str(letter["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body, poisoned, "the message kept whole");
+    let shown = host
+        .http(
+            "HttpDeadLetters",
+            "GET",
+            &format!("/api/deadletters/{}", letter["id"].as_str().unwrap()),
+            None,
+            false,
+        )
+        .await;
+    assert_eq!(shown.status, 200, "{}", shown.body);
+    let gone = host
+        .http(
+            "HttpDeadLetters",
+            "GET",
+            "/api/deadletters/nope",
+            None,
+            false,
+        )
+        .await;
+    assert_eq!(gone.status, 404);
+    // The poison queue itself is empty: the invocation answered 2xx once archived.
+    for _ in 0..100 {
+        let left = host
+            .backend
+            .receive_raw("strictsched-workitems-poison", 1, Duration::from_millis(1))
+            .await
+            .unwrap();
+        if left.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(archive.by_name("host.json").is_ok());
+    for instance in minutely.iter().chain(&hourly) {
+        let id = instance["instanceId"].as_str().unwrap();
+        let reply = host
+            .http(
+                "HttpInstance",
+                "POST",
+                &format!("/api/instances/{id}/terminate?reason=test%20over"),
+                Some(b""),
+                false,
+            )
+            .await;
+        assert!(matches!(reply.status, 202 | 410), "{}", reply.body);
+    }
+    assert_healthy(&host);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replay_longer_than_function_timeout_ends_without_restarting_the_handler() {
+    let mut settings = settings();
+    // The replay after the fourth step takes 4 × 1.6 s: longer than the whole timeout.
+    settings.function_timeout = Duration::from_secs(6);
+    let _one = one_at_a_time().await;
+    let host = Host::start("strictslow", settings, &[]).await;
+    let check = start(
+        &host,
+        "/api/orchestrators/slow_replay/slow-1",
+        &json!({"steps": 5, "spin_ms": 1600}),
+    )
+    .await;
+    let done = host
+        .wait_done(&status_path(&check), Duration::from_secs(240))
+        .await;
+    // It either finished behind the answered invocations, or failed clearly at its last
+    // delivery; never a handler restart loop.
+    match done["runtimeStatus"].as_str().unwrap() {
+        "Completed" => assert_eq!(done["output"], json!(5)),
+        "Failed" => {
+            let reason = done["output"].as_str().unwrap();
+            assert!(
+                reason.contains("invocation budget") || reason.contains("without being processed"),
+                "{done}"
+            );
+        }
+        other => panic!("{other}: {done}"),
+    }
+    assert_eq!(host.timeouts(), 0, "no invocation reached functionTimeout");
+    assert_eq!(host.crashes(), 0);
+    assert_nothing_running(&host).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_handler_killed_mid_way_loses_nothing() {
+    let _one = one_at_a_time().await;
+    let host = Host::start("strictkill", settings(), &[]).await;
+    let mut checks = Vec::new();
+    for i in 0..4 {
+        let files: Vec<String> = (0..40).map(|f| format!("k{i}-{f}.csv")).collect();
+        checks.push(
+            start(
+                &host,
+                &format!("/api/orchestrators/demo/kill-{i}"),
+                &json!({"files": files, "pause_ms": 1500}),
+            )
+            .await,
+        );
+    }
+    // Kill once work is in flight (some activities done, none of the instances finished).
+    for _ in 0..200 {
+        if host
+            .observed
+            .invocations
+            .load(std::sync::atomic::Ordering::SeqCst)
+            >= 20
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    host.kill_handler();
+    for check in &checks {
+        let done = host
+            .wait_done(&status_path(check), Duration::from_secs(180))
+            .await;
+        assert_eq!(done["runtimeStatus"], "Completed", "{done}");
+        assert_eq!(done["output"]["sizes"].as_array().unwrap().len(), 40);
+    }
+    assert_eq!(host.crashes(), 1, "the one kill, restarted by the host");
+    assert_nothing_running(&host).await;
+    assert_eq!(host.error_lines(), Vec::<String>::new());
 }

@@ -1,6 +1,8 @@
 //! The client: start, query and control instances (the operations of the Durable Functions
 //! client), over any backend.
 
+mod dead_letters;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,6 +26,9 @@ pub enum Error {
     /// No such instance. → 404
     #[error("instance '{0}' does not exist")]
     NotFound(String),
+    /// No dead letter with this id in the archive. → 404
+    #[error("dead letter '{0}' does not exist")]
+    DeadLetterNotFound(String),
     /// The instance already runs and the start policy refuses a second one. → 409
     #[error("instance '{id}' is already {status}")]
     AlreadyRunning {

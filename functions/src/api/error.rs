@@ -38,7 +38,7 @@ impl From<ClientError> for ApiError {
     fn from(error: ClientError) -> Self {
         let status = match &error {
             ClientError::InvalidInput(_) => StatusCode::BAD_REQUEST,
-            ClientError::NotFound(_) => StatusCode::NOT_FOUND,
+            ClientError::NotFound(_) | ClientError::DeadLetterNotFound(_) => StatusCode::NOT_FOUND,
             ClientError::AlreadyRunning { .. } | ClientError::NotFinished { .. } => {
                 StatusCode::CONFLICT
             }

@@ -22,15 +22,15 @@ const RETRY_AFTER: &str = "1";
 const CONTINUATION: &str = "x-ms-continuation-token";
 
 type ApiResult = Result<Response, ApiError>;
-type PathArg<T> = Result<Path<T>, PathRejection>;
-type QueryArg = Result<Query<HashMap<String, String>>, QueryRejection>;
+pub(super) type PathArg<T> = Result<Path<T>, PathRejection>;
+pub(super) type QueryArg = Result<Query<HashMap<String, String>>, QueryRejection>;
 
-fn path<T>(arg: PathArg<T>) -> Result<T, ApiError> {
+pub(super) fn path<T>(arg: PathArg<T>) -> Result<T, ApiError> {
     arg.map(|Path(p)| p)
         .map_err(|e| ApiError::bad_request(e.body_text()))
 }
 
-fn params(arg: QueryArg) -> Result<Params, ApiError> {
+pub(super) fn params(arg: QueryArg) -> Result<Params, ApiError> {
     arg.map(|Query(q)| Params(q))
         .map_err(|e| ApiError::bad_request(e.body_text()))
 }

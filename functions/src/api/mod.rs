@@ -5,6 +5,7 @@
 
 mod auth;
 mod check_status;
+mod dead_letters;
 mod error;
 mod handlers;
 mod params;
@@ -20,6 +21,7 @@ use flowforge_orchestrator::client::Client;
 
 pub use auth::Access;
 pub use check_status::CheckStatus;
+pub use dead_letters::letter_json;
 pub use error::ApiError;
 
 /// The OpenAPI document of this API (kept in the repository as `functions/openapi.json`).
@@ -66,6 +68,12 @@ pub fn router(state: ApiState) -> Router {
         .route("/instances/{id}/suspend", post(handlers::suspend))
         .route("/instances/{id}/resume", post(handlers::resume))
         .route("/instances/{id}/restart", post(handlers::restart))
+        .route("/deadletters", get(dead_letters::list))
+        .route(
+            "/deadletters/{id}",
+            get(dead_letters::show).delete(dead_letters::delete),
+        )
+        .route("/deadletters/{id}/requeue", post(dead_letters::requeue))
         .route_layer(from_fn_with_state(state.clone(), auth::require_key))
         .route("/openapi.json", get(handlers::openapi))
         .layer(DefaultBodyLimit::max(state.body_limit));

@@ -29,6 +29,7 @@ pub fn all() -> Vec<(String, Trigger)> {
         ("HttpInstances".to_owned(), Trigger::Http),
         ("HttpInstance".to_owned(), Trigger::Http),
         ("HttpOpenApi".to_owned(), Trigger::Http),
+        ("HttpDeadLetters".to_owned(), Trigger::Http),
         ("WorkItems".to_owned(), Trigger::WorkItems),
         ("WorkItemsPoison".to_owned(), Trigger::WorkItemsPoison),
         ("Schedules".to_owned(), Trigger::Timer),

@@ -5,7 +5,8 @@
 //! HTTP functions are bridged into the same router as the standalone API (envelope in,
 //! response envelope out; the host checks the function keys, so the router runs open).
 //! Queue functions run one message through the engine ([`HostedWorker`]); the host deletes
-//! the message on 2xx. Poison-queue functions fail the instance a dead-lettered message
+//! the message on 2xx, so the handler answers non-2xx until a message's effect is durable.
+//! Poison-queue functions archive what the host moved there and fail the instance it
 //! belonged to, so no instance stays Running. The timer function fires the schedules.
 
 pub mod envelope;
@@ -21,12 +22,12 @@ use axum::http::{Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use flowforge_orchestrator::backend::{QueueMessage, QueueName};
+use flowforge_orchestrator::backend::{DeadLetter, QueueMessage, QueueName};
 use flowforge_orchestrator::prelude::*;
 use flowforge_orchestrator::runtime::{HostOptions, HostedWorker};
 use serde_json::{json, Value};
 use tower::ServiceExt;
-use tracing::{info, warn};
+use tracing::warn;
 
 use crate::api::{self, Access, ApiState};
 use crate::schedules::{self, Schedule};
@@ -126,9 +127,8 @@ async fn invoke(
         Trigger::Http => http(&state, &data).await,
         Trigger::Control(p) => control(&state, QueueName::Control(p), &data, &metadata).await,
         Trigger::WorkItems => work_item(&state, &data, &metadata).await,
-        Trigger::ControlPoison(_) | Trigger::WorkItemsPoison => {
-            poison(&state, &data, &metadata).await
-        }
+        Trigger::ControlPoison(p) => poison(&state, QueueName::Control(p), &data, &metadata).await,
+        Trigger::WorkItemsPoison => poison(&state, QueueName::Work, &data, &metadata).await,
         Trigger::Timer => timer(&state, &data).await,
     };
     match result {
@@ -300,42 +300,61 @@ async fn work_item(state: &HostState, data: &Value, metadata: &Value) -> Result<
     ))
 }
 
-/// A message the host (or the engine) dead-lettered: make sure its instance does not stay
-/// Running. The engine's own letters (`{raw, reason}`) were handled when they were written.
-async fn poison(state: &HostState, data: &Value, metadata: &Value) -> Result<Value, String> {
-    let raw = queue_text(data)?;
-    if serde_json::from_str::<flowforge_orchestrator::backend::DeadLetter>(&raw).is_ok() {
-        return Ok(envelope::response(
-            json!({}),
-            vec!["dead letter already handled by the engine".into()],
-        ));
-    }
+/// A message the host moved to `<queue>-poison` after its `maxDequeueCount`: archive it
+/// with the reason (answering 2xx deletes it from the poison queue, so the archive is where
+/// the evidence stays) and make sure its instance does not stay Running. Answers non-2xx
+/// until the archive holds it.
+async fn poison(
+    state: &HostState,
+    source: QueueName,
+    data: &Value,
+    metadata: &Value,
+) -> Result<Value, String> {
+    let stored = queue_text(data)?;
+    let raw = state
+        .worker
+        .resolve_body(&stored)
+        .await
+        .map_err(|e| format!("reading the poison message's stored body: {e}"))?;
     let count = envelope::lenient_u32(metadata.get("DequeueCount")).unwrap_or(0);
-    let reason = format!("the Functions host dead-lettered this message after its maxDequeueCount (poison queue delivery {count})");
-    let message = match QueueMessage::decode(&raw) {
-        Ok(m) => m,
-        Err(e) => {
-            return Ok(envelope::response(
-                json!({}),
-                vec![format!("unreadable poison message ignored: {e}")],
-            ))
-        }
+    // A letter the engine wrote to a poison queue (older versions did) keeps its reason.
+    let letter = match serde_json::from_str::<DeadLetter>(&raw) {
+        Ok(letter) => letter,
+        Err(_) => DeadLetter {
+            reason: format!(
+                "the Functions host moved this message to {}-poison after its maxDequeueCount",
+                source.suffix()
+            ),
+            dequeue_count: count,
+            raw,
+        },
     };
     state
         .worker
-        .fail_instance(message.instance_id(), &reason)
+        .backend()
+        .put_dead_letter(&source, &letter)
         .await
-        .map_err(|e| e.to_string())?;
-    info!(
-        instance_id = message.instance_id(),
-        "poison message handled"
+        .map_err(|e| format!("archiving the dead letter: {e}"))?;
+    let Ok(message) = QueueMessage::decode(&letter.raw) else {
+        return Ok(envelope::response(
+            json!({}),
+            vec!["unreadable poison message archived".into()],
+        ));
+    };
+    let instance_id = message.instance_id();
+    state
+        .worker
+        .fail_instance(instance_id, &letter.reason)
+        .await
+        .map_err(|e| format!("failing instance {instance_id}: {e}"))?;
+    warn!(
+        instance_id,
+        reason = letter.reason,
+        "poison message archived; instance failed"
     );
     Ok(envelope::response(
         json!({}),
-        vec![format!(
-            "instance {} told about its poison message",
-            message.instance_id()
-        )],
+        vec![format!("poison message of instance {instance_id} archived")],
     ))
 }
 

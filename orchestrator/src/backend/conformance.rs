@@ -13,7 +13,9 @@ use std::time::Duration;
 use chrono::Utc;
 use serde_json::json;
 
-use super::{Backend, EpisodeCommit, Error, HistoryWrite, InstanceQuery, Outbound, QueueName};
+use super::{
+    Backend, DeadLetter, EpisodeCommit, Error, HistoryWrite, InstanceQuery, Outbound, QueueName,
+};
 use crate::history::{EventKind, HistoryEvent, HISTORY_FORMAT_VERSION};
 use crate::runtime::episode_effects::to_instance;
 use crate::status::{InstanceState, RuntimeStatus};
@@ -386,6 +388,30 @@ pub async fn malformed_and_dead_lettered_messages(backend: Arc<dyn Backend>) {
         receive_all(backend.as_ref(), &queue).await.is_empty(),
         "removed from its queue"
     );
+    // The archive keeps it, newest first, until it is removed.
+    let big = format!("{{\"pad\": \"{}\"}}", "x".repeat(100_000));
+    let second = DeadLetter {
+        raw: big.clone(),
+        reason: "second".into(),
+        dequeue_count: 7,
+    };
+    backend
+        .put_dead_letter(&QueueName::Work, &second)
+        .await
+        .unwrap();
+    let archived = backend.list_dead_letters(10).await.unwrap();
+    assert_eq!(archived.len(), 2);
+    assert_eq!(
+        archived[0].letter, second,
+        "newest first, large bodies whole"
+    );
+    assert_eq!(archived[0].queue, QueueName::Work);
+    assert_eq!(archived[1].queue, queue);
+    assert_eq!(backend.list_dead_letters(1).await.unwrap().len(), 1);
+    assert!(backend.remove_dead_letter(&archived[1].id).await.unwrap());
+    assert!(!backend.remove_dead_letter(&archived[1].id).await.unwrap());
+    assert!(backend.dead_letters(&queue).await.unwrap().is_empty());
+    assert_eq!(backend.list_dead_letters(10).await.unwrap().len(), 1);
 }
 
 /// Listing filters by status, creation time and prefix, and pages with a continuation.

@@ -10,9 +10,9 @@ use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
 
 use super::{
-    Backend, DeadLetter, ETag, EpisodeCommit, Error, HistoryWrite, InstancePage, InstanceQuery,
-    InstanceStore, LoadedInstance, Outbound, PayloadStore, QueueMessage, QueueName, QueueStore,
-    Receipt, Received,
+    ArchivedLetter, Backend, DeadLetter, ETag, EpisodeCommit, Error, HistoryWrite, InstancePage,
+    InstanceQuery, InstanceStore, LoadedInstance, Outbound, PayloadStore, QueueMessage, QueueName,
+    QueueStore, Receipt, Received,
 };
 use crate::clock::{Clock, SystemClock};
 use crate::history::HistoryEvent;
@@ -38,7 +38,7 @@ struct StoredMessage {
 struct Inner {
     instances: BTreeMap<String, StoredInstance>,
     queues: HashMap<QueueName, VecDeque<StoredMessage>>,
-    dead: HashMap<QueueName, Vec<DeadLetter>>,
+    dead: Vec<ArchivedLetter>,
     payloads: BTreeMap<String, Vec<u8>>,
     next_id: u64,
     transactions: BTreeMap<String, u64>,
@@ -385,18 +385,30 @@ impl QueueStore for MemoryBackend {
     }
 
     async fn put_dead_letter(&self, queue: &QueueName, letter: &DeadLetter) -> Result<(), Error> {
+        let at = self.clock.now();
         let mut inner = self.lock();
-        inner.count("queue.put");
-        inner
-            .dead
-            .entry(queue.clone())
-            .or_default()
-            .push(letter.clone());
+        inner.count("table.write");
+        inner.dead.push(ArchivedLetter {
+            id: ArchivedLetter::new_id(at),
+            queue: queue.clone(),
+            archived_at: at,
+            letter: letter.clone(),
+        });
         Ok(())
     }
 
-    async fn dead_letters(&self, queue: &QueueName) -> Result<Vec<DeadLetter>, Error> {
-        Ok(self.lock().dead.get(queue).cloned().unwrap_or_default())
+    async fn list_dead_letters(&self, limit: usize) -> Result<Vec<ArchivedLetter>, Error> {
+        let mut letters = self.lock().dead.clone();
+        letters.sort_by(|a, b| a.id.cmp(&b.id));
+        letters.truncate(limit);
+        Ok(letters)
+    }
+
+    async fn remove_dead_letter(&self, id: &str) -> Result<bool, Error> {
+        let mut inner = self.lock();
+        let before = inner.dead.len();
+        inner.dead.retain(|a| a.id != id);
+        Ok(inner.dead.len() < before)
     }
 
     async fn wait_for_messages(&self, queues: &[QueueName], max_wait: Duration) {

@@ -29,6 +29,17 @@ impl QueueName {
         Self::Control(hash % partitions.max(1))
     }
 
+    /// The queue a [`suffix`](Self::suffix) names.
+    pub fn from_suffix(suffix: &str) -> Option<Self> {
+        if suffix == "workitems" {
+            return Some(Self::Work);
+        }
+        suffix
+            .strip_prefix("control-")
+            .and_then(|p| p.parse().ok())
+            .map(Self::Control)
+    }
+
     /// A short name (`control-00`, `workitems`) for queue names and logs.
     pub fn suffix(&self) -> String {
         match self {
@@ -199,4 +210,33 @@ pub struct DeadLetter {
     pub reason: String,
     /// Deliveries before it was.
     pub dequeue_count: u32,
+}
+
+/// A dead letter kept in the task hub's archive until an operator requeues or deletes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchivedLetter {
+    /// Its id in the archive (sorts newest first).
+    pub id: String,
+    /// The queue it was dead-lettered from.
+    pub queue: QueueName,
+    /// When it was archived.
+    pub archived_at: DateTime<Utc>,
+    /// The letter.
+    pub letter: DeadLetter,
+}
+
+impl ArchivedLetter {
+    /// An archive id for a letter archived at `at`: newer letters sort first.
+    pub fn new_id(at: DateTime<Utc>) -> String {
+        let inverted = 9_999_999_999_999_i64.saturating_sub(at.timestamp_millis());
+        let unique = uuid::Uuid::new_v4().simple().to_string();
+        format!("{inverted:013}-{}", &unique[..12])
+    }
+
+    /// The instance the letter's message was for, when it can be read.
+    pub fn instance_id(&self) -> Option<String> {
+        QueueMessage::decode(&self.letter.raw)
+            .ok()
+            .map(|m| m.instance_id().to_owned())
+    }
 }

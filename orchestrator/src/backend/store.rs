@@ -6,7 +6,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use super::{DeadLetter, Outbound, QueueName, Receipt, Received};
+use super::{ArchivedLetter, DeadLetter, Outbound, QueueName, Receipt, Received};
 use crate::history::HistoryEvent;
 use crate::status::{InstanceState, RuntimeStatus};
 
@@ -222,6 +222,13 @@ pub trait QueueStore: Send + Sync {
     /// Puts a letter into the queue's dead-letter queue (without touching the original).
     async fn put_dead_letter(&self, queue: &QueueName, letter: &DeadLetter) -> Result<(), Error>;
 
+    /// The archived dead letters, newest first, at most `limit`.
+    async fn list_dead_letters(&self, limit: usize) -> Result<Vec<ArchivedLetter>, Error>;
+
+    /// Removes a letter from the archive (after a requeue, or by an operator). False when
+    /// there was none with that id.
+    async fn remove_dead_letter(&self, id: &str) -> Result<bool, Error>;
+
     /// Moves a received message to the queue's dead-letter queue with a reason.
     async fn dead_letter(
         &self,
@@ -241,8 +248,18 @@ pub trait QueueStore: Send + Sync {
         }
     }
 
-    /// The dead-lettered messages of a queue.
-    async fn dead_letters(&self, queue: &QueueName) -> Result<Vec<DeadLetter>, Error>;
+    /// The dead-lettered messages of a queue, oldest first.
+    async fn dead_letters(&self, queue: &QueueName) -> Result<Vec<DeadLetter>, Error> {
+        let mut letters: Vec<DeadLetter> = self
+            .list_dead_letters(usize::MAX)
+            .await?
+            .into_iter()
+            .filter(|a| &a.queue == queue)
+            .map(|a| a.letter)
+            .collect();
+        letters.reverse();
+        Ok(letters)
+    }
 
     /// Whether every send also leaves a wake signal that idle workers can watch with
     /// [`peek_wake`](Self::peek_wake) instead of polling every queue.

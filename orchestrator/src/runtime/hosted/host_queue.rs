@@ -15,8 +15,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::backend::{
-    Backend, DeadLetter, ETag, EpisodeCommit, Error, InstancePage, InstanceQuery, InstanceStore,
-    LoadedInstance, Outbound, PayloadStore, QueueMessage, QueueName, QueueStore, Receipt, Received,
+    ArchivedLetter, Backend, DeadLetter, ETag, EpisodeCommit, Error, InstancePage, InstanceQuery,
+    InstanceStore, LoadedInstance, Outbound, PayloadStore, QueueMessage, QueueName, QueueStore,
+    Receipt, Received,
 };
 use crate::status::InstanceState;
 
@@ -201,8 +202,12 @@ impl QueueStore for HostQueue {
         self.inner.peek_wake().await
     }
 
-    async fn dead_letters(&self, queue: &QueueName) -> Result<Vec<DeadLetter>, Error> {
-        self.inner.dead_letters(queue).await
+    async fn list_dead_letters(&self, limit: usize) -> Result<Vec<ArchivedLetter>, Error> {
+        self.inner.list_dead_letters(limit).await
+    }
+
+    async fn remove_dead_letter(&self, id: &str) -> Result<bool, Error> {
+        self.inner.remove_dead_letter(id).await
     }
 }
 

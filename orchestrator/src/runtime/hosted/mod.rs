@@ -135,8 +135,13 @@ impl HostedWorker {
 
     /// Handles one message of a control queue (an orchestrator queue trigger). `Ok`: the
     /// host may delete the message.
+    ///
+    /// The work runs on a thread of its own (the blocking pool): a replay is synchronous
+    /// code that a timeout cannot interrupt and that would hold an async worker meanwhile.
+    /// The answer goes out at the budget while the work finishes behind it, and the host
+    /// never reaches `functionTimeout`.
     pub async fn handle_control(
-        &self,
+        self: &Arc<Self>,
         queue: QueueName,
         raw: &str,
         dequeue_count: u32,
@@ -151,16 +156,20 @@ impl HostedWorker {
             .map(|m| m.instance_id().to_owned());
         let last_delivery = received.dequeue_count >= self.shared.options.max_dequeue_count;
         self.host_queue.forget(&message_id);
-        let work = async {
-            match instance_id {
-                Some(ref instance_id) => {
-                    self.mailbox
-                        .deliver(instance_id, received, |batch| self.run_batch(&queue, batch))
-                        .await
+        let (this, target) = (self.clone(), instance_id.clone());
+        let runtime = tokio::runtime::Handle::current();
+        let work = tokio::task::spawn_blocking(move || {
+            runtime.block_on(async {
+                match target {
+                    Some(ref instance_id) => {
+                        this.mailbox
+                            .deliver(instance_id, received, |batch| this.run_batch(&queue, batch))
+                            .await
+                    }
+                    None => this.run_batch(&queue, vec![received]).await,
                 }
-                None => self.run_batch(&queue, vec![received]).await,
-            }
-        };
+            })
+        });
         if tokio::time::timeout(self.options.invocation_budget, work)
             .await
             .is_err()
@@ -228,7 +237,7 @@ impl HostedWorker {
 
     /// Handles one work item (the activity queue trigger). `Ok`: the host may delete it.
     pub async fn handle_work_item(
-        &self,
+        self: &Arc<Self>,
         raw: &str,
         dequeue_count: u32,
         message_id: &str,
@@ -238,10 +247,11 @@ impl HostedWorker {
         self.host_queue.forget(&message_id);
         // Heavy activities in parallel: at most `activity_concurrency` run at once here.
         let slots = self.shared.activity_slots.clone();
-        let work = async {
+        let shared = self.shared.clone();
+        let work = tokio::spawn(async move {
             let _slot = slots.acquire_owned().await;
-            activity_worker::handle(&self.shared, received).await;
-        };
+            activity_worker::handle(&shared, received).await;
+        });
         if tokio::time::timeout(self.options.invocation_budget, work)
             .await
             .is_err()
