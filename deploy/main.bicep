@@ -1,10 +1,15 @@
-// FlowForge Durable on Azure: a storage account with hierarchical namespace (the data lake
-// and the task hub), the Linux function app running the custom handler with a managed
-// identity and its role assignments, Application Insights, and a Key Vault for secrets
-// (the API key reaches the app as a Key Vault reference).
+// FlowForge Durable on Azure: a storage account with hierarchical namespace and shared keys
+// off (the data lake and the task hub), the Linux function app running the custom handler
+// from a package in Blob Storage (no Azure Files content share: it cannot use a managed
+// identity), its system-assigned identity with the roles the host and the engine need,
+// and Application Insights.
 //
-// Deploy: az deployment group create -g <rg> -f deploy/main.bicep -p namePrefix=<prefix>
-// then zip-deploy deploy/out/flowforge-app.zip (deploy/package.sh builds it).
+// Deploy (see deploy/README.md):
+//   az deployment group create -g <rg> -f deploy/main.bicep -p namePrefix=<prefix>
+//   az storage blob upload --auth-mode login --account-name <storageAccountName> \
+//     -c deployments -n flowforge-app.zip -f deploy/out/flowforge-app.zip
+//   az functionapp restart -g <rg> -n <functionAppName>
+// Not compiled here: the Bicep CLI is not installable on our build machines.
 
 @description('Prefix of every resource name (lowercase letters and digits).')
 @minLength(3)
@@ -17,26 +22,35 @@ param location string = resourceGroup().location
 @description('Task hub name: prefix of the engine tables, queues and containers.')
 param taskHub string = 'flowforge'
 
-@description('Elastic Premium plan size (custom handlers on Linux; Flex Consumption is not verified).')
+@description('ElasticPremium (the supported default) or FlexConsumption (custom handlers are accepted there; not verified with this app).')
+@allowed(['ElasticPremium', 'FlexConsumption'])
+param hostingPlan string = 'ElasticPremium'
+
+@description('Elastic Premium plan size.')
 @allowed(['EP1', 'EP2', 'EP3'])
 param planSku string = 'EP1'
 
-@secure()
-@description('Key the management API requires from callers outside the Functions host.')
-param apiKey string
+@description('Instance memory of the Flex Consumption plan (MB); the medallion needs about 512 MB per run.')
+@allowed([2048, 4096])
+param flexInstanceMemoryMB int = 2048
 
-var storageName = '${namePrefix}lake${uniqueString(resourceGroup().id)}'
+@description('functionTimeout the host enforces (overrides host.json). Elastic Premium guarantees 60 minutes; Flex Consumption defaults to 30. The handler answers each invocation well within it.')
+param functionTimeout string = '00:30:00'
+
+var isFlex = hostingPlan == 'FlexConsumption'
+var storageName = take('${namePrefix}lake${uniqueString(resourceGroup().id)}', 24)
 var dataContainers = ['landing', 'bronze', 'silver', 'gold']
+var packageContainer = 'deployments'
+var packageUri = 'https://${storageName}.blob.${environment().suffixes.storage}/${packageContainer}/flowforge-app.zip'
 // Built-in role definition ids.
 var roles = {
-  tableDataContributor: '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
+  blobDataOwner: 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
   queueDataContributor: '974c5e8b-45b9-4653-ba55-5f855dd0fb88'
-  blobDataContributor: 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'
-  keyVaultSecretsUser: '4633458b-17de-408a-b874-0445c86b69e6'
+  tableDataContributor: '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
 }
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
-  name: take(storageName, 24)
+  name: storageName
   location: location
   sku: { name: 'Standard_ZRS' }
   kind: 'StorageV2'
@@ -54,7 +68,7 @@ resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01'
   name: 'default'
 }
 
-resource containers 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = [for name in dataContainers: {
+resource containers 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = [for name in concat(dataContainers, [packageContainer]): {
   parent: blobService
   name: name
   properties: { publicAccess: 'None' }
@@ -67,31 +81,35 @@ resource insights 'Microsoft.Insights/components@2020-02-02' = {
   properties: { Application_Type: 'web' }
 }
 
-resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
-  name: '${namePrefix}-kv-${take(uniqueString(resourceGroup().id), 6)}'
-  location: location
-  properties: {
-    tenantId: subscription().tenantId
-    sku: { family: 'A', name: 'standard' }
-    enableRbacAuthorization: true
-  }
-}
-
-resource apiKeySecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = {
-  parent: vault
-  name: 'flowforge-api-key'
-  properties: { value: apiKey }
-}
-
-resource plan 'Microsoft.Web/serverfarms@2023-12-01' = {
+resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
   name: '${namePrefix}-plan'
   location: location
-  sku: { name: planSku, tier: 'ElasticPremium' }
-  kind: 'elastic'
+  sku: isFlex ? { name: 'FC1', tier: 'FlexConsumption' } : { name: planSku, tier: 'ElasticPremium' }
+  kind: isFlex ? 'functionapp' : 'elastic'
   properties: { reserved: true }
 }
 
-resource app 'Microsoft.Web/sites@2023-12-01' = {
+// One setting serves the host's triggers and the engine's own clients: the host's
+// identity-based connection (the engine reads the same AzureWebJobsStorage__* settings
+// and uses the App Service identity endpoint, IDENTITY_ENDPOINT).
+var commonSettings = [
+  { name: 'AzureWebJobsStorage__accountName', value: storage.name }
+  { name: 'AzureWebJobsStorage__credential', value: 'managedidentity' }
+  { name: 'APPLICATIONINSIGHTS_CONNECTION_STRING', value: insights.properties.ConnectionString }
+  { name: 'AzureFunctionsJobHost__functionTimeout', value: functionTimeout }
+  { name: 'FLOWFORGE_TASK_HUB', value: taskHub }
+  { name: 'FLOWFORGE_CONTROL_PARTITIONS', value: '4' }
+]
+// Elastic Premium: run from the package blob, read with the app's identity; no
+// WEBSITE_CONTENTAZUREFILECONNECTIONSTRING / WEBSITE_CONTENTSHARE (Azure Files).
+var premiumSettings = [
+  { name: 'FUNCTIONS_EXTENSION_VERSION', value: '~4' }
+  { name: 'FUNCTIONS_WORKER_RUNTIME', value: 'custom' }
+  { name: 'WEBSITE_RUN_FROM_PACKAGE', value: packageUri }
+  { name: 'WEBSITE_RUN_FROM_PACKAGE_BLOB_MI_RESOURCE_ID', value: 'SystemAssigned' }
+]
+
+resource app 'Microsoft.Web/sites@2024-04-01' = {
   name: '${namePrefix}-flowforge'
   location: location
   kind: 'functionapp,linux'
@@ -99,35 +117,35 @@ resource app 'Microsoft.Web/sites@2023-12-01' = {
   properties: {
     serverFarmId: plan.id
     httpsOnly: true
-    keyVaultReferenceIdentity: 'SystemAssigned'
+    functionAppConfig: isFlex ? {
+      deployment: {
+        storage: {
+          type: 'blobContainer'
+          value: 'https://${storageName}.blob.${environment().suffixes.storage}/${packageContainer}'
+          authentication: { type: 'SystemAssignedIdentity' }
+        }
+      }
+      scaleAndConcurrency: { maximumInstanceCount: 40, instanceMemoryMB: flexInstanceMemoryMB }
+      runtime: { name: 'custom', version: '1.0' }
+    } : null
     siteConfig: {
       linuxFxVersion: ''
       minTlsVersion: '1.2'
-      appSettings: [
-        // Identity-based connection: no key anywhere.
-        { name: 'AzureWebJobsStorage__accountName', value: storage.name }
-        { name: 'FUNCTIONS_EXTENSION_VERSION', value: '~4' }
-        { name: 'FUNCTIONS_WORKER_RUNTIME', value: 'custom' }
-        { name: 'APPLICATIONINSIGHTS_CONNECTION_STRING', value: insights.properties.ConnectionString }
-        { name: 'FLOWFORGE_STORAGE_ACCOUNT', value: storage.name }
-        { name: 'AZURE_CREDENTIAL_KIND', value: 'virtualmachine' }
-        { name: 'FLOWFORGE_TASK_HUB', value: taskHub }
-        { name: 'FLOWFORGE_CONTROL_PARTITIONS', value: '4' }
-        { name: 'FLOWFORGE_HOST_MAX_DEQUEUE_COUNT', value: '5' }
-        { name: 'FLOWFORGE_API_KEY', value: '@Microsoft.KeyVault(SecretUri=${apiKeySecret.properties.secretUri})' }
-      ]
+      appSettings: isFlex ? commonSettings : concat(commonSettings, premiumSettings)
     }
   }
 }
 
-// The app's identity: tables (state, history), queues (work, timers), blobs (payloads, lake).
-resource tableRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+// The host's own blobs (leases, timer schedule monitor, keys) need Blob Data Owner; the
+// engine uses blobs (payloads, lake), queues (work, timers) and tables (state, history,
+// dead letters).
+resource blobRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   scope: storage
-  name: guid(storage.id, app.id, roles.tableDataContributor)
+  name: guid(storage.id, app.id, roles.blobDataOwner)
   properties: {
     principalId: app.identity.principalId
     principalType: 'ServicePrincipal'
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.tableDataContributor)
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.blobDataOwner)
   }
 }
 
@@ -141,25 +159,16 @@ resource queueRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   }
 }
 
-resource blobRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+resource tableRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   scope: storage
-  name: guid(storage.id, app.id, roles.blobDataContributor)
+  name: guid(storage.id, app.id, roles.tableDataContributor)
   properties: {
     principalId: app.identity.principalId
     principalType: 'ServicePrincipal'
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.blobDataContributor)
-  }
-}
-
-resource vaultRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  scope: vault
-  name: guid(vault.id, app.id, roles.keyVaultSecretsUser)
-  properties: {
-    principalId: app.identity.principalId
-    principalType: 'ServicePrincipal'
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.keyVaultSecretsUser)
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.tableDataContributor)
   }
 }
 
 output functionAppName string = app.name
 output storageAccountName string = storage.name
+output packageUri string = packageUri

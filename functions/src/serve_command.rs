@@ -30,7 +30,9 @@ pub struct ServeArgs {
     #[arg(long, env = "FLOWFORGE_FUNCTION_TIMEOUT_SECS")]
     pub function_timeout_secs: Option<u64>,
     /// Activities that run at once in this handler (heavy activities share the memory).
-    #[arg(long, env = "FLOWFORGE_ACTIVITY_CONCURRENCY", default_value_t = 8)]
+    /// Matches host.json's `batchSize + newBatchThreshold` (16 + 8): lower both together,
+    /// or invocations wait here for a slot while their `functionTimeout` runs.
+    #[arg(long, env = "FLOWFORGE_ACTIVITY_CONCURRENCY", default_value_t = 24)]
     pub activity_concurrency: usize,
     /// The schedules to fire from the timer function.
     #[command(flatten)]
@@ -75,7 +77,8 @@ pub async fn run(args: ServeArgs, storage: StorageArgs) -> anyhow::Result<()> {
         })?;
     let schedules = args.schedules.load()?;
     let app_root = args.app_root.clone().unwrap_or_else(|| ".".into());
-    let mut limits = HostLimits::read(&app_root).map_err(anyhow::Error::msg)?;
+    let mut limits = HostLimits::read(&app_root, &|name| std::env::var(name).ok())
+        .map_err(anyhow::Error::msg)?;
     if let Some(count) = args.host_max_dequeue_count {
         limits.max_dequeue_count = count;
     }

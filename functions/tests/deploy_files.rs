@@ -24,17 +24,46 @@ fn main_bicep_is_balanced_and_declares_what_the_app_needs() {
     assert_eq!(code.matches('\'').count() % 2, 0, "unbalanced quotes");
     for needle in [
         "isHnsEnabled: true",
+        "allowSharedKeyAccess: false",
         "'landing', 'bronze', 'silver', 'gold'",
         "kind: 'functionapp,linux'",
         "type: 'SystemAssigned'",
         "'FUNCTIONS_WORKER_RUNTIME', value: 'custom'",
         "Microsoft.Insights/components",
-        "@Microsoft.KeyVault(SecretUri=",
-        "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3", // Storage Table Data Contributor
+        // The host's identity-based connection, read by the engine too.
+        "'AzureWebJobsStorage__accountName', value: storage.name",
+        "'AzureWebJobsStorage__credential', value: 'managedidentity'",
+        // Run from the package blob with the app's identity.
+        "'WEBSITE_RUN_FROM_PACKAGE', value: packageUri",
+        "'WEBSITE_RUN_FROM_PACKAGE_BLOB_MI_RESOURCE_ID', value: 'SystemAssigned'",
+        "'AzureFunctionsJobHost__functionTimeout', value: functionTimeout",
+        "@allowed(['ElasticPremium', 'FlexConsumption'])",
+        "runtime: { name: 'custom', version: '1.0' }",
+        "b7e6dc6d-f1e8-4753-8033-0f276bb0955b", // Storage Blob Data Owner (the host's blobs)
         "974c5e8b-45b9-4653-ba55-5f855dd0fb88", // Storage Queue Data Contributor
-        "ba92f5b4-2d11-453d-a403-e96b0029c9fe", // Storage Blob Data Contributor
+        "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3", // Storage Table Data Contributor
     ] {
         assert!(text.contains(needle), "main.bicep lacks {needle}");
+    }
+    // Settings that would break a keyless account or that nothing reads.
+    for absent in [
+        "WEBSITE_CONTENTAZUREFILECONNECTIONSTRING",
+        "WEBSITE_CONTENTSHARE",
+        "AccountKey",
+        "AZURE_CREDENTIAL_KIND",
+        "FLOWFORGE_API_KEY",
+        "Microsoft.KeyVault",
+    ] {
+        assert!(!code.contains(absent), "main.bicep sets {absent}");
+    }
+    // Every FLOWFORGE_ setting it writes is one the handler reads.
+    let handler = [
+        include_str!("../src/storage.rs"),
+        include_str!("../src/serve_command.rs"),
+    ]
+    .concat();
+    for setting in code.split('\'').filter(|s| s.starts_with("FLOWFORGE_")) {
+        assert!(handler.contains(setting), "{setting} is read by nothing");
     }
     for line in text.lines().filter(|l| l.starts_with("resource ")) {
         assert!(

@@ -28,15 +28,32 @@ impl Default for HostLimits {
 }
 
 impl HostLimits {
-    /// Reads `host.json` in `app_root`; defaults for what it does not say.
-    pub fn read(app_root: &Path) -> Result<Self, String> {
+    /// Reads `host.json` in `app_root`, then the app settings that override it as the
+    /// host applies them (`AzureFunctionsJobHost__functionTimeout`,
+    /// `AzureFunctionsJobHost__extensions__queues__maxDequeueCount`); defaults for what
+    /// neither says.
+    pub fn read(app_root: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, String> {
         let path = app_root.join("host.json");
-        let text = match std::fs::read_to_string(&path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
+        let mut limits = match std::fs::read_to_string(&path) {
+            Ok(text) => Self::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Self::default(),
             Err(e) => return Err(format!("reading {}: {e}", path.display())),
         };
-        Self::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+        if let Some(timeout) = env("AzureFunctionsJobHost__functionTimeout") {
+            let overridden =
+                Self::parse(&serde_json::json!({ "functionTimeout": timeout }).to_string())
+                    .map_err(|e| format!("AzureFunctionsJobHost__functionTimeout: {e}"))?;
+            limits.function_timeout = overridden.function_timeout;
+        }
+        if let Some(count) = env("AzureFunctionsJobHost__extensions__queues__maxDequeueCount") {
+            limits.max_dequeue_count = count
+                .trim()
+                .parse()
+                .ok()
+                .filter(|n| *n >= 1)
+                .ok_or_else(|| format!("maxDequeueCount '{count}' is not a positive number"))?;
+        }
+        Ok(limits)
     }
 
     /// Parses host.json's text.
@@ -121,7 +138,16 @@ mod tests {
         let unbounded = HostLimits::parse(r#"{"functionTimeout": "-1"}"#).unwrap();
         assert_eq!(unbounded.function_timeout, Duration::from_secs(1800));
         assert!(HostLimits::parse(r#"{"functionTimeout": 5}"#).is_err());
-        assert!(HostLimits::read(Path::new("/nonexistent")).is_ok());
+        assert!(HostLimits::read(Path::new("/nonexistent"), &|_| None).is_ok());
+        let overrides = |name: &str| match name {
+            "AzureFunctionsJobHost__functionTimeout" => Some("00:30:00".to_owned()),
+            "AzureFunctionsJobHost__extensions__queues__maxDequeueCount" => Some("3".to_owned()),
+            _ => None,
+        };
+        let app = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let limits = HostLimits::read(&app, &overrides).unwrap();
+        assert_eq!(limits.function_timeout, Duration::from_secs(1800));
+        assert_eq!(limits.max_dequeue_count, 3);
     }
 
     #[test]
