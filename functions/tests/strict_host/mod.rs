@@ -394,6 +394,7 @@ impl Host {
                 Some((status, body))
             }
             Err(e) if e.is_timeout() => {
+                eprintln!("[host] {function} reached functionTimeout: restarting the handler");
                 self.restart_for_timeout().await;
                 None
             }

@@ -93,16 +93,28 @@ pub(crate) fn decide(
     events: Vec<NewEvent>,
 ) -> Decision {
     let now = shared.clock.now();
-    let episode = run_episode(
-        &shared.registry,
-        ReplayInput {
-            instance_id,
-            history: base.history,
-            new_events: events,
-            now,
-            max_history_events: shared.options.max_history_events,
-        },
-    );
+    let replay = || {
+        run_episode(
+            &shared.registry,
+            ReplayInput {
+                instance_id,
+                history: base.history,
+                new_events: events,
+                now,
+                max_history_events: shared.options.max_history_events,
+            },
+        )
+    };
+    // A replay is synchronous: where a long one must not hold an async worker (and the
+    // tasks queued behind it), it gives the worker's queue to another thread first.
+    let off_runtime = shared.options.replay_off_runtime
+        && tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    let episode = if off_runtime {
+        tokio::task::block_in_place(replay)
+    } else {
+        replay()
+    };
     if matches!(episode.outcome, ExecutionOutcome::NotStarted) {
         return Decision::NotStarted;
     }

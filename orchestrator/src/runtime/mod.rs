@@ -77,6 +77,11 @@ pub struct WorkerOptions {
     /// commit, so that a short orchestration commits its start and its results as one.
     /// Zero: commit first, always.
     pub inline_merge_window: Duration,
+    /// Replays hand their async worker's queue to another thread first
+    /// (`block_in_place`), so a long replay holds up nothing else. Costs a thread hand-off
+    /// per episode; on under the Functions host, where an invocation held up past
+    /// `functionTimeout` restarts the whole handler.
+    pub replay_off_runtime: bool,
 }
 
 impl Default for WorkerOptions {
@@ -98,6 +103,7 @@ impl Default for WorkerOptions {
             lease_renewal: Duration::from_secs(60),
             activity_timeout: None,
             inline_merge_window: Duration::from_millis(20),
+            replay_off_runtime: false,
         }
     }
 }

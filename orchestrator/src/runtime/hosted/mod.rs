@@ -80,6 +80,7 @@ impl HostedWorker {
     ) -> Self {
         worker.max_dequeue_count = options.max_dequeue_count.saturating_sub(1).max(1);
         worker.inline_activities = false;
+        worker.replay_off_runtime = true;
         let activity_limit = options
             .invocation_budget
             .saturating_sub(Duration::from_secs(5));
