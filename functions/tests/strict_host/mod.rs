@@ -58,7 +58,8 @@ impl HostSettings {
     }
 }
 
-/// A packaged app (built once per test binary).
+/// A packaged app (built once per test binary): the test build of the binary, or the one
+/// `FLOWFORGE_HARNESS_BINARY` names (the static release build, for the plan's figures).
 pub struct Package {
     pub dir: PathBuf,
     pub zip: PathBuf,
@@ -69,8 +70,10 @@ pub fn package() -> &'static Package {
     PACKAGE.get_or_init(|| {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
         let out = std::env::temp_dir().join(format!("flowforge-package-{}", std::process::id()));
+        let binary = std::env::var("FLOWFORGE_HARNESS_BINARY")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_flowforge").to_owned());
         let status = Command::new(root.join("deploy/package.sh"))
-            .args(["--binary", env!("CARGO_BIN_EXE_flowforge"), "--out"])
+            .args(["--binary", binary.as_str(), "--out"])
             .arg(&out)
             .stdout(Stdio::null())
             .status()

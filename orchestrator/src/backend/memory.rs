@@ -75,6 +75,8 @@ pub struct MemoryBackend {
     clock: Arc<dyn Clock>,
     notify: Notify,
     partitions: u32,
+    /// Sends still to fail (fault injection for tests of the settle path).
+    failing_sends: std::sync::atomic::AtomicU32,
 }
 
 impl Default for MemoryBackend {
@@ -96,6 +98,7 @@ impl MemoryBackend {
             clock,
             notify: Notify::new(),
             partitions: 1,
+            failing_sends: std::sync::atomic::AtomicU32::new(0),
         }
     }
 
@@ -103,6 +106,24 @@ impl MemoryBackend {
     pub fn with_partitions(mut self, partitions: u32) -> Self {
         self.partitions = partitions.max(1);
         self
+    }
+
+    /// Makes the next `count` sends (`send`, `send_raw`) fail with a transient error, as a
+    /// storage outage would: for tests of what the runtime does when it cannot send.
+    pub fn fail_next_sends(&self, count: u32) {
+        self.failing_sends
+            .store(count, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn injected_send_failure(&self) -> Result<(), Error> {
+        use std::sync::atomic::Ordering;
+        let failing = self
+            .failing_sends
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        match failing {
+            Ok(_) => Err(Error::Transient("injected send failure".into())),
+            Err(_) => Ok(()),
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -285,6 +306,7 @@ impl QueueStore for MemoryBackend {
     }
 
     async fn send(&self, outbound: &Outbound) -> Result<(), Error> {
+        self.injected_send_failure()?;
         let mut inner = self.lock();
         self.enqueue(&mut inner, outbound);
         drop(inner);
@@ -298,6 +320,7 @@ impl QueueStore for MemoryBackend {
         raw: &str,
         visible_at: Option<DateTime<Utc>>,
     ) -> Result<(), Error> {
+        self.injected_send_failure()?;
         let mut inner = self.lock();
         let at = visible_at.unwrap_or_else(|| self.clock.now());
         inner.push(queue.clone(), raw.to_owned(), at);
