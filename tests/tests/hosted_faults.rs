@@ -112,7 +112,7 @@ async fn a_failed_report_of_an_activity_result_is_delivered_again_and_the_instan
     }
     let done = status(&client, "report-1").await;
     assert_eq!(done.runtime_status, RuntimeStatus::Completed, "{done:?}");
-    assert_eq!(done.output, json!(0 + 1 + 4));
+    assert_eq!(done.output, json!(5), "0² + 1² + 2²");
     assert_eq!(host.refused.len(), 1, "{:?}", host.refused);
     assert!(host.refused[0].contains("Activity"), "{:?}", host.refused);
 }
@@ -181,7 +181,7 @@ async fn a_failed_re_send_of_a_deferred_event_is_delivered_again_and_the_instanc
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn copies_re_sent_by_the_handler_keep_counting_toward_poison() {
-    let mut host = FakeHost::new();
+    let host = FakeHost::new();
     let client = Client::new(host.backend.clone());
     client
         .start(
