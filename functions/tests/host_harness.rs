@@ -483,6 +483,13 @@ async fn the_medallion_runs_under_the_host() {
         .sum();
     assert_eq!(landed, expected_rows, "{output}");
     assert!(output["gold"]["rows"].as_u64().unwrap() > 0, "{output}");
+    let span = |field: &str| chrono::DateTime::parse_from_rfc3339(done[field].as_str().unwrap());
+    let seconds = (span("lastUpdatedTime").unwrap() - span("createdTime").unwrap()).num_seconds();
+    eprintln!(
+        "medallion under the host: {landed} rows, about {seconds} s from start to last \
+         decision (whole seconds), handler peak {:?} MiB",
+        host.handler_peak_mib()
+    );
     assert_nothing_running(&host).await;
     assert_healthy(&host);
 }

@@ -622,6 +622,15 @@ impl Host {
         }
     }
 
+    /// The handler's peak resident memory so far, in MiB (Linux `VmHWM`).
+    pub fn handler_peak_mib(&self) -> Option<u64> {
+        let pid = self.process.lock().unwrap().child.as_ref()?.id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib / 1024)
+    }
+
     /// The error-level lines so far.
     pub fn error_lines(&self) -> Vec<String> {
         self.observed.error_lines.lock().unwrap().clone()
