@@ -2,7 +2,8 @@
 //! - delete → nothing to do (the host deletes on a 2xx answer);
 //! - abandon (defer, lost race) → a copy is sent with the delay, carrying the deliveries so
 //!   far (the host counts each copy from 1 again);
-//! - dead-letter → a letter goes to `<queue>-poison` with the reason.
+//! - dead-letter → into the archive with the reason (then the delete above: durable once
+//!   the archive holds it).
 //!
 //! Each settlement of a host-owned message is recorded by message id, so the invocation
 //! answers 2xx only once the message's effect is durable ([`HostQueue::take_outcome`]).
@@ -163,35 +164,6 @@ impl QueueStore for HostQueue {
 
     async fn put_dead_letter(&self, queue: &QueueName, letter: &DeadLetter) -> Result<(), Error> {
         self.inner.put_dead_letter(queue, letter).await
-    }
-
-    async fn dead_letter(
-        &self,
-        queue: &QueueName,
-        received: &Received,
-        reason: &str,
-    ) -> Result<(), Error> {
-        let letter = DeadLetter {
-            raw: received.raw.clone(),
-            reason: reason.to_owned(),
-            dequeue_count: received.dequeue_count,
-        };
-        let put = self.put_dead_letter(queue, &letter).await;
-        if !host_owned(&received.receipt) {
-            put?;
-            return match self.inner.delete(queue, &received.receipt).await {
-                Err(Error::NotFound(_)) | Ok(()) => Ok(()),
-                Err(e) => Err(e),
-            };
-        }
-        match &put {
-            Ok(()) => self.record(&received.receipt, Settled::Durable),
-            Err(e) => self.record(
-                &received.receipt,
-                Settled::Failed(format!("dead-lettering: {e}")),
-            ),
-        }
-        put
     }
 
     fn has_wake_signals(&self) -> bool {

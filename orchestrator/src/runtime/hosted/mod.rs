@@ -101,6 +101,20 @@ impl HostedWorker {
         }
     }
 
+    /// Takes in one invocation's message: what the engine sees of it, and its id (whose
+    /// settlement is then recorded afresh).
+    async fn intake(
+        &self,
+        raw: &str,
+        host_dequeue_count: u32,
+        message_id: &str,
+    ) -> Result<(Received, String), NotSettled> {
+        let received = self.received(raw, host_dequeue_count, message_id).await?;
+        let message_id = received.receipt.message_id.clone();
+        self.host_queue.forget(&message_id);
+        Ok((received, message_id))
+    }
+
     /// The delivery as the engine sees it: the body resolved (large bodies are stored by
     /// reference), and the deliveries of earlier copies added to the host's count.
     async fn received(
@@ -148,15 +162,13 @@ impl HostedWorker {
         dequeue_count: u32,
         message_id: &str,
     ) -> Result<(), NotSettled> {
-        let received = self.received(raw, dequeue_count, message_id).await?;
-        let message_id = received.receipt.message_id.clone();
+        let (received, message_id) = self.intake(raw, dequeue_count, message_id).await?;
         let instance_id = received
             .message
             .as_ref()
             .ok()
             .map(|m| m.instance_id().to_owned());
         let last_delivery = received.dequeue_count >= self.shared.options.max_dequeue_count;
-        self.host_queue.forget(&message_id);
         let (this, target) = (self.clone(), instance_id.clone());
         let runtime = tokio::runtime::Handle::current();
         let work = tokio::task::spawn_blocking(move || {
@@ -243,9 +255,7 @@ impl HostedWorker {
         dequeue_count: u32,
         message_id: &str,
     ) -> Result<(), NotSettled> {
-        let received = self.received(raw, dequeue_count, message_id).await?;
-        let message_id = received.receipt.message_id.clone();
-        self.host_queue.forget(&message_id);
+        let (received, message_id) = self.intake(raw, dequeue_count, message_id).await?;
         // Heavy activities in parallel: at most `activity_concurrency` run at once here.
         let slots = self.shared.activity_slots.clone();
         let shared = self.shared.clone();
