@@ -88,12 +88,25 @@ async fn assert_nothing_running(host: &Host) {
     assert!(running.is_empty(), "left running: {running:?}");
 }
 
-fn episodes(status: &Value) -> usize {
-    status["historyEvents"]
-        .as_array()
+/// Episodes of an instance: its `OrchestratorStarted` events, read from storage (the API
+/// leaves them out, as Durable Functions does).
+async fn episodes(host: &Host, instance_id: &str) -> usize {
+    use flowforge_orchestrator::backend::InstanceStore as _;
+    let loaded = host
+        .backend
+        .load_instance(instance_id)
+        .await
         .unwrap()
+        .unwrap();
+    loaded
+        .history
         .iter()
-        .filter(|e| e["EventType"] == "OrchestratorStarted")
+        .filter(|e| {
+            matches!(
+                e.kind,
+                flowforge_orchestrator::history::EventKind::OrchestratorStarted
+            )
+        })
         .count()
 }
 
@@ -213,8 +226,11 @@ async fn a_fan_out_of_1000_activities_under_the_hosts_concurrency() {
         .count();
     assert_eq!(completed, 1001, "each activity completed once, and the sum");
     // 1,001 results arrive as up to 24 parallel invocations: coalesced per instance.
-    let episodes = episodes(&history);
-    assert!(episodes <= 250, "{episodes} episodes for 1,001 results");
+    let episodes = episodes(&host, "fan-1000").await;
+    assert!(
+        (2..=250).contains(&episodes),
+        "{episodes} episodes for 1,001 results"
+    );
     eprintln!("fan-out of 1,000: {episodes} episodes");
     assert_nothing_running(&host).await;
     assert_healthy(&host);
