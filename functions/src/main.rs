@@ -110,8 +110,11 @@ async fn run() -> anyhow::Result<()> {
             .with_writer(errors_to_stderr)
             .init();
     } else {
+        // Colours only on a terminal: log files and container logs get plain lines.
+        use std::io::IsTerminal as _;
         tracing_subscriber::fmt()
             .with_env_filter(filter)
+            .with_ansi(std::io::stderr().is_terminal())
             .with_writer(std::io::stderr)
             .init();
     }

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::backend::{self, Backend, ETag, InstanceQuery};
+use crate::backend::{self, Backend, ETag, InstanceQuery, StartCondition};
 use crate::clock::{Clock, SystemClock};
 use crate::history::{EventKind, HISTORY_FORMAT_VERSION};
 use crate::ids;
@@ -174,7 +174,7 @@ impl Client {
         } else {
             self.backend.read_state(&id).await?
         };
-        let replace: Option<ETag> = match existing {
+        let (replace, start_if): (Option<ETag>, StartCondition) = match existing {
             Some((state, _)) if !state.status.is_terminal() => {
                 return match options.if_running {
                     IfRunning::Fail => Err(Error::AlreadyRunning {
@@ -184,8 +184,13 @@ impl Client {
                     IfRunning::ReturnExisting => Ok(id),
                 }
             }
-            Some((_, etag)) => Some(etag),
-            None => None,
+            Some((state, etag)) => (
+                Some(etag),
+                StartCondition::Replacing {
+                    execution_id: state.execution_id,
+                },
+            ),
+            None => (None, StartCondition::Absent),
         };
         let now = self.clock.now();
         let execution_id = uuid::Uuid::new_v4().simple().to_string();
@@ -221,7 +226,10 @@ impl Client {
             now,
             options.start_at,
             self.backend.control_partitions(),
-        );
+        )
+        // Checked when processed: if this call is refused (409), its message, already
+        // queued, must never start an execution later.
+        .with_start_condition(start_if);
         match self
             .backend
             .create_instance(&state, &start, replace.as_ref())

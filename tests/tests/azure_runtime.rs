@@ -109,6 +109,7 @@ async fn duplicate_and_out_of_order_messages_change_nothing() {
                         event_id: event_id.into(),
                     },
                 },
+                start_if: None,
             }),
             visible_at: None,
         };

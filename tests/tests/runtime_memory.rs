@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
-use flowforge_orchestrator::backend::{InstanceQuery, MemoryBackend, QueueName, QueueStore};
+use flowforge_orchestrator::backend::{
+    InstanceQuery, MemoryBackend, Outbound, QueueName, QueueStore, StartCondition,
+};
 use flowforge_orchestrator::client::{Error as ClientError, IfRunning, StatusOptions};
 use flowforge_orchestrator::clock::ManualClock;
 use flowforge_orchestrator::history::EventKind;
@@ -1035,4 +1037,129 @@ async fn inline_activities_respect_the_activity_concurrency() {
         3,
         "most activities running at once"
     );
+}
+
+/// The start message a caller sends before it learns its start was refused (409) or lost a
+/// race: it stays queued.
+fn losing_start(id: &str, execution: &str, condition: StartCondition) -> Outbound {
+    flowforge_orchestrator::runtime::episode_effects::to_instance(
+        id,
+        Some(&execution.to_owned()),
+        EventKind::ExecutionStarted {
+            name: "fan".into(),
+            version: String::new(),
+            execution_id: execution.into(),
+            input: json!(4),
+            parent: None,
+            format_version: flowforge_orchestrator::history::HISTORY_FORMAT_VERSION,
+            trace_parent: None,
+        },
+        Utc::now(),
+        None,
+        1,
+    )
+    .with_start_condition(condition)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_or_losing_start_never_runs_the_instance_again() {
+    let (backend, client, worker) = setup();
+    let id = client
+        .start("fan", StartOptions::with_instance_id("race-1"), &3_u32)
+        .await
+        .unwrap();
+    let done = client.wait_for_completion(&id, WAIT).await.unwrap();
+    assert_eq!(done.output, json!(5));
+    let first = client.status(
+        &id,
+        StatusOptions {
+            show_history: true,
+            ..Default::default()
+        },
+    );
+    let first = first.await.unwrap().history.unwrap();
+    // Processed after the winner finished: the starts of callers that saw no instance,
+    // or that replaced an execution that is no longer the current one.
+    backend
+        .send(&losing_start(&id, "loser-absent", StartCondition::Absent))
+        .await
+        .unwrap();
+    let stale = StartCondition::Replacing {
+        execution_id: "an-older-execution".into(),
+    };
+    backend
+        .send(&losing_start(&id, "loser-stale", stale))
+        .await
+        .unwrap();
+    // Wait until both are consumed (deleted after processing).
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while backend.queue_len(&QueueName::Control(0)) + backend.queue_len(&QueueName::Work) > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "messages never consumed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let after = client
+        .status(
+            &id,
+            StatusOptions {
+                show_history: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(after.runtime_status, RuntimeStatus::Completed);
+    assert_eq!(after.output, json!(5), "not the loser's input (4)");
+    let history = after.history.unwrap();
+    assert_eq!(history, first, "the history is the winner's, unchanged");
+    let starts = history
+        .iter()
+        .filter(|e| matches!(e.kind, EventKind::ExecutionStarted { .. }))
+        .count();
+    assert_eq!(starts, 1);
+    worker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_instance_started_again_and_continue_as_new_still_run() {
+    let (_backend, client, worker) = setup();
+    let id = client
+        .start("fan", StartOptions::with_instance_id("again-1"), &2_u32)
+        .await
+        .unwrap();
+    assert_eq!(
+        client.wait_for_completion(&id, WAIT).await.unwrap().output,
+        json!(1)
+    );
+    client
+        .start("fan", StartOptions::with_instance_id("again-1"), &3_u32)
+        .await
+        .unwrap();
+    assert_eq!(
+        client.wait_for_completion(&id, WAIT).await.unwrap().output,
+        json!(5)
+    );
+    let counter = client
+        .start(
+            "counter",
+            StartOptions::with_instance_id("counter-1"),
+            &0_u64,
+        )
+        .await
+        .unwrap();
+    for _ in 0..4 {
+        client
+            .raise_event(&counter, "add", &json!(3))
+            .await
+            .unwrap();
+    }
+    let done = client.wait_for_completion(&counter, WAIT).await.unwrap();
+    assert_eq!(
+        done.output,
+        json!(12),
+        "four generations through continue-as-new"
+    );
+    worker.shutdown().await;
 }

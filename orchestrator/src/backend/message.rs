@@ -60,6 +60,37 @@ pub struct OrchestratorMessage {
     pub execution_id: Option<String>,
     /// The event.
     pub event: NewEvent,
+    /// For a start: when it may start an execution (see [`StartCondition`]). `None`:
+    /// whenever the instance has no live execution (sub-orchestrations, older messages).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_if: Option<StartCondition>,
+}
+
+/// What a start message was sent against, checked when it is processed: a start whose
+/// caller was refused (409) or that lost a race leaves its message queued, and that
+/// message must never start a second execution later.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "when", rename_all = "snake_case")]
+pub enum StartCondition {
+    /// The instance did not exist when the start was sent.
+    Absent,
+    /// The instance's execution was this one (finished, or continued as new).
+    Replacing {
+        /// The execution the start replaces.
+        execution_id: String,
+    },
+}
+
+impl StartCondition {
+    /// Whether a start with this condition may start over an instance whose current
+    /// execution is `current`.
+    pub fn allows(condition: Option<&Self>, current: &str) -> bool {
+        match condition {
+            None => true,
+            Some(Self::Absent) => false,
+            Some(Self::Replacing { execution_id }) => execution_id == current,
+        }
+    }
 }
 
 /// An activity to run.
@@ -174,6 +205,16 @@ pub struct Outbound {
     pub message: QueueMessage,
     /// Not visible before this time (timers).
     pub visible_at: Option<DateTime<Utc>>,
+}
+
+impl Outbound {
+    /// The same start message, checked against `condition` when processed.
+    pub fn with_start_condition(mut self, condition: StartCondition) -> Self {
+        if let QueueMessage::Orchestrator(message) = &mut self.message {
+            message.start_if = Some(condition);
+        }
+        self
+    }
 }
 
 /// The receipt that deletes, abandons or renews a received message.

@@ -13,7 +13,7 @@ mod store;
 pub use memory::MemoryBackend;
 pub use message::{
     ActivityWorkItem, ArchivedLetter, DeadLetter, OrchestratorMessage, Outbound, QueueMessage,
-    QueueName, Receipt, Received, MESSAGE_FORMAT_VERSION,
+    QueueName, Receipt, Received, StartCondition, MESSAGE_FORMAT_VERSION,
 };
 pub use store::{
     Backend, ETag, EpisodeCommit, Error, HistoryWrite, InstancePage, InstanceQuery, InstanceStore,

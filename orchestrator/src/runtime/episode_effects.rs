@@ -4,7 +4,9 @@
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use crate::backend::{ActivityWorkItem, OrchestratorMessage, Outbound, QueueMessage, QueueName};
+use crate::backend::{
+    ActivityWorkItem, OrchestratorMessage, Outbound, QueueMessage, QueueName, StartCondition,
+};
 use crate::history::{EventKind, FailureDetails, ParentRef, HISTORY_FORMAT_VERSION};
 use crate::replay::{Action, Episode, ExecutionOutcome, NewEvent};
 use crate::status::{InstanceState, RuntimeStatus};
@@ -187,7 +189,7 @@ pub fn outbound_messages(
             format!("{me}|{execution}|next").as_bytes(),
         )
         .to_string();
-        out.push(start_message(
+        let next = start_message(
             state,
             me,
             &state.name,
@@ -197,7 +199,10 @@ pub fn outbound_messages(
             state.parent.clone(),
             partitions,
             now,
-        ));
+        );
+        out.push(next.with_start_condition(StartCondition::Replacing {
+            execution_id: execution.clone(),
+        }));
         for event in carryover {
             out.push(to_instance(
                 me,
@@ -351,6 +356,7 @@ pub fn to_instance(
             instance_id: instance_id.to_owned(),
             execution_id: execution_id.cloned(),
             event: NewEvent { timestamp, kind },
+            start_if: None,
         }),
         visible_at,
     }

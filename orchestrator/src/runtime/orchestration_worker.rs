@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
-use tracing::{debug, info_span, warn, Instrument};
+use tracing::{debug, info, info_span, warn, Instrument};
 
 use super::episode_effects::{pending_messages, to_instance};
 use super::episode_step::{commit, decide, Base, Decided, Decision};
@@ -18,7 +18,7 @@ use super::instance_locks::InstanceGuard;
 use super::{idle_or_stop, inline_session, instance_cache, next_idle, Shared, SESSION_SLOTS};
 use crate::backend::{
     ETag, EpisodeCommit, Error, HistoryWrite, LoadedInstance, OrchestratorMessage, QueueMessage,
-    QueueName, Received,
+    QueueName, Received, StartCondition,
 };
 use crate::history::{EventKind, FailureDetails, HistoryEvent, HISTORY_FORMAT_VERSION};
 use crate::replay::NewEvent;
@@ -455,9 +455,18 @@ async fn run_instance_episode(
     let mut replace_history = false;
     if let Some((message, execution_id)) = &start {
         if execution_id != &state.execution_id {
-            let can_start_over =
+            let finished =
                 state.status.is_terminal() || state.status == RuntimeStatus::ContinuedAsNew;
-            if can_start_over {
+            let allowed = StartCondition::allows(message.start_if.as_ref(), &state.execution_id);
+            if !allowed {
+                // Its caller was refused, or another start won: it is dropped below as a
+                // message for another execution.
+                info!(
+                    execution_id,
+                    current = %state.execution_id,
+                    "a start that was refused or lost a race is dropped"
+                );
+            } else if finished {
                 state = new_state(instance_id, message, now);
                 history = Vec::new();
                 replace_history = true;
