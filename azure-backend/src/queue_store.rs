@@ -232,7 +232,10 @@ impl QueueStore for AzureBackend {
                     pop_receipt: message.pop_receipt,
                     stored_body,
                 },
-                dequeue_count: message.dequeue_count.try_into().unwrap_or(u32::MAX),
+                // Copies re-sent by the engine carry the failed deliveries before them.
+                dequeue_count: u32::try_from(message.dequeue_count)
+                    .unwrap_or(u32::MAX)
+                    .saturating_add(QueueMessage::prior_deliveries(&raw)),
                 message: QueueMessage::decode(&raw),
                 raw,
             });

@@ -1163,3 +1163,62 @@ async fn a_finished_instance_started_again_and_continue_as_new_still_run() {
     );
     worker.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_early_for_its_start_waits_for_it_without_using_the_poison_budget() {
+    let backend = Arc::new(MemoryBackend::new());
+    let client = Client::new(backend.clone());
+    let id = client
+        .start(
+            "approval",
+            StartOptions::with_instance_id("early-2"),
+            &3600_u64,
+        )
+        .await
+        .unwrap();
+    // A worker that died holds the start message: hidden until its lock runs out.
+    let start = backend
+        .receive(&QueueName::Control(0), 1, Duration::from_secs(3600))
+        .await
+        .unwrap();
+    assert_eq!(start.len(), 1);
+    client
+        .raise_event(&id, "approve", &json!("ana"))
+        .await
+        .unwrap();
+    let options = WorkerOptions {
+        defer_delay: Duration::from_millis(10),
+        ..polling_quickly()
+    };
+    let worker = Worker::new(backend.clone(), registry(), options).start();
+    // The event is held again and again, far past max_dequeue_count (5).
+    let puts = |b: &MemoryBackend| {
+        b.transaction_counts()
+            .get("queue.put")
+            .copied()
+            .unwrap_or(0)
+    };
+    let before = puts(&backend);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while puts(&backend) < before + 12 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the early event is not being held"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The dead worker's lock runs out: the start comes back.
+    backend
+        .abandon(&QueueName::Control(0), &start[0].receipt, Duration::ZERO)
+        .await
+        .unwrap();
+    let done = client.wait_for_completion(&id, WAIT).await.unwrap();
+    assert_eq!(done.runtime_status, RuntimeStatus::Completed, "{done:?}");
+    assert_eq!(done.output, json!("ana"));
+    assert!(backend
+        .dead_letters(&QueueName::Control(0))
+        .await
+        .unwrap()
+        .is_empty());
+    worker.shutdown().await;
+}

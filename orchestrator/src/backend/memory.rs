@@ -358,7 +358,8 @@ impl QueueStore for MemoryBackend {
                         pop_receipt: message.pop_receipt.clone(),
                         stored_body: String::new(),
                     },
-                    dequeue_count: message.dequeue_count,
+                    dequeue_count: message.dequeue_count
+                        + QueueMessage::prior_deliveries(&message.raw),
                     raw: message.raw.clone(),
                     message: QueueMessage::decode(&message.raw),
                 });

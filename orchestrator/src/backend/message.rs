@@ -132,6 +132,10 @@ struct Envelope {
     /// Functions host) counts each copy from 1 again, so the count travels in the body.
     #[serde(default, skip_serializing_if = "is_zero")]
     prior_deliveries: u32,
+    /// Since when an early event has been held back for its instance's start (copies of a
+    /// held message do not count as failed deliveries; the hold is bounded by time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    held_since: Option<DateTime<Utc>>,
     #[serde(flatten)]
     message: QueueMessage,
 }
@@ -151,17 +155,27 @@ impl QueueMessage {
 
     /// Serialises with the schema version.
     pub fn encode(&self) -> String {
-        self.encode_copy(0)
+        self.encode_copy(0, None)
     }
 
-    /// Serialises a copy that carries the deliveries of the copies before it.
-    pub fn encode_copy(&self, prior_deliveries: u32) -> String {
+    /// Serialises a copy that carries the failed deliveries of the copies before it, and
+    /// since when it has been held for its instance's start, if it has.
+    pub fn encode_copy(&self, prior_deliveries: u32, held_since: Option<DateTime<Utc>>) -> String {
         let envelope = Envelope {
             v: MESSAGE_FORMAT_VERSION,
             prior_deliveries,
+            held_since,
             message: self.clone(),
         };
         serde_json::to_string(&envelope).unwrap_or_default()
+    }
+
+    /// Since when a body says it has been held for its instance's start.
+    pub fn held_since(raw: &str) -> Option<DateTime<Utc>> {
+        serde_json::from_str::<serde_json::Value>(raw)
+            .ok()?
+            .get("held_since")
+            .and_then(|v| serde_json::from_value(v.clone()).ok())
     }
 
     /// The deliveries of earlier copies a body says it had (0 when it says nothing or is

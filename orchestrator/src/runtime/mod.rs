@@ -82,6 +82,11 @@ pub struct WorkerOptions {
     /// per episode; on under the Functions host, where an invocation held up past
     /// `functionTimeout` restarts the whole handler.
     pub replay_off_runtime: bool,
+    /// How long an event that arrived before its instance's start is held for it (re-sent
+    /// every `defer_delay`; the holding is not a failed delivery, so it does not use up
+    /// `max_dequeue_count`). Past it the event is dead-lettered with its instance named.
+    /// Twice the longest time a start can stay hidden in a dead process's hands.
+    pub early_event_hold: Duration,
 }
 
 impl Default for WorkerOptions {
@@ -104,6 +109,7 @@ impl Default for WorkerOptions {
             activity_timeout: None,
             inline_merge_window: Duration::from_millis(20),
             replay_off_runtime: false,
+            early_event_hold: Duration::from_secs(20 * 60),
         }
     }
 }

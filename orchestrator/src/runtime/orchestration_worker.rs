@@ -264,7 +264,10 @@ async fn rearm_early_timer(
 /// What to do with each consumed message once the episode is decided.
 enum Disposition {
     Delete,
+    /// Seen again after the delay, as another delivery (a retry).
     Defer,
+    /// An event early for its instance's start: held, not a failed delivery.
+    Hold,
     DeadLetter(String),
 }
 
@@ -500,7 +503,7 @@ async fn run_instance_episode(
     if waiting_for_start || waiting_for_next_execution {
         // Events that raced ahead of the (next) start wait for it; stale ones go.
         let decide: Decider = Box::new(move |m| match m.execution_id {
-            None => Disposition::Defer,
+            None => Disposition::Hold,
             Some(_) => Disposition::Delete,
         });
         return Ok(Attempt::Done(decide, None));
@@ -736,6 +739,7 @@ async fn settle(
                 .abandon(queue, &received.receipt, defer_delay)
                 .await
                 .map(|_| ()),
+            Disposition::Hold => hold(shared, queue, received, message, defer_delay).await,
             Disposition::DeadLetter(reason) => {
                 dead_letter(shared, queue, received, &reason).await;
                 Ok(())
@@ -745,6 +749,39 @@ async fn settle(
             debug!(%error, "settling a message failed; it will be redelivered and deduplicated");
         }
     }
+}
+
+/// Holds an event that came before its instance's start: a copy that says since when it
+/// has waited goes back on the queue after `delay`, and this delivery is deleted, so the
+/// waiting does not use up the poison budget. Past `early_event_hold` it is dead-lettered.
+async fn hold(
+    shared: &Shared,
+    queue: &QueueName,
+    received: &Received,
+    message: &OrchestratorMessage,
+    delay: std::time::Duration,
+) -> Result<(), Error> {
+    let now = shared.clock.now();
+    let since = QueueMessage::held_since(&received.raw).unwrap_or(now);
+    let waited = (now - since).to_std().unwrap_or_default();
+    if waited > shared.options.early_event_hold {
+        let reason = format!(
+            "a {} event for instance '{}' waited {} s for the instance's start, which never came",
+            message.event.kind.type_name(),
+            message.instance_id,
+            waited.as_secs()
+        );
+        warn!(instance_id = %message.instance_id, reason, "giving up an early event");
+        return shared.backend.dead_letter(queue, received, &reason).await;
+    }
+    let copy = QueueMessage::Orchestrator(message.clone())
+        .encode_copy(received.dequeue_count.saturating_sub(1), Some(since));
+    let visible_at = now + chrono::Duration::from_std(delay).unwrap_or_default();
+    shared
+        .backend
+        .send_raw(queue, &copy, Some(visible_at))
+        .await?;
+    shared.backend.delete(queue, &received.receipt).await
 }
 
 async fn dead_letter(shared: &Shared, queue: &QueueName, received: &Received, reason: &str) {
@@ -771,6 +808,7 @@ async fn poison(
         received.dequeue_count,
         shared.options.max_dequeue_count
     );
+    warn!(instance_id = %message.instance_id, reason, "a poison message fails its instance");
     dead_letter(shared, queue, received, &reason).await;
     if let Err(error) = fail_instance(shared, &message.instance_id, &reason).await {
         warn!(%error, instance_id = %message.instance_id, "could not mark the instance Failed");

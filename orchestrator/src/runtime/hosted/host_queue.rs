@@ -135,7 +135,7 @@ impl QueueStore for HostQueue {
         // deliveries so far (see `HostedWorker::received`).
         let (body, deliveries) = split_host_body(&receipt.stored_body);
         let copy = QueueMessage::decode(body)
-            .map(|m| m.encode_copy(deliveries))
+            .map(|m| m.encode_copy(deliveries, QueueMessage::held_since(body)))
             .map_err(Error::Permanent);
         let visible_at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
         let sent = match copy {
