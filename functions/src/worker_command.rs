@@ -57,6 +57,10 @@ pub struct WorkerArgs {
     /// (unset: no limit).
     #[arg(long, env = "FLOWFORGE_ACTIVITY_TIMEOUT_SECS")]
     pub activity_timeout_secs: Option<u64>,
+    /// How long a received message stays hidden (its lease, renewed every third of it while
+    /// its work runs): work held by a worker that died is taken over within this.
+    #[arg(long, env = "FLOWFORGE_LOCK_TIMEOUT_SECS", default_value_t = 30)]
+    pub lock_timeout_secs: u64,
 }
 
 impl WorkerArgs {
@@ -96,6 +100,8 @@ pub async fn run(args: WorkerArgs, storage: StorageArgs, registry: Registry) -> 
         activity_timeout: args
             .activity_timeout_secs
             .map(std::time::Duration::from_secs),
+        lock_timeout: std::time::Duration::from_secs(args.lock_timeout_secs.max(3)),
+        lease_renewal: std::time::Duration::from_secs(args.lock_timeout_secs.max(3) / 3),
         ..WorkerOptions::default()
     };
     let state = ApiState {

@@ -5,7 +5,7 @@
 //!
 //! The package comes from `deploy/package.sh` (a musl release build). `scripts/test` builds
 //! it first and passes it as `FLOWFORGE_PACKAGE_ZIP`; without that variable this test builds
-//! it itself.
+//! it itself, in a build folder of its own (the running `cargo test` holds the usual one).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::Read as _;
@@ -22,9 +22,13 @@ fn package_zip() -> PathBuf {
     }
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let out = std::env::temp_dir().join(format!("flowforge-static-{}", std::process::id()));
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map_or_else(|_| root.join("target"), PathBuf::from)
+        .with_extension("package");
     let status = Command::new(root.join("deploy/package.sh"))
         .arg("--out")
         .arg(&out)
+        .env("CARGO_TARGET_DIR", target)
         .status()
         .unwrap();
     assert!(status.success(), "deploy/package.sh failed");

@@ -281,11 +281,14 @@ pub struct ArchivedLetter {
 }
 
 impl ArchivedLetter {
-    /// An archive id for a letter archived at `at`: newer letters sort first.
+    /// An archive id for a letter archived at `at`: newer letters sort first (within one
+    /// process even in the same microsecond, by a decreasing sequence).
     pub fn new_id(at: DateTime<Utc>) -> String {
-        let inverted = 9_999_999_999_999_i64.saturating_sub(at.timestamp_millis());
+        static SEQUENCE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let inverted = 9_999_999_999_999_999_i64.saturating_sub(at.timestamp_micros());
+        let seq = u32::MAX - SEQUENCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let unique = uuid::Uuid::new_v4().simple().to_string();
-        format!("{inverted:013}-{}", &unique[..12])
+        format!("{inverted:016}-{seq:010}-{}", &unique[..8])
     }
 
     /// The instance the letter's message was for, when it can be read.

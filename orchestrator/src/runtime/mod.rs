@@ -95,7 +95,9 @@ impl Default for WorkerOptions {
             orchestration_concurrency: 32,
             activity_concurrency: 32,
             batch_size: 32,
-            lock_timeout: Duration::from_secs(300),
+            // Short, since leases are renewed while work runs: work held by a process that
+            // died is taken over within this.
+            lock_timeout: Duration::from_secs(30),
             max_dequeue_count: 5,
             min_idle_poll: Duration::from_millis(10),
             max_idle_poll: Duration::from_secs(40),
@@ -105,7 +107,7 @@ impl Default for WorkerOptions {
             defer_delay: Duration::from_millis(200),
             partitions: None,
             inline_activities: true,
-            lease_renewal: Duration::from_secs(60),
+            lease_renewal: Duration::from_secs(10),
             activity_timeout: None,
             inline_merge_window: Duration::from_millis(20),
             replay_off_runtime: false,
