@@ -172,6 +172,10 @@ impl QueueMessage {
 
     /// Since when a body says it has been held for its instance's start.
     pub fn held_since(raw: &str) -> Option<DateTime<Utc>> {
+        // Every receive asks: parse only the bodies that can say it.
+        if !raw.contains("\"held_since\"") {
+            return None;
+        }
         serde_json::from_str::<serde_json::Value>(raw)
             .ok()?
             .get("held_since")
@@ -181,6 +185,10 @@ impl QueueMessage {
     /// The deliveries of earlier copies a body says it had (0 when it says nothing or is
     /// not an engine message).
     pub fn prior_deliveries(raw: &str) -> u32 {
+        // Every receive asks: parse only the bodies that can say it.
+        if !raw.contains("\"prior_deliveries\"") {
+            return 0;
+        }
         serde_json::from_str::<serde_json::Value>(raw)
             .ok()
             .and_then(|v| {
