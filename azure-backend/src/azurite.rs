@@ -106,6 +106,21 @@ kill -9 $child 2>/dev/null"#;
     pub fn watchdog_pid(&self) -> u32 {
         self.child.id()
     }
+
+    /// The process id of Azurite itself (the watchdog's child that is not its `sleep`),
+    /// for measuring it or freezing it in tests.
+    pub fn server_pid(&self) -> Option<u32> {
+        let watchdog = self.child.id();
+        let children =
+            std::fs::read_to_string(format!("/proc/{watchdog}/task/{watchdog}/children")).ok()?;
+        children
+            .split_whitespace()
+            .filter_map(|p| p.parse::<u32>().ok())
+            .find(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                    .is_ok_and(|comm| comm.trim() != "sleep")
+            })
+    }
 }
 
 impl Drop for Azurite {

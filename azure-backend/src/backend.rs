@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use azure_core::{ClientOptions, ExponentialRetryOptions, Policy, RetryOptions};
 use azure_data_tables::clients::{TableClient, TableServiceClient, TableServiceClientBuilder};
 use azure_storage_blobs::prelude::{BlobServiceClient, ClientBuilder, ContainerClient};
 use azure_storage_queues::{QueueClient, QueueServiceClient, QueueServiceClientBuilder};
@@ -13,6 +14,7 @@ use crate::counter::Counter;
 use crate::error::classify;
 use crate::payload::{as_blob_ref, blob_name, blob_ref_text};
 use crate::ranges_cache::RangesCache;
+use crate::storage_health::{DeadlinePolicy, StorageHealth};
 use crate::wake::WakeSignals;
 
 /// The Azure Storage backend of one task hub.
@@ -25,6 +27,7 @@ pub struct AzureBackend {
     pub(crate) counter: Counter,
     pub(crate) ranges: RangesCache,
     pub(crate) wake: WakeSignals,
+    health: Arc<StorageHealth>,
 }
 
 impl AzureBackend {
@@ -32,18 +35,23 @@ impl AzureBackend {
     pub async fn connect(config: AzureConfig) -> Result<Arc<Self>, Error> {
         config.validate().map_err(Error::Permanent)?;
         let credentials = config.storage_credentials().map_err(Error::Permanent)?;
+        let health = Arc::new(StorageHealth::default());
+        let options = client_options(&config, &health);
         let tables: TableServiceClient = TableServiceClientBuilder::with_location(
             config.location(&config.endpoints.table),
             credentials.clone(),
         )
+        .client_options(options.clone())
         .build();
         let queues = QueueServiceClientBuilder::with_location(
             config.location(&config.endpoints.queue),
             credentials.clone(),
         )
+        .client_options(options.clone())
         .build();
         let blobs: BlobServiceClient =
             ClientBuilder::with_location(config.location(&config.endpoints.blob), credentials)
+                .client_options(options)
                 .blob_service_client();
         let table = tables.table_client(format!("{}instances", config.task_hub));
         let dead_letters = tables.table_client(format!("{}deadletters", config.task_hub));
@@ -57,6 +65,7 @@ impl AzureBackend {
             counter: Counter::default(),
             ranges: RangesCache::default(),
             wake: WakeSignals::default(),
+            health,
         });
         backend.create_task_hub().await?;
         Ok(backend)
@@ -102,6 +111,29 @@ impl AzureBackend {
         )?;
         ignore_missing(self.payloads.delete().await.map(|_| ()), "delete container")?;
         Ok(())
+    }
+
+    /// How long storage has been unreachable (no answer, or server errors), if it is now.
+    pub fn storage_unreachable_for(&self) -> Option<std::time::Duration> {
+        self.health.unreachable_for()
+    }
+
+    /// The approximate number of messages (visible or not) in each of the task hub's queues,
+    /// by storage queue name: the backlog an operator or a test looks at.
+    pub async fn queue_depths(&self) -> Result<BTreeMap<String, usize>, Error> {
+        let mut depths = BTreeMap::new();
+        let mut names = self.all_queue_names();
+        names.push(self.wake_queue_name());
+        for name in names {
+            self.counter.count("queue.metadata");
+            let metadata = self
+                .queue_client(&name)
+                .get_metadata()
+                .await
+                .map_err(|e| classify("queue metadata", e))?;
+            depths.insert(name, metadata.approximate_messages_count);
+        }
+        Ok(depths)
     }
 
     /// The storage queue name of an engine queue (`<hub>-control-00`, `<hub>-workitems`).
@@ -174,6 +206,22 @@ impl Backend for AzureBackend {
     fn transaction_counts(&self) -> BTreeMap<String, u64> {
         self.counter.snapshot()
     }
+}
+
+/// The SDK pipeline options of every engine client: a deadline per attempt (reported to
+/// `health`) and a bounded retry budget, so no storage call waits forever.
+fn client_options(config: &AzureConfig, health: &Arc<StorageHealth>) -> ClientOptions {
+    let deadline: Arc<dyn Policy> = Arc::new(DeadlinePolicy {
+        attempt_deadline: config.attempt_deadline,
+        health: health.clone(),
+    });
+    ClientOptions::default()
+        .retry(RetryOptions::exponential(
+            ExponentialRetryOptions::default()
+                .max_total_elapsed(config.retry_budget)
+                .max_delay(std::time::Duration::from_secs(5)),
+        ))
+        .per_retry_policies(vec![deadline])
 }
 
 fn ignore_exists(result: azure_core::Result<()>, what: &str) -> Result<(), Error> {

@@ -25,6 +25,7 @@ mod payload_store;
 mod queue_store;
 mod ranges_cache;
 pub mod rows;
+mod storage_health;
 mod wake;
 
 pub use backend::AzureBackend;

@@ -6,6 +6,7 @@
 //! ```
 
 mod measure;
+mod recovery;
 mod scenarios;
 
 use std::path::PathBuf;
@@ -20,7 +21,8 @@ use serde_json::{json, Value};
 #[derive(Parser)]
 #[command(about = "FlowForge Durable benchmark")]
 struct Args {
-    /// Which backends: memory, azurite or both.
+    /// Which backends: memory, azurite or both; `none` runs only the scenarios of the
+    /// `--flowforge` binary (cold start, crash recovery), on Azurite.
     #[arg(long, default_value = "both")]
     backend: String,
     /// Runs per scenario on the in-memory backend (the median is reported).
@@ -35,7 +37,7 @@ struct Args {
     /// Seconds to watch an idle worker's storage transactions.
     #[arg(long, default_value_t = 120)]
     idle_secs: u64,
-    /// The `flowforge` binary for the cold-start scenario.
+    /// The `flowforge` binary for the cold-start and crash-recovery scenarios.
     #[arg(long)]
     flowforge: Option<PathBuf>,
     /// Where to write the JSON results.
@@ -62,7 +64,9 @@ async fn main() -> anyhow::Result<()> {
     };
     if let Some(a) = &azurite {
         // Lets the scenarios read Azurite's CPU time.
-        std::env::set_var("FLOWFORGE_BENCH_AZURITE", a.watchdog_pid().to_string());
+        if let Some(pid) = a.server_pid() {
+            std::env::set_var("FLOWFORGE_BENCH_AZURITE", pid.to_string());
+        }
     }
     let mut hub = 0;
     let mut fresh = |kind: &str| {
@@ -89,10 +93,12 @@ async fn main() -> anyhow::Result<()> {
     let backends: Vec<&str> = match args.backend.as_str() {
         "memory" => vec!["memory"],
         "azurite" => vec!["azurite"],
+        // Only the scenarios of a `flowforge` binary (cold start, crash recovery) on Azurite.
+        "none" => vec![],
         _ => vec!["memory", "azurite"],
     };
     for kind in &backends {
-        let azurite_pid = azurite.as_ref().map(|a| a.watchdog_pid());
+        let azurite_pid = azurite.as_ref().and_then(|a| a.server_pid());
         let runs = if *kind == "azurite" {
             args.azurite_runs.max(1)
         } else {
@@ -148,6 +154,7 @@ async fn main() -> anyhow::Result<()> {
     }
     if let (Some(flowforge), Some(azurite)) = (&args.flowforge, &azurite) {
         rows.push(scenarios::cold_start(flowforge, &azurite.connection_string()).await?);
+        rows.extend(recovery::recovery(flowforge, azurite).await?);
     }
     if let (Some(flights), Some(azurite)) = (&args.flights, &azurite) {
         rows.push(scenarios::medallion(azurite, flights).await?);

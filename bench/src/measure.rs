@@ -63,13 +63,6 @@ pub fn cpu_time(pid: u32) -> Option<Duration> {
     Some(Duration::from_millis(ticks * 10))
 }
 
-/// Azurite's node process (the watchdog's child).
-pub fn azurite_node_pid(watchdog: u32) -> Option<u32> {
-    let children =
-        std::fs::read_to_string(format!("/proc/{watchdog}/task/{watchdog}/children")).ok()?;
-    children.split_whitespace().next()?.parse().ok()
-}
-
 fn per_unit(count: u64, units: usize) -> Option<f64> {
     (units > 0 && count > 0).then(|| (count as f64 / units as f64 * 1000.0).round() / 1000.0)
 }

@@ -66,11 +66,11 @@ pub struct Hub {
 }
 
 async fn azurite_cpu() -> Option<Duration> {
-    let watchdog = std::env::var("FLOWFORGE_BENCH_AZURITE")
+    let pid = std::env::var("FLOWFORGE_BENCH_AZURITE")
         .ok()?
         .parse()
         .ok()?;
-    measure::cpu_time(measure::azurite_node_pid(watchdog)?)
+    measure::cpu_time(pid)
 }
 
 /// Runs one instance of `name` to completion; wall time from the start call to the

@@ -3,9 +3,11 @@
 //! time), so a double fire — two replicas, a host restart, a past-due catch-up — starts it
 //! once. The Functions timer trigger and the standalone worker both call [`fire_due`].
 //!
-//! Past-due policy: only the latest occurrence at or before now is started (inside a
-//! look-back of 2 minutes, or 24 hours when the host says the timer is past due); older
-//! missed occurrences are skipped, not replayed.
+//! Catch-up: each call starts every occurrence in its look-back window that has not been
+//! started yet, oldest first (2 minutes, or 24 hours when the host says its timer is past
+//! due; the standalone worker looks back to its previous tick), so a schedule finer than the
+//! caller's tick loses nothing. At most [`MAX_CATCH_UP`] occurrences per schedule and call;
+//! older ones are logged as missed. Every start and every skip is logged.
 
 use std::str::FromStr;
 
@@ -14,6 +16,10 @@ use flowforge_orchestrator::backend::InstanceQuery;
 use flowforge_orchestrator::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use tracing::{info, warn};
+
+/// The most occurrences of one schedule a single call starts (the newest ones).
+pub const MAX_CATCH_UP: usize = 100;
 
 /// What to do when the previous run of a schedule is still going.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -123,16 +129,27 @@ impl Schedule {
         &self.spec.name
     }
 
-    /// The latest occurrence in `(now - look_back, now]`.
-    pub fn latest_occurrence(
+    /// The occurrences in `(now - look_back, now]`, oldest first: the newest `limit` of
+    /// them, and how many older ones did not fit.
+    pub fn due_occurrences(
         &self,
         now: DateTime<Utc>,
         look_back: Duration,
-    ) -> Option<DateTime<Utc>> {
-        self.cron
+        limit: usize,
+    ) -> (Vec<DateTime<Utc>>, usize) {
+        let mut due: Vec<DateTime<Utc>> = self
+            .cron
             .after(&(now - look_back))
             .take_while(|t| *t <= now)
-            .last()
+            .collect();
+        let missed = due.len().saturating_sub(limit);
+        due.drain(..missed);
+        (due, missed)
+    }
+
+    /// The first occurrence after `at`.
+    pub fn next_occurrence(&self, at: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.cron.after(&at).next()
     }
 
     /// The instance id of an occurrence.
@@ -178,51 +195,85 @@ pub fn parse_all(json: &str) -> Result<Vec<Schedule>, String> {
         .collect()
 }
 
-/// What [`fire_due`] did with one schedule.
+/// What [`fire_due`] did with one occurrence of a schedule.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fired {
     /// Started this instance.
     Started(String),
     /// The occurrence's instance already exists (a double fire).
     AlreadyStarted(String),
-    /// Skipped: the previous run is still active.
-    SkippedOverlap(String),
-    /// No occurrence in the look-back window.
-    NothingDue,
+    /// Skipped: the previous run (named) is still active.
+    SkippedOverlap {
+        /// The occurrence's instance id, which was not started.
+        skipped: String,
+        /// The run still active.
+        active: String,
+    },
+    /// This many occurrences were older than the [`MAX_CATCH_UP`] newest and not started.
+    Missed(usize),
 }
 
-/// Starts the due occurrence of every schedule.
+/// The window [`fire_due`] looks back over: the Functions timer ticks every minute, so two
+/// minutes covers a late tick; a past-due timer (the app was stopped) looks back a day.
+pub fn look_back(past_due: bool) -> Duration {
+    if past_due {
+        Duration::hours(24)
+    } else {
+        Duration::minutes(2)
+    }
+}
+
+/// Starts every due occurrence of every schedule that has not been started, oldest first,
+/// and logs each start, skip and miss.
 pub async fn fire_due(
     client: &Client,
     schedules: &[Schedule],
     now: DateTime<Utc>,
-    past_due: bool,
+    look_back: Duration,
 ) -> Vec<(String, Result<Fired, String>)> {
-    let look_back = if past_due {
-        Duration::hours(24)
-    } else {
-        Duration::minutes(2)
-    };
     let mut results = Vec::new();
     for schedule in schedules {
-        let result = fire_one(client, schedule, now, look_back).await;
-        results.push((schedule.name().to_owned(), result));
+        let name = schedule.name().to_owned();
+        let (due, missed) = schedule.due_occurrences(now, look_back, MAX_CATCH_UP);
+        if missed > 0 {
+            warn!(
+                schedule = name,
+                missed, "occurrences older than the catch-up limit were not started"
+            );
+            results.push((name.clone(), Ok(Fired::Missed(missed))));
+        }
+        for occurrence in due {
+            let result = fire_occurrence(client, schedule, occurrence).await;
+            match &result {
+                Ok(Fired::Started(id)) => {
+                    info!(schedule = name, instance_id = id, %occurrence, "schedule fired")
+                }
+                Ok(Fired::SkippedOverlap { skipped, active }) => info!(
+                    schedule = name,
+                    instance_id = skipped,
+                    active_instance_id = active,
+                    %occurrence,
+                    "schedule occurrence skipped: the previous run is still active"
+                ),
+                Ok(_) => {}
+                Err(error) => warn!(schedule = name, %occurrence, error, "schedule failed"),
+            }
+            results.push((name.clone(), result));
+        }
     }
     results
 }
 
-async fn fire_one(
+async fn fire_occurrence(
     client: &Client,
     schedule: &Schedule,
-    now: DateTime<Utc>,
-    look_back: Duration,
+    occurrence: DateTime<Utc>,
 ) -> Result<Fired, String> {
-    let Some(occurrence) = schedule.latest_occurrence(now, look_back) else {
-        return Ok(Fired::NothingDue);
-    };
     let id = schedule.instance_id(occurrence);
-    if client.status(&id, Default::default()).await.is_ok() {
-        return Ok(Fired::AlreadyStarted(id));
+    match client.status(&id, Default::default()).await {
+        Ok(_) => return Ok(Fired::AlreadyStarted(id)),
+        Err(flowforge_orchestrator::client::Error::NotFound(_)) => {}
+        Err(e) => return Err(e.to_string()),
     }
     if schedule.spec.overlap == Overlap::Skip {
         let query = InstanceQuery {
@@ -241,7 +292,10 @@ async fn fire_one(
             .await
             .map_err(|e| e.to_string())?;
         if let Some(previous) = active.first() {
-            return Ok(Fired::SkippedOverlap(previous.instance_id.clone()));
+            return Ok(Fired::SkippedOverlap {
+                skipped: id,
+                active: previous.instance_id.clone(),
+            });
         }
     }
     let options = StartOptions {
@@ -291,8 +345,11 @@ mod tests {
         let sunday = Schedule::parse(spec("0 0 9 * * 0")).unwrap();
         let at = Utc.with_ymd_and_hms(2026, 11, 29, 9, 0, 30).unwrap();
         assert_eq!(
-            sunday.latest_occurrence(at, Duration::minutes(2)),
-            Some(Utc.with_ymd_and_hms(2026, 11, 29, 9, 0, 0).unwrap())
+            sunday.due_occurrences(at, Duration::minutes(2), MAX_CATCH_UP),
+            (
+                vec![Utc.with_ymd_and_hms(2026, 11, 29, 9, 0, 0).unwrap()],
+                0
+            )
         );
     }
 
@@ -300,9 +357,8 @@ mod tests {
     fn occurrences_and_ids_are_deterministic() {
         let every5 = Schedule::parse(spec("0 */5 * * * *")).unwrap();
         let now = Utc.with_ymd_and_hms(2026, 1, 1, 10, 7, 3).unwrap();
-        let occurrence = every5
-            .latest_occurrence(now, Duration::minutes(10))
-            .unwrap();
+        let (due, _) = every5.due_occurrences(now, Duration::minutes(10), MAX_CATCH_UP);
+        let occurrence = *due.last().unwrap();
         assert_eq!(
             occurrence,
             Utc.with_ymd_and_hms(2026, 1, 1, 10, 5, 0).unwrap()
@@ -312,10 +368,33 @@ mod tests {
             "schedule-nightly-20260101T100500Z"
         );
         assert_eq!(
-            every5.latest_occurrence(now, Duration::minutes(2)),
-            None,
+            every5.due_occurrences(now, Duration::minutes(2), MAX_CATCH_UP),
+            (vec![], 0),
             "10:05 is outside a 2-minute look-back"
         );
         assert!(Schedule::parse(spec("not a cron at all")).is_err());
+    }
+
+    #[test]
+    fn a_schedule_finer_than_the_tick_loses_no_occurrence() {
+        // Every 10 s, looked at by a once-a-minute tick: all six occurrences of the last
+        // minute are due, oldest first, none dropped.
+        let every10 = Schedule::parse(spec("*/10 * * * * *")).unwrap();
+        let now = Utc.with_ymd_and_hms(2026, 1, 1, 10, 1, 0).unwrap();
+        let (due, missed) = every10.due_occurrences(now, Duration::minutes(1), MAX_CATCH_UP);
+        let seconds: Vec<u32> = due.iter().map(chrono::Timelike::second).collect();
+        assert_eq!(seconds, vec![10, 20, 30, 40, 50, 0]);
+        assert_eq!(missed, 0);
+        assert_eq!(
+            every10.next_occurrence(now),
+            Some(Utc.with_ymd_and_hms(2026, 1, 1, 10, 1, 10).unwrap())
+        );
+        // A day of per-second occurrences after an outage: only the newest are started, and
+        // the rest are counted as missed.
+        let every_second = Schedule::parse(spec("* * * * * *")).unwrap();
+        let (due, missed) = every_second.due_occurrences(now, look_back(true), MAX_CATCH_UP);
+        assert_eq!(due.len(), MAX_CATCH_UP);
+        assert_eq!(missed, 24 * 3600 - MAX_CATCH_UP);
+        assert_eq!(due.last(), Some(&now));
     }
 }

@@ -114,20 +114,7 @@ pub async fn run(args: WorkerArgs, storage: StorageArgs, registry: Registry) -> 
     };
     let schedules = args.schedules.load()?;
     let client = state.client.clone();
-    let ticker = tokio::spawn(async move {
-        // Every 15 s: a double fire of an occurrence starts it once (deterministic ids).
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(15));
-        loop {
-            tick.tick().await;
-            for (name, result) in
-                crate::schedules::fire_due(&client, &schedules, chrono::Utc::now(), false).await
-            {
-                if let Err(error) = result {
-                    warn!(schedule = name, error, "schedule failed");
-                }
-            }
-        }
-    });
+    let ticker = tokio::spawn(fire_schedules(client, schedules));
     let worker = Worker::new(backend, registry, options).start();
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     info!(address = %listener.local_addr()?, base_path = %state.base_path, "worker and API ready");
@@ -141,6 +128,37 @@ pub async fn run(args: WorkerArgs, storage: StorageArgs, registry: Registry) -> 
         warn!(%error, "the API server stopped with an error");
     }
     Ok(())
+}
+
+/// Fires the schedules at their occurrences: sleeps until the next one (at most a minute),
+/// then starts everything due since the previous tick (a double fire starts an occurrence
+/// once: deterministic ids).
+async fn fire_schedules(client: Client, schedules: Vec<crate::schedules::Schedule>) {
+    if schedules.is_empty() {
+        return;
+    }
+    let mut previous_tick: Option<chrono::DateTime<chrono::Utc>> = None;
+    loop {
+        let now = chrono::Utc::now();
+        let look_back = match previous_tick {
+            Some(previous) => (now - previous + chrono::Duration::seconds(1))
+                .max(crate::schedules::look_back(false)),
+            None => crate::schedules::look_back(false),
+        };
+        crate::schedules::fire_due(&client, &schedules, now, look_back).await;
+        previous_tick = Some(now);
+        let next = schedules
+            .iter()
+            .filter_map(|s| s.next_occurrence(now))
+            .min()
+            .unwrap_or(now + chrono::Duration::minutes(1));
+        let wait = (next - chrono::Utc::now())
+            .to_std()
+            .unwrap_or_default()
+            .min(std::time::Duration::from_secs(60));
+        // A few milliseconds past the occurrence, so the clock has reached it on waking.
+        tokio::time::sleep(wait + std::time::Duration::from_millis(20)).await;
+    }
 }
 
 /// Resolves on SIGTERM (how hosts stop containers) or Ctrl-C.

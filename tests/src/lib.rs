@@ -1,6 +1,8 @@
 //! Shared pieces of the end-to-end tests: the test orchestrations (used in process and by
 //! the `test-worker` binary) and history checks.
 
+pub mod processes;
+
 use std::collections::HashSet;
 use std::time::Duration;
 
@@ -20,6 +22,38 @@ pub struct Waves {
 
 /// The shortest sleep of a `slow_square` activity, so of one wave.
 pub const WAVE_MIN_MS: u64 = 100;
+
+/// The input of the `chaos` orchestration, one generation of a run of several (linked by
+/// continue-as-new).
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+pub struct Chaos {
+    /// Picks the run's shape and values.
+    pub seed: u64,
+    /// Which generation this is (0 first).
+    pub generation: u32,
+    /// What the earlier generations computed.
+    pub acc: u64,
+}
+
+/// Generations of a `chaos` run.
+pub const CHAOS_GENERATIONS: u32 = 3;
+
+/// The fan-out width of a `chaos` run.
+pub fn chaos_width(seed: u64) -> u64 {
+    2 + seed % 6
+}
+
+/// The value of the `poke` event the chaos test raises for a run.
+pub fn chaos_poke(seed: u64) -> u64 {
+    seed * 1000 + 7
+}
+
+/// The output a `chaos` run must end with.
+pub fn chaos_expected(seed: u64) -> u64 {
+    let width = chaos_width(seed);
+    let squares: u64 = (seed..seed + width).map(|i| i * i).sum();
+    u64::from(CHAOS_GENERATIONS) * (squares + fan_sum(width)) + chaos_poke(seed)
+}
 
 /// The orchestrations and activities of the end-to-end tests.
 pub fn registry() -> Registry {
@@ -50,6 +84,42 @@ pub fn registry() -> Registry {
                     }
                 }
                 Ok(sum)
+            },
+        )
+        .orchestration(
+            "chaos",
+            |ctx: OrchestrationContext, run: Chaos| async move {
+                // Each generation: a fan-out, a durable timer, a sub-orchestration; the first
+                // also waits for an event that may arrive before the run has started.
+                let width = chaos_width(run.seed);
+                let calls = (0..width)
+                    .map(|j| ctx.call_activity::<u64>("square", run.seed + j))
+                    .collect();
+                let mut sum = 0;
+                for square in ctx.join_all(calls).await {
+                    sum += square?;
+                }
+                ctx.sleep(Duration::from_millis(100 + (run.seed % 4) * 100))
+                    .await;
+                let child = format!("{}-g{}", ctx.instance_id(), run.generation);
+                let sub: u64 = ctx
+                    .call_sub_orchestration("fan", Some(&child), width)
+                    .await?;
+                let poke: u64 = if run.generation == 0 {
+                    ctx.wait_for_event("poke").await?
+                } else {
+                    0
+                };
+                let acc = run.acc + sum + sub + poke;
+                if run.generation + 1 < CHAOS_GENERATIONS {
+                    ctx.continue_as_new(Chaos {
+                        generation: run.generation + 1,
+                        acc,
+                        ..run
+                    });
+                    return Ok(0);
+                }
+                Ok(acc)
             },
         )
         .orchestration(

@@ -3,60 +3,25 @@
 //! Every instance must finish with a gap-free history that records each result once.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use flowforge_azure::{azurite, AzureBackend};
 use flowforge_orchestrator::client::StatusOptions;
 use flowforge_orchestrator::prelude::*;
+use flowforge_tests::processes::{Lcg, WorkerProcess};
 use flowforge_tests::{check_history, fan_sum, Waves, WAVE_MIN_MS};
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(300);
 
-/// A worker process, killed (SIGKILL) when dropped, so a failing test leaves none behind.
-struct WorkerProcess(Child);
-
-impl WorkerProcess {
-    fn kill(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for WorkerProcess {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
 fn spawn_worker(hub: &str) -> WorkerProcess {
-    let a = azurite::shared();
-    Command::new(env!("CARGO_BIN_EXE_test-worker"))
-        .env(
-            "FLOWFORGE_TEST_PORTS",
-            format!("{},{},{}", a.blob_port, a.queue_port, a.table_port),
-        )
-        .env("FLOWFORGE_TEST_HUB", hub)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .map(WorkerProcess)
-        .expect("test-worker starts")
-}
-
-/// A small deterministic generator for kill times (the seed is printed for reruns).
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self, below: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (self.0 >> 33) % below
-    }
+    WorkerProcess::spawn(
+        env!("CARGO_BIN_EXE_test-worker"),
+        azurite::shared(),
+        hub,
+        None,
+    )
+    .unwrap()
 }
 
 async fn verify(client: &Client, ids: &[String], n: u64) {
@@ -118,7 +83,7 @@ async fn workers_killed_at_random_points_lose_nothing() {
     let mut kills_mid_run = 0;
     for round in 0..4 {
         let mut worker = spawn_worker(hub);
-        let pause = KILL_AFTER_MIN_MS + rng.next(KILL_AFTER_MAX_MS - KILL_AFTER_MIN_MS);
+        let pause = KILL_AFTER_MIN_MS + rng.below(KILL_AFTER_MAX_MS - KILL_AFTER_MIN_MS);
         tokio::time::sleep(Duration::from_millis(pause)).await;
         worker.kill(); // SIGKILL: no chance to finish anything
         let mut finished = 0;

@@ -365,7 +365,7 @@ async fn timer(state: &HostState, data: &Value) -> Result<Value, String> {
         &state.client,
         &state.schedules,
         chrono::Utc::now(),
-        past_due,
+        schedules::look_back(past_due),
     )
     .await;
     let logs: Vec<String> = results

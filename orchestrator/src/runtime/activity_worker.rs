@@ -38,7 +38,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         {
             Ok(batch) => batch,
             Err(error) => {
-                warn!(%error, "receiving work items failed");
+                super::log_retried_failure(&error, "receiving work items failed");
                 Vec::new()
             }
         };

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::time::Instant;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use super::Shared;
 
@@ -73,7 +73,7 @@ pub(crate) async fn watch_wake_signals(shared: Arc<Shared>, mut stop: watch::Rec
         let ids = match shared.backend.peek_wake().await {
             Ok(ids) => ids,
             Err(error) => {
-                warn!(%error, "looking at the wake signals failed");
+                super::log_retried_failure(&error, "looking at the wake signals failed");
                 continue;
             }
         };

@@ -98,7 +98,7 @@ pub(crate) async fn run(
             {
                 Ok(batch) => batch,
                 Err(error) => {
-                    warn!(%error, queue = %entry.queue.suffix(), "receiving control messages failed");
+                    super::log_retried_failure(&error, "receiving control messages failed");
                     Vec::new()
                 }
             };

@@ -10,7 +10,12 @@ use flowforge_orchestrator::prelude::*;
 
 #[tokio::main]
 async fn main() -> Result<(), String> {
-    tracing_subscriber::fmt().with_env_filter("warn").init();
+    // Warnings, and the storage outage reports (their end is at info level).
+    tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_writer(std::io::stderr)
+        .with_env_filter("warn,flowforge_azure=info")
+        .init();
     let ports = std::env::var("FLOWFORGE_TEST_PORTS").map_err(|_| "FLOWFORGE_TEST_PORTS unset")?;
     let ports: Vec<u16> = ports
         .split(',')
@@ -20,7 +25,11 @@ async fn main() -> Result<(), String> {
         return Err("need three ports".into());
     };
     let hub = std::env::var("FLOWFORGE_TEST_HUB").map_err(|_| "FLOWFORGE_TEST_HUB unset")?;
-    let backend = AzureBackend::connect(AzureConfig::azurite_at(&hub, blob, queue, table))
+    let mut config = AzureConfig::azurite_at(&hub, blob, queue, table);
+    // Short deadlines, so a frozen Azurite is noticed (and reported) within seconds.
+    config.attempt_deadline = Duration::from_secs(3);
+    config.retry_budget = Duration::from_secs(10);
+    let backend = AzureBackend::connect(config)
         .await
         .map_err(|e| e.to_string())?;
     let options = WorkerOptions {
