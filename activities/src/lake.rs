@@ -3,7 +3,7 @@
 //! `gold`.
 
 use azure_storage_blobs::prelude::{BlobServiceClient, ContainerClient};
-use flowforge_orchestrator::history::FailureDetails;
+use flowforge_orchestrator::history::{FailureDetails, FailureKind};
 use futures::StreamExt;
 
 /// The containers of the lake.
@@ -19,7 +19,7 @@ fn storage_failure(what: &str, error: azure_core::Error) -> FailureDetails {
     let text = error.to_string();
     let first = text.lines().next().unwrap_or_default();
     let first = first.split('?').next().unwrap_or_default();
-    FailureDetails::new("StorageError", format!("{what}: {first}"))
+    FailureDetails::of(FailureKind::StorageError, format!("{what}: {first}"))
 }
 
 impl DataLake {

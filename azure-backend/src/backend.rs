@@ -113,11 +113,6 @@ impl AzureBackend {
         Ok(())
     }
 
-    /// How long storage has been unreachable (no answer, or server errors), if it is now.
-    pub fn storage_unreachable_for(&self) -> Option<std::time::Duration> {
-        self.health.unreachable_for()
-    }
-
     /// The approximate number of messages (visible or not) in each of the task hub's queues,
     /// by storage queue name: the backlog an operator or a test looks at.
     pub async fn queue_depths(&self) -> Result<BTreeMap<String, usize>, Error> {
@@ -205,6 +200,10 @@ impl AzureBackend {
 impl Backend for AzureBackend {
     fn transaction_counts(&self) -> BTreeMap<String, u64> {
         self.counter.snapshot()
+    }
+
+    fn unreachable_for(&self) -> Option<std::time::Duration> {
+        self.health.unreachable_for()
     }
 }
 

@@ -75,7 +75,7 @@ pub struct AzureConfig {
     /// Table properties larger than this (bytes) go to a blob by reference.
     pub max_inline_property: usize,
     /// Longest wait for one storage request attempt; a request without an answer by then
-    /// is retried (default 20 s).
+    /// is retried (default 10 s).
     pub attempt_deadline: Duration,
     /// How long the SDK keeps retrying one call (from its first failure) before the call
     /// fails (default 30 s): with [`attempt_deadline`](Self::attempt_deadline), every
@@ -136,7 +136,7 @@ impl AzureConfig {
             max_visibility_delay: Duration::from_secs(7 * 24 * 3600 - 60),
             max_inline_message: 45 * 1024,
             max_inline_property: 30 * 1024,
-            attempt_deadline: Duration::from_secs(20),
+            attempt_deadline: Duration::from_secs(10),
             retry_budget: Duration::from_secs(30),
         }
     }

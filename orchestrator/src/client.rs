@@ -136,6 +136,12 @@ impl Client {
         }
     }
 
+    /// How long storage has been unreachable, if it is now (see
+    /// [`Backend::unreachable_for`]).
+    pub fn storage_unreachable_for(&self) -> Option<std::time::Duration> {
+        self.backend.unreachable_for()
+    }
+
     /// A client on the given clock.
     pub fn with_clock(backend: Arc<dyn Backend>, clock: Arc<dyn Clock>) -> Self {
         Self { backend, clock }
@@ -194,35 +200,20 @@ impl Client {
         };
         let now = self.clock.now();
         let execution_id = uuid::Uuid::new_v4().simple().to_string();
-        let state = InstanceState {
-            instance_id: id.clone(),
+        let started = EventKind::ExecutionStarted {
             name: name.to_owned(),
-            version: options.version.clone(),
+            version: options.version,
             execution_id: execution_id.clone(),
-            status: RuntimeStatus::Pending,
-            input: input.clone(),
-            output: Value::Null,
-            failure: None,
-            custom_status: Value::Null,
-            created_at: now,
-            updated_at: now,
+            input,
             parent: None,
-            trace_parent: options.trace_parent.clone(),
-            history_len: 0,
             format_version: HISTORY_FORMAT_VERSION,
+            trace_parent: options.trace_parent,
         };
+        let state = InstanceState::started(&id, &started, now);
         let start = to_instance(
             &id,
             Some(&execution_id),
-            EventKind::ExecutionStarted {
-                name: name.to_owned(),
-                version: options.version,
-                execution_id: execution_id.clone(),
-                input,
-                parent: None,
-                format_version: HISTORY_FORMAT_VERSION,
-                trace_parent: options.trace_parent,
-            },
+            started,
             now,
             options.start_at,
             self.backend.control_partitions(),

@@ -49,7 +49,7 @@ pub mod prelude {
     pub use crate::backend::{Backend, MemoryBackend};
     pub use crate::client::{Client, StartOptions};
     pub use crate::context::{OrchestrationContext, RetryPolicy, TaskResult};
-    pub use crate::history::FailureDetails;
+    pub use crate::history::{FailureDetails, FailureKind};
     pub use crate::registry::{ActivityContext, Registry};
     pub use crate::runtime::{Worker, WorkerOptions};
     pub use crate::status::{InstanceStatus, RuntimeStatus};

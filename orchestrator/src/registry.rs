@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::context::OrchestrationContext;
-use crate::history::FailureDetails;
+use crate::history::{FailureDetails, FailureKind};
 
 /// The future of an orchestration run: local (not `Send`), polled by the replay engine.
 pub type OrchestrationFuture = Pin<Box<dyn Future<Output = Result<Value, FailureDetails>>>>;
@@ -152,12 +152,18 @@ fn find<T: Clone>(map: &HashMap<String, Vec<(String, T)>>, name: &str, version: 
 
 fn decode_input<I: DeserializeOwned>(input: Value) -> Result<I, FailureDetails> {
     serde_json::from_value(input).map_err(|e| {
-        FailureDetails::non_retryable("InputDeserialization", format!("cannot decode input: {e}"))
+        FailureDetails::of(
+            FailureKind::InputDeserialization,
+            format!("cannot decode input: {e}"),
+        )
     })
 }
 
 fn encode_output<O: Serialize>(output: Result<O, FailureDetails>) -> Result<Value, FailureDetails> {
     serde_json::to_value(output?).map_err(|e| {
-        FailureDetails::non_retryable("OutputSerialization", format!("cannot encode output: {e}"))
+        FailureDetails::of(
+            FailureKind::OutputSerialization,
+            format!("cannot encode output: {e}"),
+        )
     })
 }

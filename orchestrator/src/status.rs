@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::history::{FailureDetails, HistoryEvent, ParentRef};
+use crate::history::{EventKind, FailureDetails, HistoryEvent, ParentRef, HISTORY_FORMAT_VERSION};
 
 /// The runtime status of an instance (names as in Durable Functions).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -122,6 +122,49 @@ pub struct InstanceState {
     /// The history format version that wrote the state.
     #[serde(default)]
     pub format_version: u32,
+}
+
+impl InstanceState {
+    /// The Pending state row of an execution that `started` (an `ExecutionStarted` event)
+    /// begins; any other event gives an empty row.
+    pub fn started(instance_id: &str, started: &EventKind, now: DateTime<Utc>) -> Self {
+        let (name, version, execution_id, input, parent, trace_parent) = match started {
+            EventKind::ExecutionStarted {
+                name,
+                version,
+                execution_id,
+                input,
+                parent,
+                trace_parent,
+                ..
+            } => (
+                name.clone(),
+                version.clone(),
+                execution_id.clone(),
+                input.clone(),
+                parent.clone(),
+                trace_parent.clone(),
+            ),
+            _ => Default::default(),
+        };
+        Self {
+            instance_id: instance_id.to_owned(),
+            name,
+            version,
+            execution_id,
+            status: RuntimeStatus::Pending,
+            input,
+            output: Value::Null,
+            failure: None,
+            custom_status: Value::Null,
+            created_at: now,
+            updated_at: now,
+            parent,
+            trace_parent,
+            history_len: 0,
+            format_version: HISTORY_FORMAT_VERSION,
+        }
+    }
 }
 
 /// What a client sees of an instance.

@@ -2,7 +2,7 @@
 
 use std::io::Cursor;
 
-use flowforge_orchestrator::history::FailureDetails;
+use flowforge_orchestrator::history::{FailureDetails, FailureKind};
 use polars::prelude::*;
 
 /// Reads a CSV with every column as text (bronze keeps values as they came).
@@ -139,7 +139,7 @@ pub async fn blocking<T: Send + 'static>(
 ) -> Result<T, FailureDetails> {
     tokio::task::spawn_blocking(work)
         .await
-        .map_err(|e| FailureDetails::non_retryable("ActivityPanicked", e.to_string()))?
+        .map_err(|e| FailureDetails::of(FailureKind::ActivityPanicked, e.to_string()))?
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@ use flowforge_orchestrator::client::Client;
 pub use auth::Access;
 pub use check_status::CheckStatus;
 pub use dead_letters::letter_json;
-pub use deadline::API_DEADLINE;
+pub use deadline::{API_DEADLINE, OUTAGE_DEADLINE};
 pub use error::ApiError;
 
 /// The OpenAPI document of this API (kept in the repository as `functions/openapi.json`).
@@ -77,7 +77,7 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/deadletters/{id}/requeue", post(dead_letters::requeue))
         .route_layer(from_fn_with_state(state.clone(), auth::require_key))
-        .route_layer(axum::middleware::from_fn(deadline::within_deadline))
+        .route_layer(from_fn_with_state(state.clone(), deadline::within_deadline))
         .route("/openapi.json", get(handlers::openapi))
         .layer(DefaultBodyLimit::max(state.body_limit));
     let base = state.base_path.trim_end_matches('/').to_owned();

@@ -298,4 +298,10 @@ pub trait Backend: InstanceStore + QueueStore + PayloadStore + 'static {
     fn transaction_counts(&self) -> BTreeMap<String, u64> {
         BTreeMap::new()
     }
+
+    /// How long storage has gone unanswered (or answered only with server errors), if it
+    /// is in an outage now; `None` when it answers, or when the backend cannot tell.
+    fn unreachable_for(&self) -> Option<Duration> {
+        None
+    }
 }

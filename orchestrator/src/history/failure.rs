@@ -5,8 +5,8 @@ use serde::{Deserialize, Serialize};
 /// Why a task or an execution failed, as recorded in history and shown in status.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FailureDetails {
-    /// A short machine-readable kind, such as `ActivityError`, `Nondeterminism`, `Timeout`.
-    pub kind: String,
+    /// A short machine-readable kind (see [`FailureKind`]).
+    pub kind: FailureKind,
     /// A human-readable message.
     pub message: String,
     /// Whether a retry policy may retry this failure (a hint for retry predicates).
@@ -21,9 +21,127 @@ fn default_true() -> bool {
     true
 }
 
+/// What kind of failure: the kinds the engine itself reports, and an open variant for the
+/// kinds activities and orchestrations define. Recorded (and serialised) as its name, so
+/// histories written before the enum read the same.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(from = "String", into = "String")]
+pub enum FailureKind {
+    /// An activity panicked (retryable: a panic may come from a transient state).
+    ActivityPanicked,
+    /// An activity ran past its timeout (retryable).
+    ActivityTimedOut,
+    /// A message kept failing and was dead-lettered (not retryable).
+    PoisonMessage,
+    /// An input could not be decoded into the function's type (not retryable).
+    InputDeserialization,
+    /// An output could not be encoded (not retryable).
+    OutputSerialization,
+    /// The code no longer matches its history, `FFD-ND01` (not retryable).
+    NondeterminismError,
+    /// A sub-orchestration failed (see the inner failure).
+    SubOrchestrationFailed,
+    /// A sub-orchestration's instance id is already running (not retryable).
+    InstanceAlreadyRunning,
+    /// A storage call of an activity failed (retryable).
+    StorageError,
+    /// A kind an application defined.
+    Other(String),
+}
+
+impl FailureKind {
+    /// The kind's name, as recorded.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::ActivityPanicked => "ActivityPanicked",
+            Self::ActivityTimedOut => "ActivityTimedOut",
+            Self::PoisonMessage => "PoisonMessage",
+            Self::InputDeserialization => "InputDeserialization",
+            Self::OutputSerialization => "OutputSerialization",
+            Self::NondeterminismError => "NondeterminismError",
+            Self::SubOrchestrationFailed => "SubOrchestrationFailed",
+            Self::InstanceAlreadyRunning => "InstanceAlreadyRunning",
+            Self::StorageError => "StorageError",
+            Self::Other(kind) => kind,
+        }
+    }
+
+    /// Whether a retry policy may retry a failure of this kind unless told otherwise.
+    pub fn retryable_by_default(&self) -> bool {
+        !matches!(
+            self,
+            Self::PoisonMessage
+                | Self::InputDeserialization
+                | Self::OutputSerialization
+                | Self::NondeterminismError
+                | Self::InstanceAlreadyRunning
+        )
+    }
+}
+
+impl From<String> for FailureKind {
+    fn from(name: String) -> Self {
+        match name.as_str() {
+            "ActivityPanicked" => Self::ActivityPanicked,
+            "ActivityTimedOut" => Self::ActivityTimedOut,
+            "PoisonMessage" => Self::PoisonMessage,
+            "InputDeserialization" => Self::InputDeserialization,
+            "OutputSerialization" => Self::OutputSerialization,
+            "NondeterminismError" => Self::NondeterminismError,
+            "SubOrchestrationFailed" => Self::SubOrchestrationFailed,
+            "InstanceAlreadyRunning" => Self::InstanceAlreadyRunning,
+            "StorageError" => Self::StorageError,
+            _ => Self::Other(name),
+        }
+    }
+}
+
+impl From<&str> for FailureKind {
+    fn from(name: &str) -> Self {
+        Self::from(name.to_owned())
+    }
+}
+
+impl From<FailureKind> for String {
+    fn from(kind: FailureKind) -> Self {
+        match kind {
+            FailureKind::Other(name) => name,
+            known => known.as_str().to_owned(),
+        }
+    }
+}
+
+impl std::fmt::Display for FailureKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<str> for FailureKind {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for FailureKind {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
 impl FailureDetails {
+    /// A failure of `kind`, retryable as the kind is by default.
+    pub fn of(kind: FailureKind, message: impl Into<String>) -> Self {
+        Self {
+            retryable: kind.retryable_by_default(),
+            kind,
+            message: message.into(),
+            inner: None,
+        }
+    }
+
     /// A retryable failure of the given kind.
-    pub fn new(kind: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn new(kind: impl Into<FailureKind>, message: impl Into<String>) -> Self {
         Self {
             kind: kind.into(),
             message: message.into(),
@@ -33,7 +151,7 @@ impl FailureDetails {
     }
 
     /// A failure that retry policies should not retry.
-    pub fn non_retryable(kind: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn non_retryable(kind: impl Into<FailureKind>, message: impl Into<String>) -> Self {
         Self {
             retryable: false,
             ..Self::new(kind, message)
@@ -54,5 +172,31 @@ impl std::fmt::Display for FailureDetails {
             write!(f, " (caused by {inner})")?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod kind_tests {
+    use super::*;
+
+    #[test]
+    fn kinds_round_trip_by_name_and_keep_application_kinds() {
+        for kind in [
+            FailureKind::ActivityPanicked,
+            FailureKind::PoisonMessage,
+            FailureKind::NondeterminismError,
+            FailureKind::Other("SilverFailed".into()),
+        ] {
+            let json = serde_json::to_value(&kind).unwrap();
+            assert_eq!(json, serde_json::json!(kind.as_str()));
+            assert_eq!(serde_json::from_value::<FailureKind>(json).unwrap(), kind);
+        }
+        assert_eq!(
+            FailureKind::from("PoisonMessage"),
+            FailureKind::PoisonMessage
+        );
+        assert!(FailureDetails::of(FailureKind::ActivityPanicked, "x").retryable);
+        assert!(!FailureDetails::of(FailureKind::PoisonMessage, "x").retryable);
+        assert_eq!(FailureKind::ActivityTimedOut, "ActivityTimedOut");
     }
 }

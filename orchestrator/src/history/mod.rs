@@ -4,4 +4,4 @@ mod event;
 mod failure;
 
 pub use event::{EventKind, HistoryEvent, ParentRef, HISTORY_FORMAT_VERSION};
-pub use failure::FailureDetails;
+pub use failure::{FailureDetails, FailureKind};

@@ -13,7 +13,7 @@ use serde_json::Value;
 use super::state::ReplayState;
 use super::{accept_new_events, Action};
 use crate::context::OrchestrationContext;
-use crate::history::{EventKind, FailureDetails, HistoryEvent, ParentRef};
+use crate::history::{EventKind, FailureDetails, FailureKind, HistoryEvent, ParentRef};
 use crate::registry::{OrchestrationFuture, Registry};
 
 /// An event entering the instance (from a message), not yet in history.
@@ -331,7 +331,7 @@ impl<'r> EpisodeRun<'r> {
                     failure,
                 } => {
                     let wrapped = FailureDetails {
-                        kind: "SubOrchestrationFailed".into(),
+                        kind: FailureKind::SubOrchestrationFailed,
                         message: format!("sub-orchestration failed: {}", failure.message),
                         retryable: failure.retryable,
                         inner: Some(Box::new(failure.clone())),

@@ -1,6 +1,6 @@
 //! The named error for orchestration code that no longer matches its recorded history.
 
-use crate::history::FailureDetails;
+use crate::history::{FailureDetails, FailureKind};
 
 /// Stable code of the nondeterminism error, for logs, alerts and troubleshooting docs.
 pub const NONDETERMINISM_CODE: &str = "FFD-ND01";
@@ -37,6 +37,6 @@ pub enum NondeterminismError {
 impl NondeterminismError {
     /// The failure recorded when an instance fails with this error.
     pub fn to_failure(&self) -> FailureDetails {
-        FailureDetails::non_retryable("NondeterminismError", self.to_string())
+        FailureDetails::of(FailureKind::NondeterminismError, self.to_string())
     }
 }

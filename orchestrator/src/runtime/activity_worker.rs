@@ -9,7 +9,7 @@ use tracing::{debug, info_span, warn, Instrument};
 use super::episode_effects::to_instance;
 use super::{idle_or_stop, lease, next_idle, Shared};
 use crate::backend::{ActivityWorkItem, QueueMessage, QueueName, Received};
-use crate::history::{EventKind, FailureDetails};
+use crate::history::{EventKind, FailureDetails, FailureKind};
 use crate::registry::ActivityContext;
 
 pub(crate) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
@@ -92,7 +92,7 @@ pub(crate) async fn handle(shared: &Shared, received: Received) {
                 received.dequeue_count, shared.options.max_dequeue_count
             );
             dead_letter(shared, &received, &reason).await;
-            Err(FailureDetails::non_retryable("PoisonMessage", reason))
+            Err(FailureDetails::of(FailureKind::PoisonMessage, reason))
         } else {
             let work = execute(shared, &item, received.dequeue_count);
             lease::renewing(shared, &queue, &mut receipt, work).await
@@ -148,8 +148,8 @@ pub(crate) fn bounded(
             return work.await;
         };
         tokio::time::timeout(limit, work).await.unwrap_or_else(|_| {
-            Err(FailureDetails::new(
-                "ActivityTimedOut",
+            Err(FailureDetails::of(
+                FailureKind::ActivityTimedOut,
                 format!("activity '{name}' ran longer than {limit:?}"),
             ))
         })

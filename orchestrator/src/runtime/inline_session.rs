@@ -25,7 +25,7 @@ use super::{instance_cache, lease, Shared};
 use crate::backend::{
     ActivityWorkItem, ETag, Error, OrchestratorMessage, Outbound, QueueMessage, QueueName, Received,
 };
-use crate::history::{FailureDetails, HistoryEvent};
+use crate::history::{FailureDetails, FailureKind, HistoryEvent};
 use crate::replay::NewEvent;
 use crate::status::InstanceState;
 
@@ -285,7 +285,10 @@ async fn commit_results(
 }
 
 fn panicked(join: &tokio::task::JoinError) -> FailureDetails {
-    FailureDetails::new("ActivityPanicked", format!("the activity panicked: {join}"))
+    FailureDetails::of(
+        FailureKind::ActivityPanicked,
+        format!("the activity panicked: {join}"),
+    )
 }
 
 /// Sends the work items of activities the session stops waiting for.

@@ -9,8 +9,11 @@ mod idle;
 mod inline_session;
 mod instance_cache;
 mod instance_locks;
+mod instance_turn;
+mod intake;
 mod lease;
 mod orchestration_worker;
+mod settling;
 
 pub use hosted::{HostOptions, HostedWorker, NotSettled};
 

@@ -24,7 +24,7 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 use tracing::warn;
 
-use super::{activity_worker, orchestration_worker, Shared, WorkerOptions};
+use super::{activity_worker, orchestration_worker, settling, Shared, WorkerOptions};
 use crate::backend::{Backend, Error, QueueMessage, QueueName, Receipt, Received};
 use crate::clock::{Clock, SystemClock};
 use crate::registry::Registry;
@@ -231,7 +231,7 @@ impl HostedWorker {
             instance_id,
             reason, "failing the instance at its last delivery"
         );
-        orchestration_worker::fail_instance(&self.shared, instance_id, &reason)
+        settling::fail_instance(&self.shared, instance_id, &reason)
             .await
             .map_err(|e| NotSettled(format!("{reason}; failing the instance: {e}")))
     }
@@ -278,7 +278,7 @@ impl HostedWorker {
     /// Marks an instance Failed with a reason (unless it already finished): for messages
     /// the host dead-lettered on its own.
     pub async fn fail_instance(&self, instance_id: &str, reason: &str) -> Result<(), Error> {
-        orchestration_worker::fail_instance(&self.shared, instance_id, reason).await
+        settling::fail_instance(&self.shared, instance_id, reason).await
     }
 
     /// The backend the engine sees (host-owned settling included).
