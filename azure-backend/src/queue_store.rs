@@ -218,6 +218,12 @@ impl QueueStore for AzureBackend {
             .visibility_timeout(lock.max(Duration::from_secs(1)))
             .await
             .map_err(|e| classify("queue get", e))?;
+        if !response.messages.is_empty() {
+            // Should this process die holding them, they surface when the lease lapses: a
+            // wake signal then makes idle workers look (bucketed, so at most one put per
+            // few seconds), instead of the hourly sweep.
+            self.signal_wake(Some(Utc::now() + lease_lapse(lock))).await;
+        }
         let mut received = Vec::with_capacity(response.messages.len());
         for message in response.messages {
             let text = unb64(&message.message_text);
@@ -268,6 +274,10 @@ impl QueueStore for AzureBackend {
             )
             .await
             .map_err(|e| classify("queue update", e))?;
+        // A deferred message, or a renewed lease that may lapse with its holder: wake idle
+        // workers when it surfaces.
+        self.signal_wake(Some(Utc::now() + lease_lapse(delay)))
+            .await;
         Ok(Receipt {
             message_id: receipt.message_id.clone(),
             pop_receipt: response.pop_receipt,
@@ -286,4 +296,9 @@ impl QueueStore for AzureBackend {
     async fn remove_dead_letter(&self, id: &str) -> Result<bool, Error> {
         self.remove_letter(id).await
     }
+}
+
+/// When a message hidden for `hidden` surfaces, from now.
+fn lease_lapse(hidden: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(hidden).unwrap_or_default()
 }

@@ -248,7 +248,6 @@ pub(crate) async fn idle_or_stop(
     }
 }
 
-/// The next idle wait: doubles up to the ceiling of the moment (see [`idle::IdleState`]).
 /// Logs a failed storage call of a loop that tries again by itself: debug when the fault is
 /// transient (the storage backend reports an outage once, when it starts and ends, rather
 /// than once per loop and call), a warning otherwise.
@@ -260,6 +259,7 @@ pub(crate) fn log_retried_failure(error: &crate::backend::Error, what: &'static 
     }
 }
 
+/// The next idle wait: doubles up to the ceiling of the moment (see [`idle::IdleState`]).
 pub(crate) fn next_idle(current: Duration, shared: &Shared) -> Duration {
     let ceiling = shared.idle_ceiling();
     if ceiling > shared.options.max_idle_poll {
