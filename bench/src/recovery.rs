@@ -48,10 +48,7 @@ fn worker(
 }
 
 async fn history_len(client: &Client, id: &str) -> anyhow::Result<(usize, RuntimeStatus)> {
-    let options = StatusOptions {
-        show_history: true,
-        ..Default::default()
-    };
+    let options = StatusOptions::with_history();
     let status = client.status(id, options).await?;
     Ok((status.history.map_or(0, |h| h.len()), status.runtime_status))
 }
@@ -74,7 +71,7 @@ pub async fn recovery(flowforge: &Path, azurite: &Azurite) -> anyhow::Result<Vec
             .start(
                 "slow_replay",
                 StartOptions::default(),
-                &json!({"steps": 60, "spin_ms": 20}),
+                &json!({"steps": 60, "block_ms": 20}),
             )
             .await?;
         let deadline = Instant::now() + Duration::from_secs(60);

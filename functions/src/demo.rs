@@ -63,8 +63,11 @@ async fn await_approval(
 }
 
 /// Orchestrations for the host harness only (registered when
-/// `FLOWFORGE_HARNESS_ORCHESTRATIONS=1`): `slow_replay` spends `spin_ms` of CPU on every
-/// step of its code, replay included, so its replay outlasts a short `functionTimeout`.
+/// `FLOWFORGE_HARNESS_ORCHESTRATIONS=1`): `slow_replay` blocks its thread for `block_ms`
+/// at every step of its code, replay included, so its replay outlasts a short
+/// `functionTimeout`. It blocks (as a CPU-heavy replay does) without spinning: on a 2-core
+/// test machine a spinning replay also starved the storage emulator and the harness, and
+/// the test then measured the machine rather than the handler.
 pub fn with_harness_orchestrations(registry: Registry) -> Registry {
     registry.orchestration("slow_replay", slow_replay)
 }
@@ -74,8 +77,8 @@ pub fn with_harness_orchestrations(registry: Registry) -> Registry {
 pub struct SlowReplayInput {
     /// Activities, one after another.
     pub steps: u32,
-    /// CPU time spent at each step, replay included.
-    pub spin_ms: u64,
+    /// How long each step blocks its thread, replay included.
+    pub block_ms: u64,
 }
 
 async fn slow_replay(
@@ -83,10 +86,7 @@ async fn slow_replay(
     input: SlowReplayInput,
 ) -> Result<u32, FailureDetails> {
     for step in 0..input.steps {
-        let until = std::time::Instant::now() + Duration::from_millis(input.spin_ms);
-        while std::time::Instant::now() < until {
-            std::hint::spin_loop();
-        }
+        std::thread::sleep(Duration::from_millis(input.block_ms));
         ctx.call_activity::<u64>("measure", &format!("step-{step}"))
             .await?;
     }

@@ -150,10 +150,7 @@ async fn upload_landing(lake: &DataLake, args: &PipelineArgs) -> anyhow::Result<
 /// Wall time per stage from the history: first schedule to last completion of each activity.
 async fn print_stage_times(client: &Client, id: &str) -> anyhow::Result<()> {
     use flowforge_orchestrator::history::EventKind;
-    let options = StatusOptions {
-        show_history: true,
-        ..Default::default()
-    };
+    let options = StatusOptions::with_history();
     let history = client
         .status(id, options)
         .await?

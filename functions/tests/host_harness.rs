@@ -373,11 +373,20 @@ async fn a_replay_longer_than_function_timeout_ends_without_restarting_the_handl
     let check = start(
         &host,
         "/api/orchestrators/slow_replay/slow-1",
-        &json!({"steps": 5, "spin_ms": 2600}),
+        &json!({"steps": 5, "block_ms": 2600}),
     )
     .await;
+    // Waited for through storage, not by polling HttpInstance: what is under test is the
+    // orchestrator's invocations. In full-suite runs here a status poll during the blocked
+    // replays went past this test's 10 s functionTimeout while storage was slow (the
+    // restarted handler took 4 s to connect); not pinned down yet (README, issue 12 note).
+    let client = flowforge_orchestrator::client::Client::new(host.backend.clone());
+    client
+        .wait_for_completion("slow-1", Duration::from_secs(240))
+        .await
+        .unwrap();
     let done = host
-        .wait_done(&status_path(&check), Duration::from_secs(240))
+        .wait_done(&status_path(&check), Duration::from_secs(60))
         .await;
     // It either finished behind the answered invocations, or failed clearly at its last
     // delivery; never a handler restart loop.

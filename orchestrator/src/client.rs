@@ -120,6 +120,16 @@ pub struct StatusOptions {
     pub show_input: bool,
 }
 
+impl StatusOptions {
+    /// The status with the current execution's history (results nulled, as by default).
+    pub fn with_history() -> Self {
+        Self {
+            show_history: true,
+            ..Self::default()
+        }
+    }
+}
+
 /// The client.
 #[derive(Clone)]
 pub struct Client {

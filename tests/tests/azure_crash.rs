@@ -29,10 +29,7 @@ async fn verify(client: &Client, ids: &[String], n: u64) {
         let done = client.wait_for_completion(id, WAIT).await.unwrap();
         assert_eq!(done.runtime_status, RuntimeStatus::Completed, "{id}");
         assert_eq!(done.output, json!(fan_sum(n)), "{id}");
-        let options = StatusOptions {
-            show_history: true,
-            ..Default::default()
-        };
+        let options = StatusOptions::with_history();
         let history = client.status(id, options).await.unwrap().history.unwrap();
         let completions =
             check_history(&history, done.runtime_status).unwrap_or_else(|e| panic!("{id}: {e}"));

@@ -203,13 +203,7 @@ async fn chaos_loses_nothing_and_runs_nothing_twice() {
         );
         assert_eq!(done.output, json!(chaos_expected(run)), "{id}");
         let status = client
-            .status(
-                &id,
-                StatusOptions {
-                    show_history: true,
-                    ..Default::default()
-                },
-            )
+            .status(&id, StatusOptions::with_history())
             .await
             .unwrap();
         let history = status.history.clone().unwrap();
@@ -223,13 +217,7 @@ async fn chaos_loses_nothing_and_runs_nothing_twice() {
         for generation in 0..CHAOS_GENERATIONS {
             let child = format!("{id}-g{generation}");
             let sub = client
-                .status(
-                    &child,
-                    StatusOptions {
-                        show_history: true,
-                        ..Default::default()
-                    },
-                )
+                .status(&child, StatusOptions::with_history())
                 .await
                 .unwrap();
             assert_eq!(sub.runtime_status, RuntimeStatus::Completed, "{child}");

@@ -123,13 +123,7 @@ async fn fan_out_of_a_thousand_activities() {
     let expected: u64 = (0..1000u64).map(|i| i * i).sum();
     assert_eq!(status.output, json!(expected));
     let full = client
-        .status(
-            &id,
-            StatusOptions {
-                show_history: true,
-                ..Default::default()
-            },
-        )
+        .status(&id, StatusOptions::with_history())
         .await
         .unwrap();
     let history = full.history.unwrap();
@@ -292,16 +286,7 @@ async fn retry_back_off_follows_the_manual_clock() {
         .unwrap();
 
     let timers = |c: Client| async move {
-        let s = c
-            .status(
-                "r",
-                StatusOptions {
-                    show_history: true,
-                    ..Default::default()
-                },
-            )
-            .await
-            .unwrap();
+        let s = c.status("r", StatusOptions::with_history()).await.unwrap();
         s.history
             .unwrap()
             .iter()
@@ -773,10 +758,7 @@ async fn a_quick_orchestration_is_committed_once() {
 
 /// The kinds of an instance's history events, in order.
 async fn history_kinds(client: &Client, id: &str) -> Vec<&'static str> {
-    let options = StatusOptions {
-        show_history: true,
-        ..Default::default()
-    };
+    let options = StatusOptions::with_history();
     let status = client.status(id, options).await.unwrap();
     status
         .history
@@ -1070,13 +1052,7 @@ async fn a_refused_or_losing_start_never_runs_the_instance_again() {
         .unwrap();
     let done = client.wait_for_completion(&id, WAIT).await.unwrap();
     assert_eq!(done.output, json!(5));
-    let first = client.status(
-        &id,
-        StatusOptions {
-            show_history: true,
-            ..Default::default()
-        },
-    );
+    let first = client.status(&id, StatusOptions::with_history());
     let first = first.await.unwrap().history.unwrap();
     // Processed after the winner finished: the starts of callers that saw no instance,
     // or that replaced an execution that is no longer the current one.
@@ -1101,13 +1077,7 @@ async fn a_refused_or_losing_start_never_runs_the_instance_again() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let after = client
-        .status(
-            &id,
-            StatusOptions {
-                show_history: true,
-                ..Default::default()
-            },
-        )
+        .status(&id, StatusOptions::with_history())
         .await
         .unwrap();
     assert_eq!(after.runtime_status, RuntimeStatus::Completed);
