@@ -9,6 +9,7 @@ pub mod host;
 pub mod pipeline_command;
 pub mod schedules;
 pub mod serve_command;
+pub mod shutdown;
 pub mod storage;
 pub mod worker_command;
 

@@ -176,6 +176,30 @@ impl Schedule {
     }
 }
 
+/// Where the schedules come from.
+#[derive(Debug, clap::Args)]
+pub struct SchedulesArgs {
+    /// Schedules as a JSON array (see README).
+    #[arg(long, env = "FLOWFORGE_SCHEDULES")]
+    pub schedules: Option<String>,
+    /// Or a file holding that JSON array.
+    #[arg(long, env = "FLOWFORGE_SCHEDULES_FILE")]
+    pub schedules_file: Option<std::path::PathBuf>,
+}
+
+impl SchedulesArgs {
+    /// Loads and validates the schedules.
+    pub fn load(&self) -> anyhow::Result<Vec<Schedule>> {
+        let text = match (&self.schedules, &self.schedules_file) {
+            (Some(json), _) => json.clone(),
+            (None, Some(path)) => std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?,
+            (None, None) => String::new(),
+        };
+        parse_all(&text).map_err(anyhow::Error::msg)
+    }
+}
+
 /// Parses the schedules of a JSON array (the `FLOWFORGE_SCHEDULES` setting or a file).
 pub fn parse_all(json: &str) -> Result<Vec<Schedule>, String> {
     if json.trim().is_empty() {

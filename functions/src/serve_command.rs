@@ -7,9 +7,8 @@ use crate::host::host_json::HostLimits;
 use crate::host::{self, HostState};
 use flowforge_orchestrator::runtime::{HostOptions, WorkerOptions};
 
-use crate::schedules::{self, Schedule};
+use crate::shutdown::shutdown_signal;
 use crate::storage::StorageArgs;
-use crate::worker_command::shutdown_signal;
 
 /// Settings of the custom handler (the host sets the port).
 #[derive(Debug, Args)]
@@ -36,31 +35,7 @@ pub struct ServeArgs {
     pub activity_concurrency: usize,
     /// The schedules to fire from the timer function.
     #[command(flatten)]
-    pub schedules: SchedulesArgs,
-}
-
-/// Where the schedules come from.
-#[derive(Debug, Args)]
-pub struct SchedulesArgs {
-    /// Schedules as a JSON array (see README).
-    #[arg(long, env = "FLOWFORGE_SCHEDULES")]
-    pub schedules: Option<String>,
-    /// Or a file holding that JSON array.
-    #[arg(long, env = "FLOWFORGE_SCHEDULES_FILE")]
-    pub schedules_file: Option<std::path::PathBuf>,
-}
-
-impl SchedulesArgs {
-    /// Loads and validates the schedules.
-    pub fn load(&self) -> anyhow::Result<Vec<Schedule>> {
-        let text = match (&self.schedules, &self.schedules_file) {
-            (Some(json), _) => json.clone(),
-            (None, Some(path)) => std::fs::read_to_string(path)
-                .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?,
-            (None, None) => String::new(),
-        };
-        schedules::parse_all(&text).map_err(anyhow::Error::msg)
-    }
+    pub schedules: crate::schedules::SchedulesArgs,
 }
 
 /// Serves the handler until the host stops it.

@@ -37,7 +37,7 @@ pub struct WorkerArgs {
     pub activity_concurrency: usize,
     /// Schedules this worker fires itself (as the Functions timer does in the app).
     #[command(flatten)]
-    pub schedules: crate::serve_command::SchedulesArgs,
+    pub schedules: crate::schedules::SchedulesArgs,
     /// Longest a new message waits to be noticed when idle, in seconds (how often an idle
     /// worker looks at the wake signals; each queue's polling ceiling while warm).
     #[arg(long, env = "FLOWFORGE_MAX_IDLE_POLL_SECS", default_value_t = 40)]
@@ -119,7 +119,7 @@ pub async fn run(args: WorkerArgs, storage: StorageArgs, registry: Registry) -> 
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     info!(address = %listener.local_addr()?, base_path = %state.base_path, "worker and API ready");
     let served = axum::serve(listener, api::router(state))
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(crate::shutdown::shutdown_signal())
         .await;
     info!("stopping: no new messages; finishing in-flight work");
     ticker.abort();
@@ -158,27 +158,5 @@ async fn fire_schedules(client: Client, schedules: Vec<crate::schedules::Schedul
             .min(std::time::Duration::from_secs(60));
         // A few milliseconds past the occurrence, so the clock has reached it on waking.
         tokio::time::sleep(wait + std::time::Duration::from_millis(20)).await;
-    }
-}
-
-/// Resolves on SIGTERM (how hosts stop containers) or Ctrl-C.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = terminate => {}
     }
 }

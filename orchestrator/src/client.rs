@@ -10,11 +10,11 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::backend::to_instance;
 use crate::backend::{self, Backend, ETag, InstanceQuery, StartCondition};
 use crate::clock::{Clock, SystemClock};
 use crate::history::{EventKind, HISTORY_FORMAT_VERSION};
 use crate::ids;
-use crate::runtime::episode_effects::to_instance;
 use crate::status::{InstanceState, InstanceStatus, RuntimeStatus};
 
 /// Errors of client operations; each maps to one HTTP status in the API.

@@ -16,8 +16,8 @@ use serde_json::json;
 use super::{
     Backend, DeadLetter, EpisodeCommit, Error, HistoryWrite, InstanceQuery, Outbound, QueueName,
 };
+use crate::backend::to_instance;
 use crate::history::{EventKind, HistoryEvent, HISTORY_FORMAT_VERSION};
-use crate::runtime::episode_effects::to_instance;
 use crate::status::{InstanceState, RuntimeStatus};
 
 /// Runs every check, each on a fresh backend from `factory`.

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::replay::NewEvent;
+use crate::history::{EventKind, NewEvent};
 
 /// Version of the message schema written by this build.
 pub const MESSAGE_FORMAT_VERSION: u32 = 1;
@@ -304,5 +304,26 @@ impl ArchivedLetter {
         QueueMessage::decode(&self.letter.raw)
             .ok()
             .map(|m| m.instance_id().to_owned())
+    }
+}
+
+/// A message carrying an event to an instance (to its control queue).
+pub fn to_instance(
+    instance_id: &str,
+    execution_id: Option<&String>,
+    kind: EventKind,
+    timestamp: DateTime<Utc>,
+    visible_at: Option<DateTime<Utc>>,
+    partitions: u32,
+) -> Outbound {
+    Outbound {
+        queue: QueueName::control_for(instance_id, partitions),
+        message: QueueMessage::Orchestrator(OrchestratorMessage {
+            instance_id: instance_id.to_owned(),
+            execution_id: execution_id.cloned(),
+            event: NewEvent { timestamp, kind },
+            start_if: None,
+        }),
+        visible_at,
     }
 }

@@ -12,8 +12,8 @@ mod store;
 
 pub use memory::MemoryBackend;
 pub use message::{
-    ActivityWorkItem, ArchivedLetter, DeadLetter, OrchestratorMessage, Outbound, QueueMessage,
-    QueueName, Receipt, Received, StartCondition, MESSAGE_FORMAT_VERSION,
+    to_instance, ActivityWorkItem, ArchivedLetter, DeadLetter, OrchestratorMessage, Outbound,
+    QueueMessage, QueueName, Receipt, Received, StartCondition, MESSAGE_FORMAT_VERSION,
 };
 pub use store::{
     Backend, ETag, EpisodeCommit, Error, HistoryWrite, InstancePage, InstanceQuery, InstanceStore,

@@ -7,23 +7,13 @@ use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::state::ReplayState;
 use super::{accept_new_events, Action};
 use crate::context::OrchestrationContext;
-use crate::history::{EventKind, FailureDetails, FailureKind, HistoryEvent, ParentRef};
+use crate::history::{EventKind, FailureDetails, FailureKind, HistoryEvent, NewEvent, ParentRef};
 use crate::registry::{OrchestrationFuture, Registry};
-
-/// An event entering the instance (from a message), not yet in history.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct NewEvent {
-    /// When it arrived.
-    pub timestamp: DateTime<Utc>,
-    /// What it is.
-    pub kind: EventKind,
-}
 
 /// Everything an episode needs; nothing else is read.
 #[derive(Debug, Clone)]

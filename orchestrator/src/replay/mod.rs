@@ -9,7 +9,8 @@ mod inbox;
 mod nondeterminism;
 pub(crate) mod state;
 
+pub use crate::history::NewEvent;
 pub use action::Action;
-pub use engine::{run_episode, Episode, ExecutionOutcome, NewEvent, ReplayInput, StartInfo};
+pub use engine::{run_episode, Episode, ExecutionOutcome, ReplayInput, StartInfo};
 pub use inbox::accept_new_events;
 pub use nondeterminism::{NondeterminismError, NONDETERMINISM_CODE};

@@ -1,14 +1,13 @@
 //! What a finished episode means for storage: the new state row and the messages to send.
-//! Pure functions, so the mapping is unit-tested without a backend.
+//! Pure functions (no I/O, the time given), unit-tested below.
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use crate::backend::{
-    ActivityWorkItem, OrchestratorMessage, Outbound, QueueMessage, QueueName, StartCondition,
-};
+pub use crate::backend::to_instance;
+use crate::backend::{ActivityWorkItem, Outbound, QueueMessage, QueueName, StartCondition};
 use crate::history::{EventKind, FailureDetails, ParentRef, HISTORY_FORMAT_VERSION};
-use crate::replay::{Action, Episode, ExecutionOutcome, NewEvent};
+use crate::replay::{Action, Episode, ExecutionOutcome};
 use crate::status::{InstanceState, RuntimeStatus};
 
 /// The state row after an episode.
@@ -341,27 +340,6 @@ fn parent_result(outcome: &ExecutionOutcome) -> Option<Result<Value, FailureDeta
     }
 }
 
-/// A message carrying an event to an instance.
-pub fn to_instance(
-    instance_id: &str,
-    execution_id: Option<&String>,
-    kind: EventKind,
-    timestamp: DateTime<Utc>,
-    visible_at: Option<DateTime<Utc>>,
-    partitions: u32,
-) -> Outbound {
-    Outbound {
-        queue: QueueName::control_for(instance_id, partitions),
-        message: QueueMessage::Orchestrator(OrchestratorMessage {
-            instance_id: instance_id.to_owned(),
-            execution_id: execution_id.cloned(),
-            event: NewEvent { timestamp, kind },
-            start_if: None,
-        }),
-        visible_at,
-    }
-}
-
 #[allow(clippy::too_many_arguments)]
 fn start_message(
     state: &InstanceState,
@@ -391,4 +369,166 @@ fn start_message(
         None,
         partitions,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::OrchestratorMessage;
+    use serde_json::json;
+
+    fn now() -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000, 0).unwrap_or_default()
+    }
+
+    fn started(parent: Option<ParentRef>) -> InstanceState {
+        let kind = EventKind::ExecutionStarted {
+            name: "o".into(),
+            version: String::new(),
+            execution_id: "x1".into(),
+            input: json!(1),
+            parent,
+            format_version: HISTORY_FORMAT_VERSION,
+            trace_parent: Some("00-abc-def-01".into()),
+        };
+        InstanceState::started("i", &kind, now())
+    }
+
+    fn episode(outcome: ExecutionOutcome, actions: Vec<Action>) -> Episode {
+        Episode {
+            new_events: Vec::new(),
+            actions,
+            outcome,
+            custom_status: json!("stage 2"),
+            suspended: false,
+            start: None,
+        }
+    }
+
+    fn orchestrator_message(outbound: &Outbound) -> &OrchestratorMessage {
+        match &outbound.message {
+            QueueMessage::Orchestrator(message) => message,
+            QueueMessage::Activity(_) => panic!("expected a control message"),
+        }
+    }
+
+    #[test]
+    fn the_state_row_follows_the_outcome() {
+        let state = started(None);
+        let done = next_state(
+            &state,
+            &episode(ExecutionOutcome::Completed(json!(42)), vec![]),
+            7,
+            now(),
+        );
+        assert_eq!(done.status, RuntimeStatus::Completed);
+        assert_eq!(done.output, json!(42));
+        assert_eq!(
+            (done.history_len, done.custom_status.clone()),
+            (7, json!("stage 2"))
+        );
+        let failure = FailureDetails::new("Boom", "it broke");
+        let failed = next_state(
+            &state,
+            &episode(ExecutionOutcome::Failed(failure.clone()), vec![]),
+            3,
+            now(),
+        );
+        assert_eq!(failed.status, RuntimeStatus::Failed);
+        assert_eq!(failed.failure, Some(failure));
+        let mut suspended = episode(ExecutionOutcome::Running, vec![]);
+        suspended.suspended = true;
+        assert_eq!(
+            next_state(&state, &suspended, 3, now()).status,
+            RuntimeStatus::Suspended
+        );
+    }
+
+    #[test]
+    fn activities_go_to_the_work_queue_and_timers_come_back_when_due() {
+        let state = started(None);
+        let fire_at = now() + chrono::Duration::seconds(90);
+        let actions = vec![
+            Action::ScheduleActivity {
+                id: 0,
+                name: "square".into(),
+                version: String::new(),
+                input: json!(3),
+            },
+            Action::CreateTimer { id: 1, fire_at },
+        ];
+        let out = outbound_messages(
+            &state,
+            &episode(ExecutionOutcome::Running, actions),
+            4,
+            now(),
+        );
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0].queue, QueueName::Work);
+        let QueueMessage::Activity(item) = &out[0].message else {
+            panic!("expected a work item");
+        };
+        assert_eq!((item.scheduled_id, item.execution_id.as_str()), (0, "x1"));
+        assert_eq!(
+            item.trace_parent.as_deref(),
+            Some("00-abc-def-01"),
+            "the trace follows the work"
+        );
+        assert_eq!(out[1].queue, QueueName::control_for("i", 4));
+        assert_eq!(out[1].visible_at, Some(fire_at));
+        assert_eq!(
+            orchestrator_message(&out[1]).execution_id.as_deref(),
+            Some("x1")
+        );
+    }
+
+    #[test]
+    fn a_finished_child_tells_its_parent_and_continue_as_new_replaces_its_execution() {
+        let parent = ParentRef {
+            instance_id: "p".into(),
+            execution_id: "px".into(),
+            scheduled_id: 5,
+        };
+        let child = started(Some(parent));
+        let out = outbound_messages(
+            &child,
+            &episode(ExecutionOutcome::Completed(json!("ok")), vec![]),
+            4,
+            now(),
+        );
+        assert_eq!(out.len(), 1);
+        let reply = orchestrator_message(&out[0]);
+        assert_eq!(
+            (reply.instance_id.as_str(), reply.execution_id.as_deref()),
+            ("p", Some("px"))
+        );
+        assert!(matches!(
+            reply.event.kind,
+            EventKind::SubOrchestrationCompleted {
+                scheduled_id: 5,
+                ..
+            }
+        ));
+
+        let state = started(None);
+        let continued = ExecutionOutcome::ContinuedAsNew {
+            input: json!(2),
+            carryover: Vec::new(),
+        };
+        let first = outbound_messages(&state, &episode(continued.clone(), vec![]), 4, now());
+        let again = outbound_messages(&state, &episode(continued, vec![]), 4, now());
+        let next = orchestrator_message(&first[0]);
+        assert_eq!(
+            next.start_if,
+            Some(StartCondition::Replacing {
+                execution_id: "x1".into()
+            }),
+            "the next execution may only replace the one that continued"
+        );
+        assert_eq!(
+            next.execution_id,
+            orchestrator_message(&again[0]).execution_id,
+            "the next execution's id is deterministic (a redelivery re-sends the same start)"
+        );
+    }
 }

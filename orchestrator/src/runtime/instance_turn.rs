@@ -14,13 +14,22 @@ use super::episode_step::{commit, decide, Base, Decided, Decision};
 use super::inline_session::InlineActivities;
 use super::instance_locks::InstanceGuard;
 use super::intake::{self, Intake, Replay};
-use super::orchestration_worker::Sessions;
 use super::settling::{settle, Disposition};
 use super::{inline_session, instance_cache, Shared};
 use crate::backend::{ETag, Error, LoadedInstance, OrchestratorMessage, QueueName, Received};
 use crate::history::{EventKind, FailureDetails, FailureKind, HistoryEvent};
 use crate::replay::NewEvent;
 use crate::status::InstanceState;
+
+/// Whether a batch waits for the inline sessions its episodes start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Sessions {
+    /// The batch returns when its episodes are committed; sessions settle their own
+    /// messages later (the standalone worker).
+    Detached,
+    /// The batch returns when everything is settled (a host that deletes on return).
+    Awaited,
+}
 
 pub(crate) async fn process_instance(
     shared: Arc<Shared>,

@@ -11,6 +11,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::{debug, info_span, warn, Instrument};
 
+pub(crate) use super::instance_turn::Sessions;
 use super::settling::{dead_letter, poison};
 use super::{idle_or_stop, instance_turn, next_idle, Shared, SESSION_SLOTS};
 use crate::backend::{OrchestratorMessage, QueueMessage, QueueName, Received};
@@ -30,16 +31,6 @@ struct PolledQueue {
     backoff: Duration,
     next_at: Instant,
     in_flight: bool,
-}
-
-/// Whether a batch waits for the inline sessions its episodes start.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Sessions {
-    /// The batch returns when its episodes are committed; sessions settle their own
-    /// messages later (the standalone worker).
-    Detached,
-    /// The batch returns when everything is settled (a host that deletes on return).
-    Awaited,
 }
 
 pub(crate) async fn run(
