@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use azure_storage_queues::prelude::*;
 use base64::Engine as _;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use flowforge_orchestrator::backend::{
     ArchivedLetter, DeadLetter, Error, Outbound, QueueMessage, QueueName, QueueStore, Receipt,
     Received,
@@ -15,6 +15,7 @@ use flowforge_orchestrator::backend::{
 
 use crate::backend::AzureBackend;
 use crate::error::classify;
+use crate::wake::SIGNAL_TTL;
 
 /// Time to live of every message: beyond the longest visibility delay, so that a timer
 /// message never expires before it is seen (the service's default is 7 days).
@@ -295,6 +296,55 @@ impl QueueStore for AzureBackend {
 
     async fn remove_dead_letter(&self, id: &str) -> Result<bool, Error> {
         self.remove_letter(id).await
+    }
+}
+
+/// Wake signals (see `wake.rs`): leaving them and looking at them.
+impl AzureBackend {
+    /// The queue of wake signals (`<hub>-wake`).
+    pub fn wake_queue_name(&self) -> String {
+        format!("{}-wake", self.config.task_hub)
+    }
+
+    /// Leaves a wake signal for a message just sent, unless one covers it already. A
+    /// failure is logged, not returned: the message is sent, and idle workers still sweep
+    /// every queue now and then.
+    pub(crate) async fn signal_wake(&self, visible_at: Option<DateTime<Utc>>) {
+        let now = Utc::now();
+        if !self.wake.claim(visible_at, now) {
+            return;
+        }
+        let delay = visible_at
+            .and_then(|at| (at - now).to_std().ok())
+            .map(|d| Duration::from_secs(d.as_secs() + 1).min(self.config.max_visibility_delay))
+            .unwrap_or_default();
+        let mut put = self
+            .queue_client(&self.wake_queue_name())
+            .put_message("d2FrZQ==")
+            .ttl(delay + SIGNAL_TTL);
+        if !delay.is_zero() {
+            put = put.visibility_timeout(delay);
+        }
+        self.counter.count("queue.put");
+        if let Err(error) = put.await {
+            tracing::debug!(%error, "leaving a wake signal failed");
+        }
+    }
+
+    /// The ids of the wake signals visible now (up to 32).
+    pub(crate) async fn peek_wake_ids(&self) -> Result<Vec<String>, Error> {
+        self.counter.count("queue.peek");
+        let response = self
+            .queue_client(&self.wake_queue_name())
+            .peek_messages()
+            .number_of_messages(32)
+            .await
+            .map_err(|e| classify("wake peek", e))?;
+        Ok(response
+            .messages
+            .into_iter()
+            .map(|m| m.message_id)
+            .collect())
     }
 }
 
