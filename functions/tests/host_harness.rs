@@ -208,16 +208,29 @@ async fn a_fan_out_of_1000_activities_under_the_hosts_concurrency() {
     let sizes = done["output"]["sizes"].as_array().unwrap();
     assert_eq!(sizes.len(), 1000);
     assert_eq!(sizes[7], json!(9 * 1024), "f0007.csv has 9 characters");
-    let history = host
-        .http(
-            "HttpInstance",
-            "GET",
-            "/api/instances/fan-1000?showHistory=true",
-            None,
-            false,
-        )
-        .await
-        .json();
+    // A 503 (storage slow under this load: the API's deadline) is retried, as its
+    // Retry-After asks; anything else must be the history.
+    let mut reply = None;
+    for _ in 0..10 {
+        let answer = host
+            .http(
+                "HttpInstance",
+                "GET",
+                "/api/instances/fan-1000?showHistory=true",
+                None,
+                false,
+            )
+            .await;
+        if answer.status != 503 {
+            reply = Some(answer);
+            break;
+        }
+        eprintln!("status with history: 503 {}", answer.body);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let reply = reply.expect("the history is read within ten tries");
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let history = reply.json();
     let completed = history["historyEvents"]
         .as_array()
         .unwrap()
@@ -381,10 +394,15 @@ async fn a_replay_longer_than_function_timeout_ends_without_restarting_the_handl
     // replays went past this test's 10 s functionTimeout while storage was slow (the
     // restarted handler took 4 s to connect); not pinned down yet (README, issue 12 note).
     let client = flowforge_orchestrator::client::Client::new(host.backend.clone());
-    client
+    // A storage error while storage is slow is retried, as a poller would.
+    let waiting = std::time::Instant::now();
+    while let Err(error) = client
         .wait_for_completion("slow-1", Duration::from_secs(240))
         .await
-        .unwrap();
+    {
+        assert!(waiting.elapsed() < Duration::from_secs(240), "{error}");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
     let done = host
         .wait_done(&status_path(&check), Duration::from_secs(60))
         .await;
