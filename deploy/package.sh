@@ -27,6 +27,12 @@ if [ -z "$binary" ]; then
   export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/flowforge-target}"
   target=x86_64-unknown-linux-musl
   command -v musl-gcc >/dev/null || { echo "musl-gcc missing: apt-get install musl-tools" >&2; exit 1; }
+  # rustup installs a toolchain file's targets only with the toolchain itself; a machine
+  # whose 1.95.0 came without it needs the target added (rustup's own download server).
+  if ! (cd "$root" && rustup target list --installed 2>/dev/null) | grep -qx "$target"; then
+    (cd "$root" && rustup target add "$target" >&2) \
+      || { echo "cannot install the $target target (rustup's download server)" >&2; exit 3; }
+  fi
   (cd "$root" && CC_x86_64_unknown_linux_musl=musl-gcc \
     cargo build --release --locked --target "$target" -p flowforge)
   binary="$CARGO_TARGET_DIR/$target/release/flowforge"
