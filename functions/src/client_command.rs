@@ -183,9 +183,9 @@ pub async fn run(command: ClientCommand, storage: StorageArgs) -> anyhow::Result
                 .await?;
             println!("started {id}");
             if wait {
-                show(status_json::status(
-                    &wait_with_progress(&client, &id, timeout_secs).await?,
-                ));
+                let status = wait_with_progress(&client, &id, timeout_secs).await?;
+                show(status_json::status(&status));
+                ended_well(&status)?;
             }
         }
         ClientCommand::Status { id, history } => {
@@ -263,6 +263,25 @@ pub async fn run(command: ClientCommand, storage: StorageArgs) -> anyhow::Result
         ClientCommand::DeleteTaskHub { .. } => {}
     }
     Ok(())
+}
+
+/// `start --wait` exits non-zero unless the instance completed: a script or a CI step that
+/// runs a workflow learns it failed from the exit code, with the failure on stderr.
+fn ended_well(status: &InstanceStatus) -> anyhow::Result<()> {
+    use flowforge_orchestrator::status::RuntimeStatus;
+    match status.runtime_status {
+        RuntimeStatus::Completed => Ok(()),
+        other => match &status.failure {
+            Some(failure) => {
+                anyhow::bail!("instance {} ended {other}: {failure}", status.instance_id)
+            }
+            None => anyhow::bail!(
+                "instance {} ended {other}: {}",
+                status.instance_id,
+                status.output
+            ),
+        },
+    }
 }
 
 /// Polls until the instance ends, printing each change of status or custom status.

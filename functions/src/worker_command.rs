@@ -23,10 +23,16 @@ pub struct WorkerArgs {
     /// The API key callers must send (`x-functions-key` header or `code` parameter).
     #[arg(long, env = "FLOWFORGE_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
-    /// Serve the API without a key (local development only).
+    /// Serve the API without a key (local development only; refused with a key set).
     #[arg(long, env = "FLOWFORGE_OPEN_API")]
     pub open: bool,
-    /// Public URL of the app, for the absolute URLs of check-status bodies behind proxies.
+    /// Also serve the API without a key on this loopback address, as the Functions host
+    /// serves Durable Functions' local RPC endpoint (`rpcBaseUrl`, 127.0.0.1:17071) to the
+    /// clients in the same app: only processes on this machine can reach it.
+    #[arg(long, env = "FLOWFORGE_LOCAL_RPC")]
+    pub local_rpc: Option<SocketAddr>,
+    /// Public URL of the app (`https://flows.example.com`): the origin of every URL the API
+    /// hands out. Unset: the listening address (never the request's Host header).
     #[arg(long, env = "FLOWFORGE_PUBLIC_URL")]
     pub public_url: Option<String>,
     /// Largest request body, in bytes.
@@ -67,12 +73,31 @@ impl WorkerArgs {
     /// How callers are authenticated.
     pub fn access(&self) -> anyhow::Result<Access> {
         match (&self.api_key, self.open) {
-            (Some(key), _) if !key.is_empty() => Ok(Access::Key(key.clone())),
+            (Some(key), true) if !key.is_empty() => anyhow::bail!(
+                "both an API key and --open are set: unset FLOWFORGE_API_KEY to serve without a \
+                 key, or drop --open (FLOWFORGE_OPEN_API) to require it"
+            ),
+            (Some(key), false) if !key.is_empty() => Ok(Access::Key(key.clone())),
             (_, true) => Ok(Access::Open),
             _ => anyhow::bail!(
                 "no API key: set FLOWFORGE_API_KEY, or pass --open to serve without one (local only)"
             ),
         }
+    }
+
+    /// The origin of the URLs the API hands out: `--public-url`, else the listening
+    /// address (`localhost` for an unspecified one).
+    pub fn public_origin(&self) -> anyhow::Result<String> {
+        if let Some(url) = &self.public_url {
+            let parsed: axum::http::Uri = url
+                .parse()
+                .map_err(|e| anyhow::anyhow!("--public-url '{url}' is not a URL: {e}"))?;
+            if !matches!(parsed.scheme_str(), Some("http" | "https")) || parsed.host().is_none() {
+                anyhow::bail!("--public-url must be an http(s) URL with a host, not '{url}'");
+            }
+            return Ok(url.trim_end_matches('/').to_owned());
+        }
+        Ok(origin_of(self.listen))
     }
 
     /// The base path with a leading and trailing slash.
@@ -86,10 +111,30 @@ impl WorkerArgs {
     }
 }
 
+/// `http://address` of a listening address; an unspecified one (`0.0.0.0`) as `localhost`.
+fn origin_of(address: SocketAddr) -> String {
+    if address.ip().is_unspecified() {
+        format!("http://localhost:{}", address.port())
+    } else {
+        format!("http://{address}")
+    }
+}
+
 /// Runs the worker and the API until asked to stop; then stops taking work, lets in-flight
 /// work finish (unfinished messages stay queued for the next worker) and returns.
 pub async fn run(args: WorkerArgs, storage: StorageArgs, registry: Registry) -> anyhow::Result<()> {
     let access = args.access()?;
+    let public_url = args.public_origin()?;
+    if let Some(rpc) = args.local_rpc {
+        if !rpc.ip().is_loopback() {
+            anyhow::bail!(
+                "--local-rpc serves without a key, so it must be a loopback address, not {rpc}"
+            );
+        }
+    }
+    if !args.listen.ip().is_loopback() && args.public_url.is_none() {
+        warn!(listen = %args.listen, "no --public-url: the URLs the API hands out name {public_url}");
+    }
     let backend = storage.connect().await?;
     let options = WorkerOptions {
         activity_concurrency: args.activity_concurrency,
@@ -109,7 +154,7 @@ pub async fn run(args: WorkerArgs, storage: StorageArgs, registry: Registry) -> 
         orchestrations: Arc::new(registry.orchestration_names()),
         access,
         base_path: args.base_path(),
-        public_url: args.public_url.clone(),
+        public_url: Some(public_url),
         body_limit: args.body_limit,
     };
     let schedules = args.schedules.load()?;
@@ -117,10 +162,30 @@ pub async fn run(args: WorkerArgs, storage: StorageArgs, registry: Registry) -> 
     let ticker = tokio::spawn(fire_schedules(client, schedules));
     let worker = Worker::new(backend, registry, options).start();
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    let local_rpc = match args.local_rpc {
+        Some(address) => {
+            let rpc_listener = tokio::net::TcpListener::bind(address).await?;
+            let rpc_state = ApiState {
+                access: Access::Open,
+                public_url: Some(origin_of(rpc_listener.local_addr()?)),
+                ..state.clone()
+            };
+            info!(address = %rpc_listener.local_addr()?, "local RPC endpoint (no key, loopback) ready");
+            Some(tokio::spawn(async move {
+                axum::serve(rpc_listener, api::router(rpc_state))
+                    .with_graceful_shutdown(crate::shutdown::shutdown_signal())
+                    .await
+            }))
+        }
+        None => None,
+    };
     info!(address = %listener.local_addr()?, base_path = %state.base_path, "worker and API ready");
     let served = axum::serve(listener, api::router(state))
         .with_graceful_shutdown(crate::shutdown::shutdown_signal())
         .await;
+    if let Some(rpc) = local_rpc {
+        rpc.abort();
+    }
     info!("stopping: no new messages; finishing in-flight work");
     ticker.abort();
     worker.shutdown().await;

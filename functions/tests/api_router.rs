@@ -9,6 +9,57 @@ use serde_json::{json, Value};
 use support::{app, KEY};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn urls_name_the_configured_origin_whatever_host_the_caller_sends() {
+    let app = app(1 << 20);
+    let reply = app
+        .call_with(
+            "POST",
+            "/api/orchestrators/fan",
+            Some("3"),
+            &[
+                ("x-functions-key", KEY),
+                ("host", "evil.example"),
+                ("x-forwarded-host", "evil.example"),
+                ("x-forwarded-proto", "gopher"),
+            ],
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{:?}", reply.body);
+    for (field, url) in reply.body.as_object().unwrap() {
+        if field != "id" {
+            assert!(
+                url.as_str().unwrap().starts_with("http://app.test/api/"),
+                "{field}: {url}"
+            );
+        }
+    }
+    assert!(reply.headers["location"]
+        .to_str()
+        .unwrap()
+        .starts_with("http://app.test/api/"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_carry_a_code_and_durable_functions_fields_and_are_json_for_405_and_413() {
+    let app = app(64);
+    let unknown = app.call("POST", "/api/orchestrators/nope", Some("1")).await;
+    assert_eq!(unknown.status, StatusCode::BAD_REQUEST);
+    assert_eq!(unknown.body["code"], "UnknownOrchestration");
+    assert_eq!(unknown.body["ExceptionMessage"], unknown.body["error"]);
+    let too_big = "1".repeat(100);
+    let large = app
+        .call("POST", "/api/orchestrators/fan", Some(&too_big))
+        .await;
+    assert_eq!(large.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(large.body["code"], "BodyTooLarge", "{:?}", large.body);
+    let wrong = app.call("PUT", "/api/instances/x", None).await;
+    assert_eq!(wrong.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(wrong.body["code"], "MethodNotAllowed", "{:?}", wrong.body);
+    let listed = app.call("GET", "/api/instances/", None).await;
+    assert_eq!(listed.status, StatusCode::OK, "the clients' trailing slash");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn start_answers_202_with_the_check_status_body_and_polling_reaches_200() {
     let app = app(1 << 20);
     let reply = app.call("POST", "/api/orchestrators/fan", Some("25")).await;
@@ -412,6 +463,7 @@ async fn the_openapi_document_is_served_and_matches_the_routes() {
         "/orchestrators/{name}",
         "/orchestrators/{name}/{instanceId}",
         "/instances",
+        "/instances/",
         "/instances/{instanceId}",
         "/instances/{instanceId}/raiseEvent/{eventName}",
         "/instances/{instanceId}/terminate",

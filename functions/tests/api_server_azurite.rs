@@ -2,67 +2,18 @@
 //! app uses it; and SIGTERM in the middle of a run loses nothing.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use flowforge_azure::azurite;
 use serde_json::{json, Value};
+use std::process::Command;
+
+mod worker_process;
+use worker_process::Server;
 
 const KEY: &str = "web-app-key-42";
 
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 async fn serve(hub: &str) -> Server {
-    let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_flowforge"))
-        .args(["worker", "--listen", &format!("127.0.0.1:{port}")])
-        .env("AzureWebJobsStorage", azurite::shared().connection_string())
-        .env("FLOWFORGE_TASK_HUB", hub)
-        .env("FLOWFORGE_API_KEY", KEY)
-        .env("FLOWFORGE_MAX_IDLE_POLL_SECS", "1")
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let server = Server {
-        child,
-        base: format!("http://127.0.0.1:{port}/api/"),
-    };
-    let http = reqwest::Client::new();
-    for _ in 0..300 {
-        if let Ok(r) = http
-            .get(format!("{}openapi.json", server.base))
-            .send()
-            .await
-        {
-            if r.status().is_success() {
-                return server;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the worker never answered");
+    Server::start(hub, KEY, &[]).await
 }
 
 fn http() -> reqwest::Client {

@@ -73,7 +73,8 @@ impl Registry {
     {
         let f = Arc::new(f);
         let erased: OrchestrationFn = Arc::new(move |ctx, input| {
-            let typed = decode_input::<I>(input);
+            // Its input may come from a client that encodes it once more.
+            let typed = decode_input::<I>(input, crate::history::decode_client_value);
             let f = f.clone();
             Box::pin(async move { encode_output(f(ctx, typed?).await) })
         });
@@ -105,7 +106,7 @@ impl Registry {
     {
         let f = Arc::new(f);
         let erased: ActivityFn = Arc::new(move |ctx, input| {
-            let typed = decode_input::<I>(input);
+            let typed = decode_input::<I>(input, serde_json::from_value);
             let f = f.clone();
             Box::pin(async move { encode_output(f(ctx, typed?).await) })
         });
@@ -150,8 +151,11 @@ fn find<T: Clone>(map: &HashMap<String, Vec<(String, T)>>, name: &str, version: 
         .map(|(_, f)| f.clone())
 }
 
-fn decode_input<I: DeserializeOwned>(input: Value) -> Result<I, FailureDetails> {
-    serde_json::from_value(input).map_err(|e| {
+fn decode_input<I: DeserializeOwned>(
+    input: Value,
+    decode: fn(Value) -> Result<I, serde_json::Error>,
+) -> Result<I, FailureDetails> {
+    decode(input).map_err(|e| {
         FailureDetails::of(
             FailureKind::InputDeserialization,
             format!("cannot decode input: {e}"),

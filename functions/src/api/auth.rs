@@ -5,12 +5,11 @@
 use std::collections::HashMap;
 
 use axum::extract::{Query, Request, State};
-use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use subtle::ConstantTimeEq;
 
-use super::{ApiError, ApiState};
+use super::{ApiError, ApiState, ErrorCode};
 
 /// How callers are authenticated.
 #[derive(Clone)]
@@ -47,10 +46,10 @@ pub async fn require_key(State(state): State<ApiState>, request: Request, next: 
     if ok {
         next.run(request).await
     } else {
-        ApiError {
-            status: StatusCode::UNAUTHORIZED,
-            message: "missing or wrong API key (send it as the x-functions-key header or the code query parameter)".into(),
-        }
+        ApiError::new(
+            ErrorCode::Unauthorized,
+            "missing or wrong API key (send it as the x-functions-key header or the code query parameter)",
+        )
         .into_response()
     }
 }

@@ -1,7 +1,6 @@
 //! The check-status body Durable Functions answers a start with: the URLs of every
 //! management call of the new instance.
 
-use axum::http::HeaderMap;
 use serde::Serialize;
 
 /// The management URLs of one instance.
@@ -49,18 +48,26 @@ impl CheckStatus {
     }
 }
 
-/// `scheme://host/base/` for absolute URLs: the configured public URL, else the request's
-/// Host (and `X-Forwarded-Proto`/`X-Forwarded-Host` behind a proxy).
-pub fn base_url(public_url: Option<&str>, base_path: &str, headers: &HeaderMap) -> String {
-    if let Some(url) = public_url {
-        return format!("{}{base_path}", url.trim_end_matches('/'));
-    }
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let host = header("x-forwarded-host")
-        .or(header("host"))
-        .unwrap_or("localhost");
-    let scheme = header("x-forwarded-proto").unwrap_or("http");
-    format!("{scheme}://{host}{base_path}")
+/// The origin (`scheme://host[:port]`) the Functions host received a request on, set by
+/// the custom-handler edge from the invocation's `Url` (the host's own request URL). A
+/// request extension, so no caller-sent header can forge it.
+#[derive(Debug, Clone)]
+pub struct RequestOrigin(pub String);
+
+/// `scheme://host/base/` for absolute URLs: the host's request origin under `serve`, else
+/// the configured public URL (the worker's listening address when none is configured).
+/// Never the request's `Host` or `X-Forwarded-Host`: a caller could make the API hand out
+/// URLs on any host.
+pub fn base_url(
+    origin: Option<&RequestOrigin>,
+    public_url: Option<&str>,
+    base_path: &str,
+) -> String {
+    let origin = origin
+        .map(|o| o.0.as_str())
+        .or(public_url)
+        .unwrap_or("http://localhost");
+    format!("{}{base_path}", origin.trim_end_matches('/'))
 }
 
 /// Percent-encodes an instance id for a URL path segment.

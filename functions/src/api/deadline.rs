@@ -10,12 +10,12 @@
 use std::time::Duration;
 
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tokio::time::Instant;
 
-use super::{ApiError, ApiState};
+use super::{ApiError, ApiState, ErrorCode};
 
 /// The longest an API call may take while storage answers.
 pub const API_DEADLINE: Duration = Duration::from_secs(30);
@@ -68,13 +68,13 @@ fn unavailable(waited: Duration) -> Response {
         waited_secs = waited.as_secs(),
         "an API call ran out of time waiting for storage"
     );
-    let mut response = ApiError {
-        status: StatusCode::SERVICE_UNAVAILABLE,
-        message: format!(
+    let mut response = ApiError::new(
+        ErrorCode::StorageUnavailable,
+        format!(
             "storage did not answer within {} s; retry later",
             waited.as_secs()
         ),
-    }
+    )
     .into_response();
     response
         .headers_mut()
@@ -86,6 +86,7 @@ fn unavailable(waited: Duration) -> Response {
 mod tests {
     use super::*;
     use axum::body::Body;
+    use axum::http::StatusCode;
     use axum::routing::get;
     use axum::Router;
     use tower::ServiceExt;

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -12,10 +12,10 @@ use flowforge_orchestrator::backend::InstanceQuery;
 use flowforge_orchestrator::client::{StartOptions, StatusOptions};
 use serde_json::json;
 
-use super::check_status::{base_url, CheckStatus};
+use super::check_status::{base_url, CheckStatus, RequestOrigin};
 use super::params::{json_body, Params};
 use super::status_json;
-use super::{ApiError, ApiState, OPENAPI};
+use super::{ApiError, ApiState, ErrorCode, OPENAPI};
 
 /// Seconds a poller should wait before asking again.
 const RETRY_AFTER: &str = "1";
@@ -41,9 +41,10 @@ pub async fn start(
     name: PathArg<String>,
     uri: Uri,
     headers: HeaderMap,
+    origin: OriginArg,
     body: Bytes,
 ) -> ApiResult {
-    let request = Caller::new(&uri, &headers);
+    let request = Caller::new(&uri, &headers, origin);
     start_instance(&state, path(name)?, None, &request, &body).await
 }
 
@@ -53,32 +54,46 @@ pub async fn start_with_id(
     args: PathArg<(String, String)>,
     uri: Uri,
     headers: HeaderMap,
+    origin: OriginArg,
     body: Bytes,
 ) -> ApiResult {
     let (name, id) = path(args)?;
-    let request = Caller::new(&uri, &headers);
+    let request = Caller::new(&uri, &headers, origin);
     start_instance(&state, name, Some(id), &request, &body).await
 }
 
-/// What of the request shapes the URLs handed back: its headers (host, scheme) and the
-/// function key it carried as `?code=` (under `authLevel: function` the URLs need it).
+/// The request's origin under the Functions host (see [`RequestOrigin`]).
+pub(super) type OriginArg = Option<Extension<RequestOrigin>>;
+
+/// What of the request shapes the URLs handed back: the origin the Functions host saw it
+/// on, the headers (trace context, content type), and the function key it carried as
+/// `?code=` (under `authLevel: function` the URLs need it).
 struct Caller<'a> {
     headers: &'a HeaderMap,
+    origin: Option<RequestOrigin>,
     code: Option<&'a str>,
 }
 
 impl<'a> Caller<'a> {
-    fn new(uri: &'a Uri, headers: &'a HeaderMap) -> Self {
+    fn new(uri: &'a Uri, headers: &'a HeaderMap, origin: OriginArg) -> Self {
         let code = uri.query().and_then(|q| {
             q.split('&')
                 .find_map(|pair| pair.strip_prefix("code="))
                 .filter(|c| !c.is_empty())
         });
-        Self { headers, code }
+        Self {
+            headers,
+            origin: origin.map(|Extension(o)| o),
+            code,
+        }
     }
 
     fn check_status(&self, state: &ApiState, id: &str) -> CheckStatus {
-        let base = base_url(state.public_url.as_deref(), &state.base_path, self.headers);
+        let base = base_url(
+            self.origin.as_ref(),
+            state.public_url.as_deref(),
+            &state.base_path,
+        );
         CheckStatus::new(&base, id, self.code)
     }
 }
@@ -93,10 +108,13 @@ async fn start_instance(
     let headers = request.headers;
     let input = json_body(headers, body)?;
     if !state.orchestrations.contains(&name) {
-        return Err(ApiError::bad_request(format!(
-            "no orchestration named '{name}'; known: {}",
-            state.orchestrations.join(", ")
-        )));
+        return Err(ApiError::new(
+            ErrorCode::UnknownOrchestration,
+            format!(
+                "no orchestration named '{name}'; known: {}",
+                state.orchestrations.join(", ")
+            ),
+        ));
     }
     let trace_parent = headers
         .get("traceparent")
@@ -133,6 +151,7 @@ pub async fn status(
     query: QueryArg,
     uri: Uri,
     headers: HeaderMap,
+    origin: OriginArg,
 ) -> ApiResult {
     let id = path(id)?;
     let params = params(query)?;
@@ -147,7 +166,7 @@ pub async fn status(
         return Ok((StatusCode::OK, body).into_response());
     }
     let mut response = (StatusCode::ACCEPTED, body).into_response();
-    let location = Caller::new(&uri, &headers)
+    let location = Caller::new(&uri, &headers, origin)
         .check_status(&state, &id)
         .status_query_get_uri;
     set_header(&mut response, header::LOCATION, &location);
@@ -241,10 +260,11 @@ pub async fn restart(
     query: QueryArg,
     uri: Uri,
     headers: HeaderMap,
+    origin: OriginArg,
 ) -> ApiResult {
     let new_id = params(query)?.flag("restartWithNewInstanceId", true)?;
     let started = state.client.restart(&path(id)?, new_id).await?;
-    let request = Caller::new(&uri, &headers);
+    let request = Caller::new(&uri, &headers, origin);
     Ok(accepted_with_check_status(&state, &request, &started))
 }
 
@@ -283,5 +303,8 @@ pub async fn openapi() -> Response {
 
 /// Any other path.
 pub async fn no_route() -> ApiError {
-    ApiError::not_found("no such route; see the OpenAPI document at <base>openapi.json")
+    ApiError::new(
+        ErrorCode::NoRoute,
+        "no such route; see the OpenAPI document at <base>openapi.json",
+    )
 }

@@ -9,6 +9,7 @@ mod dead_letters;
 mod deadline;
 mod error;
 mod handlers;
+mod json_errors;
 mod params;
 pub mod status_json;
 
@@ -21,10 +22,10 @@ use axum::Router;
 use flowforge_orchestrator::client::Client;
 
 pub use auth::Access;
-pub use check_status::CheckStatus;
+pub use check_status::{CheckStatus, RequestOrigin};
 pub use dead_letters::letter_json;
 pub use deadline::{API_DEADLINE, OUTAGE_DEADLINE};
-pub use error::ApiError;
+pub use error::{ApiError, ErrorCode};
 
 /// The OpenAPI document of this API (kept in the repository as `functions/openapi.json`).
 pub const OPENAPI: &str = include_str!("../../openapi.json");
@@ -40,7 +41,8 @@ pub struct ApiState {
     pub access: Access,
     /// Base path, with leading and trailing slash (`/api/`).
     pub base_path: String,
-    /// Public URL of the app (`https://app.example`), for absolute URLs behind proxies.
+    /// Public URL of the app (`https://app.example`), for the absolute URLs of answers
+    /// (under `serve` the host's request URL is used instead).
     pub public_url: Option<String>,
     /// Largest accepted request body, in bytes.
     pub body_limit: usize,
@@ -56,6 +58,11 @@ pub fn router(state: ApiState) -> Router {
         )
         .route(
             "/instances",
+            get(handlers::list).delete(handlers::purge_many),
+        )
+        // The official clients call `instances/` (their id placeholder replaced by nothing).
+        .route(
+            "/instances/",
             get(handlers::list).delete(handlers::purge_many),
         )
         .route(
@@ -86,5 +93,8 @@ pub fn router(state: ApiState) -> Router {
     } else {
         Router::new().nest(&base, api)
     };
-    routed.fallback(handlers::no_route).with_state(state)
+    routed
+        .fallback(handlers::no_route)
+        .layer(axum::middleware::from_fn(json_errors::as_json))
+        .with_state(state)
 }

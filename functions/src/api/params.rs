@@ -87,12 +87,9 @@ pub fn json_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
             .unwrap_or_default()
             .to_ascii_lowercase();
         if !content_type.starts_with("application/json") && !content_type.contains("+json") {
-            return Err(ApiError {
-                status: axum::http::StatusCode::BAD_REQUEST,
-                message: format!(
-                    "the body must be JSON (Content-Type: application/json), not '{content_type}'"
-                ),
-            });
+            return Err(ApiError::bad_request(format!(
+                "the body must be JSON (Content-Type: application/json), not '{content_type}'"
+            )));
         }
     }
     serde_json::from_slice(body)

@@ -25,6 +25,9 @@ pub fn status(status: &InstanceStatus) -> Value {
     });
     if let (Some(history), Some(map)) = (&status.history, body.as_object_mut()) {
         let events: Vec<Value> = history.iter().filter_map(history_event).collect();
+        // Durable Functions' HTTP API names it `historyEvents`; its official clients read
+        // `history`. Both, so either reader finds it.
+        map.insert("history".into(), Value::Array(events.clone()));
         map.insert("historyEvents".into(), Value::Array(events));
     }
     body

@@ -176,10 +176,10 @@ async fn http(state: &HostState, data: &Value) -> Result<Value, String> {
             }
         }
     }
-    request = request.header("host", host);
-    // The original scheme, so check-status URLs are absolute and right (https in Azure).
+    // The host's own request URL gives the origin of check-status URLs (https in Azure);
+    // an extension, so a caller's Host or X-Forwarded-Host header cannot replace it.
     let scheme = url.split_once("://").map_or("http", |(scheme, _)| scheme);
-    request = request.header("x-forwarded-proto", scheme);
+    request = request.extension(api::RequestOrigin(format!("{scheme}://{host}")));
     let body = match req.get("Body") {
         Some(Value::String(s)) => s.clone().into_bytes(),
         Some(Value::Null) | None => Vec::new(),
@@ -189,11 +189,12 @@ async fn http(state: &HostState, data: &Value) -> Result<Value, String> {
     // (HttpRequestExtensions.cs): a chunked body arrives as nothing. Refuse it clearly
     // rather than start an instance with no input.
     if body.is_empty() && carries_unframed_body(&method, req.get("Headers")) {
-        let error = json!({
-            "error": "a request body must be sent with a Content-Length header \
-                      (the Functions host drops chunked bodies)",
-            "code": "LengthRequired"
-        });
+        let error = api::ApiError::new(
+            api::ErrorCode::LengthRequired,
+            "a request body must be sent with a Content-Length header \
+             (the Functions host drops chunked bodies)",
+        )
+        .body();
         return Ok(envelope::response(
             json!({ "res": envelope::http_output(
                 411,

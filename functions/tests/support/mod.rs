@@ -28,7 +28,7 @@ pub fn app(body_limit: usize) -> App {
         orchestrations: Arc::new(registry.orchestration_names()),
         access: Access::Key(KEY.into()),
         base_path: "/api/".into(),
-        public_url: None,
+        public_url: Some("http://app.test".into()),
         body_limit,
     };
     let worker = Worker::new(backend, registry, WorkerOptions::default()).start();
@@ -68,7 +68,7 @@ impl App {
         let mut request = Request::builder()
             .method(method)
             .uri(uri)
-            .header("host", "app.test");
+            .header("host", "caller.example");
         for (k, v) in headers {
             request = request.header(*k, *v);
         }

@@ -271,7 +271,7 @@ impl OrchestrationContext {
         name: &str,
     ) -> DurableFuture<TaskResult<T>> {
         let waiter = self.state.borrow_mut().add_waiter(name);
-        DurableFuture::leaf(self.state.clone(), Source::Event(waiter), decode::<T>)
+        DurableFuture::leaf(self.state.clone(), Source::Event(waiter), decode_event::<T>)
     }
 
     /// Waits for an event, at most `timeout`: `Ok(Some(data))`, or `Ok(None)` on timeout.
@@ -351,6 +351,17 @@ fn decode<O: DeserializeOwned>(completion: Completion) -> TaskResult<O> {
         FailureDetails::non_retryable(
             "OutputDeserialization",
             format!("cannot decode result: {e}"),
+        )
+    })
+}
+
+/// Event data may come from a client that encodes it once more (history/client_json.rs).
+fn decode_event<T: DeserializeOwned>(completion: Completion) -> TaskResult<T> {
+    let value = completion?;
+    crate::history::decode_client_value(value).map_err(|e| {
+        FailureDetails::non_retryable(
+            "OutputDeserialization",
+            format!("cannot decode the event's data: {e}"),
         )
     })
 }

@@ -1,9 +1,11 @@
 //! What an instance has done: the versioned history event model.
 
+mod client_json;
 mod event;
 mod failure;
 mod new_event;
 
+pub use client_json::decode_client_value;
 pub use event::{EventKind, HistoryEvent, ParentRef, HISTORY_FORMAT_VERSION};
 pub use failure::{FailureDetails, FailureKind};
 pub use new_event::NewEvent;

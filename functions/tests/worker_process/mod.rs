@@ -1,0 +1,71 @@
+//! `flowforge worker` as a real process on loopback against the shared Azurite, killed when
+//! dropped; for the tests that use the binary as the web app and the official clients do.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use flowforge_azure::azurite;
+
+/// A running worker and its API's base URL.
+pub struct Server {
+    /// The process.
+    pub child: Child,
+    /// `http://127.0.0.1:<port>/api/`.
+    pub base: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A port free at the time of asking.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Server {
+    /// Starts a worker on task hub `hub` with API key `key` and extra arguments, and waits
+    /// for its API to answer.
+    pub async fn start(hub: &str, key: &str, extra: &[&str]) -> Self {
+        let port = free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_flowforge"))
+            .args(["worker", "--listen", &format!("127.0.0.1:{port}")])
+            .args(extra)
+            .env("AzureWebJobsStorage", azurite::shared().connection_string())
+            .env("FLOWFORGE_TASK_HUB", hub)
+            .env("FLOWFORGE_API_KEY", key)
+            .env("FLOWFORGE_MAX_IDLE_POLL_SECS", "1")
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let server = Self {
+            child,
+            base: format!("http://127.0.0.1:{port}/api/"),
+        };
+        let http = reqwest::Client::new();
+        for _ in 0..300 {
+            if let Ok(r) = http
+                .get(format!("{}openapi.json", server.base))
+                .send()
+                .await
+            {
+                if r.status().is_success() {
+                    return server;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the worker never answered");
+    }
+}
