@@ -1,7 +1,7 @@
 //! `flowforge serve`: start-up of the custom handler.
 
 use clap::Args;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::host::host_json::HostLimits;
 use crate::host::{self, HostState};
@@ -33,6 +33,10 @@ pub struct ServeArgs {
     /// or invocations wait here for a slot while their `functionTimeout` runs.
     #[arg(long, env = "FLOWFORGE_ACTIVITY_CONCURRENCY", default_value_t = 24)]
     pub activity_concurrency: usize,
+    /// On SIGTERM, how long open invocations may take to finish, in seconds; then the
+    /// handler exits (the host retries what it did not answer).
+    #[arg(long, env = "FLOWFORGE_SHUTDOWN_GRACE_SECS", default_value_t = 20)]
+    pub shutdown_grace_secs: u64,
     /// The schedules to fire from the timer function.
     #[command(flatten)]
     pub schedules: crate::schedules::SchedulesArgs,
@@ -97,8 +101,14 @@ pub async fn run(args: ServeArgs, storage: StorageArgs) -> anyhow::Result<()> {
         }
     });
     info!(port, "custom handler listening");
-    axum::serve(listener, host::router(lazy))
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    let grace = std::time::Duration::from_secs(args.shutdown_grace_secs);
+    let served =
+        axum::serve(listener, host::router(lazy)).with_graceful_shutdown(shutdown_signal());
+    tokio::select! {
+        served = served => served?,
+        () = async { shutdown_signal().await; tokio::time::sleep(grace).await } => {
+            warn!(grace_secs = grace.as_secs(), "open invocations did not finish within the shutdown grace; exiting");
+        }
+    }
     Ok(())
 }

@@ -67,6 +67,11 @@ pub struct WorkerArgs {
     /// its work runs): work held by a worker that died is taken over within this.
     #[arg(long, env = "FLOWFORGE_LOCK_TIMEOUT_SECS", default_value_t = 30)]
     pub lock_timeout_secs: u64,
+    /// On SIGTERM or Ctrl-C, how long in-flight work and API calls may take to finish, in
+    /// seconds; then the process exits anyway, leaving unfinished messages queued for the
+    /// next worker (a container host kills at about 30 s).
+    #[arg(long, env = "FLOWFORGE_SHUTDOWN_GRACE_SECS", default_value_t = 20)]
+    pub shutdown_grace_secs: u64,
 }
 
 impl WorkerArgs {
@@ -162,37 +167,65 @@ pub async fn run(args: WorkerArgs, storage: StorageArgs, registry: Registry) -> 
     let ticker = tokio::spawn(fire_schedules(client, schedules));
     let worker = Worker::new(backend, registry, options).start();
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
-    let local_rpc = match args.local_rpc {
-        Some(address) => {
-            let rpc_listener = tokio::net::TcpListener::bind(address).await?;
-            let rpc_state = ApiState {
-                access: Access::Open,
-                public_url: Some(origin_of(rpc_listener.local_addr()?)),
-                ..state.clone()
-            };
-            info!(address = %rpc_listener.local_addr()?, "local RPC endpoint (no key, loopback) ready");
-            Some(tokio::spawn(async move {
-                axum::serve(rpc_listener, api::router(rpc_state))
-                    .with_graceful_shutdown(crate::shutdown::shutdown_signal())
-                    .await
-            }))
-        }
-        None => None,
-    };
-    info!(address = %listener.local_addr()?, base_path = %state.base_path, "worker and API ready");
-    let served = axum::serve(listener, api::router(state))
-        .with_graceful_shutdown(crate::shutdown::shutdown_signal())
-        .await;
-    if let Some(rpc) = local_rpc {
-        rpc.abort();
+    let stop = tokio::sync::watch::channel(false);
+    let mut servers = tokio::task::JoinSet::new();
+    if let Some(address) = args.local_rpc {
+        let rpc_listener = tokio::net::TcpListener::bind(address).await?;
+        let rpc_state = ApiState {
+            access: Access::Open,
+            public_url: Some(origin_of(rpc_listener.local_addr()?)),
+            ..state.clone()
+        };
+        info!(address = %rpc_listener.local_addr()?, "local RPC endpoint (no key, loopback) ready");
+        servers.spawn(serve_until(
+            rpc_listener,
+            api::router(rpc_state),
+            stop.1.clone(),
+        ));
     }
-    info!("stopping: no new messages; finishing in-flight work");
+    info!(address = %listener.local_addr()?, base_path = %state.base_path, "worker and API ready");
+    servers.spawn(serve_until(listener, api::router(state), stop.1.clone()));
+    tokio::select! {
+        () = crate::shutdown::shutdown_signal() => {}
+        Some(ended) = servers.join_next() => {
+            warn!(?ended, "an API listener stopped on its own; stopping the worker");
+        }
+    }
+    let grace = std::time::Duration::from_secs(args.shutdown_grace_secs);
+    info!(
+        grace_secs = grace.as_secs(),
+        "stopping: no new messages; finishing in-flight work"
+    );
     ticker.abort();
-    worker.shutdown().await;
-    if let Err(error) = served {
-        warn!(%error, "the API server stopped with an error");
+    let _ = stop.0.send(true);
+    let finishing = async {
+        tokio::join!(worker.shutdown(), async {
+            while servers.join_next().await.is_some() {}
+        });
+    };
+    if tokio::time::timeout(grace, finishing).await.is_err() {
+        // What did not finish is safe: its messages were not deleted, so they come back
+        // to the next worker when their leases lapse.
+        warn!(
+            grace_secs = grace.as_secs(),
+            "in-flight work did not finish within the shutdown grace; its messages stay \
+             queued for the next worker"
+        );
     }
     Ok(())
+}
+
+/// Serves `router` on `listener` until `stop` turns true, then lets open calls finish.
+async fn serve_until(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move {
+            let _ = stop.wait_for(|stopped| *stopped).await;
+        })
+        .await
 }
 
 /// Fires the schedules at their occurrences: sleeps until the next one (at most a minute),

@@ -6,7 +6,7 @@
 //! loopback only, as the Functions host serves the extension's local endpoint.
 //!
 //! The scripts in `tests/clients/` make every call the clients have and assert what they
-//! get back; `scripts/test` installs both clients (npm ci; a venv in `.venv`).
+//! get back; `scripts/test` installs both clients (npm ci; a venv in `.venv` from `tests/requirements.txt`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod worker_process;
@@ -133,4 +133,27 @@ async fn the_local_endpoint_refuses_a_non_loopback_address() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("loopback"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_typescript_client_and_the_route_handler_example() {
+    let tsc = root().join("node_modules/.bin/tsc");
+    assert!(
+        tsc.exists(),
+        "npm ci installs TypeScript (scripts/test runs it)"
+    );
+    run(&tsc, &["-p", "clients/typescript"]);
+    run(&tsc, &["-p", "examples/nextjs"]);
+    let server = Server::start("tsclient", KEY, &[]).await;
+    let out = Command::new("node")
+        .args(["--test", "clients/typescript/test/"])
+        .current_dir(root())
+        .env("FLOWFORGE_BASE", &server.base)
+        .env("FLOWFORGE_KEY", KEY)
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{report}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "node --test failed");
+    assert!(report.contains("# pass 5"), "five tests passed: {report}");
 }

@@ -389,10 +389,14 @@ impl Client {
                 None => break,
             }
         }
+        let mut deleted = 0;
         for id in &ids {
-            self.backend.delete_instance(id).await?;
+            // One purged meanwhile by another caller is not counted.
+            if self.backend.delete_instance(id).await? {
+                deleted += 1;
+            }
         }
-        Ok(ids.len())
+        Ok(deleted)
     }
 
     /// Waits until the instance finishes (Completed, Failed or Terminated).

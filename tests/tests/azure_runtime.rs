@@ -9,7 +9,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use flowforge_azure::{azurite, AzureBackend, AzureConfig};
 use flowforge_orchestrator::backend::{
-    Backend, OrchestratorMessage, Outbound, QueueMessage, QueueName, QueueStore,
+    Backend, InstanceStore, OrchestratorMessage, Outbound, QueueMessage, QueueName, QueueStore,
 };
 use flowforge_orchestrator::client::{Error as ClientError, StatusOptions};
 use flowforge_orchestrator::history::EventKind;
@@ -373,5 +373,28 @@ async fn idle_worker_only_peeks_and_a_start_elsewhere_wakes_it() {
     let done = client.wait_for_completion(&id, WAIT).await.unwrap();
     assert_eq!(done.runtime_status, RuntimeStatus::Completed);
     assert_eq!(done.output, json!(fan_sum(4)));
+    worker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purges_of_one_instance_at_once_both_succeed() {
+    let (backend, client, worker) = start(config("purgerace"), fast_options()).await;
+    for round in 0..5 {
+        let id = format!("race-{round}");
+        client
+            .start("fan", StartOptions::with_instance_id(&id), &20)
+            .await
+            .unwrap();
+        client.wait_for_completion(&id, WAIT).await.unwrap();
+        // Both read the rows before either deletes (the schemathesis run found a 500 here).
+        let (first, second) =
+            tokio::join!(backend.delete_instance(&id), backend.delete_instance(&id));
+        assert!(first.unwrap() && second.unwrap(), "both saw the instance");
+        let gone = client
+            .status(&id, StatusOptions::default())
+            .await
+            .unwrap_err();
+        assert!(matches!(gone, ClientError::NotFound(_)), "{gone}");
+    }
     worker.shutdown().await;
 }

@@ -10,6 +10,7 @@ mod deadline;
 mod error;
 mod handlers;
 mod json_errors;
+mod openapi;
 mod params;
 pub mod status_json;
 
@@ -27,8 +28,7 @@ pub use dead_letters::letter_json;
 pub use deadline::{API_DEADLINE, OUTAGE_DEADLINE};
 pub use error::{ApiError, ErrorCode};
 
-/// The OpenAPI document of this API (kept in the repository as `functions/openapi.json`).
-pub const OPENAPI: &str = include_str!("../../openapi.json");
+pub use openapi::OPENAPI;
 
 /// Everything the handlers share.
 #[derive(Clone)]
@@ -85,7 +85,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/deadletters/{id}/requeue", post(dead_letters::requeue))
         .route_layer(from_fn_with_state(state.clone(), auth::require_key))
         .route_layer(from_fn_with_state(state.clone(), deadline::within_deadline))
-        .route("/openapi.json", get(handlers::openapi))
+        .route("/openapi.json", {
+            let document = Arc::new(openapi::served(&state.orchestrations));
+            get(move || handlers::openapi(document.clone()))
+        })
         .layer(DefaultBodyLimit::max(state.body_limit));
     let base = state.base_path.trim_end_matches('/').to_owned();
     let routed = if base.is_empty() {

@@ -1,5 +1,7 @@
 //! `flowforge worker` as a real process on loopback against the shared Azurite, killed when
 //! dropped; for the tests that use the binary as the web app and the official clients do.
+// Each test binary that includes this module uses a part of it.
+#![allow(dead_code)]
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
@@ -32,14 +34,19 @@ pub fn free_port() -> u16 {
 }
 
 impl Server {
-    /// Starts a worker on task hub `hub` with API key `key` and extra arguments, and waits
-    /// for its API to answer.
+    /// Starts a worker on task hub `hub` of the shared Azurite with API key `key` and extra
+    /// arguments, and waits for its API to answer.
     pub async fn start(hub: &str, key: &str, extra: &[&str]) -> Self {
+        Self::start_on(&azurite::shared().connection_string(), hub, key, extra).await
+    }
+
+    /// [`Server::start`] on the storage account of `connection`.
+    pub async fn start_on(connection: &str, hub: &str, key: &str, extra: &[&str]) -> Self {
         let port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_flowforge"))
             .args(["worker", "--listen", &format!("127.0.0.1:{port}")])
             .args(extra)
-            .env("AzureWebJobsStorage", azurite::shared().connection_string())
+            .env("AzureWebJobsStorage", connection)
             .env("FLOWFORGE_TASK_HUB", hub)
             .env("FLOWFORGE_API_KEY", key)
             .env("FLOWFORGE_MAX_IDLE_POLL_SECS", "1")
