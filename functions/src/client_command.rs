@@ -89,6 +89,15 @@ pub enum ClientCommand {
         #[arg(long, default_value = "")]
         reason: String,
     },
+    /// Rewind a failed instance: re-run the activities and sub-orchestrations whose failure
+    /// ended it, keeping every other result.
+    Rewind {
+        /// Instance id.
+        id: String,
+        /// Reason.
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
     /// Restart an instance with its original input.
     Restart {
         /// Instance id.
@@ -237,6 +246,10 @@ pub async fn run(command: ClientCommand, storage: StorageArgs) -> anyhow::Result
         ClientCommand::Resume { id, reason } => {
             client.resume(&id, &reason).await?;
             println!("resumption of {id} requested");
+        }
+        ClientCommand::Rewind { id, reason } => {
+            client.rewind(&id, &reason).await?;
+            println!("rewind of {id} requested");
         }
         ClientCommand::Restart { id, new_id } => {
             println!("restarted as {}", client.restart(&id, new_id).await?)

@@ -82,6 +82,7 @@ async fn start_answers_202_with_the_check_status_body_and_polling_reaches_200() 
         "restartPostUri",
         "suspendPostUri",
         "resumePostUri",
+        "rewindPostUri",
     ] {
         assert!(
             reply.body[field].as_str().unwrap().starts_with(&status_uri),
@@ -469,6 +470,7 @@ async fn the_openapi_document_is_served_and_matches_the_routes() {
         "/instances/{instanceId}/terminate",
         "/instances/{instanceId}/suspend",
         "/instances/{instanceId}/resume",
+        "/instances/{instanceId}/rewind",
         "/instances/{instanceId}/restart",
         "/deadletters",
         "/deadletters/{id}",

@@ -53,6 +53,15 @@ pub enum Error {
         /// Its status.
         status: RuntimeStatus,
     },
+    /// Only a failed instance with a failed activity or sub-orchestration can be rewound.
+    /// → 412
+    #[error("instance '{id}' cannot be rewound: {why}")]
+    NotRewindable {
+        /// Instance id.
+        id: String,
+        /// Why not.
+        why: String,
+    },
     /// `wait_for_completion` ran out of time.
     #[error("instance '{id}' did not finish within {timeout:?} (last status {status})")]
     Timeout {
@@ -313,6 +322,57 @@ impl Client {
             },
         )
         .await
+    }
+
+    /// Rewinds a failed instance, as Durable Functions' rewind and more: the activities and
+    /// sub-orchestrations whose failure ended it run again (sub-orchestrations rewound in
+    /// turn), every other result is kept, and the execution goes on from there. The worker
+    /// decides which failures to undo by replay (`replay/rewind.rs`); history keeps the
+    /// failures and records the rewind.
+    pub async fn rewind(&self, id: &str, reason: &str) -> Result<(), Error> {
+        ids::validate_instance_id(id)?;
+        let loaded = self
+            .backend
+            .load_instance(id)
+            .await?
+            .ok_or_else(|| Error::NotFound(id.to_owned()))?;
+        let not_rewindable = |why: String| Error::NotRewindable {
+            id: id.to_owned(),
+            why,
+        };
+        if loaded.state.status != RuntimeStatus::Failed {
+            return Err(not_rewindable(format!(
+                "it is {}, not Failed",
+                loaded.state.status
+            )));
+        }
+        let replayed = crate::history::as_replayed(&loaded.history);
+        let failed_task = replayed.iter().any(|e| {
+            matches!(
+                e.kind,
+                EventKind::ActivityFailed { .. } | EventKind::SubOrchestrationFailed { .. }
+            )
+        });
+        if !failed_task {
+            return Err(not_rewindable(
+                "its failure did not come from an activity or a sub-orchestration, so a \
+                 rewind would replay the same failure"
+                    .into(),
+            ));
+        }
+        let message = to_instance(
+            id,
+            Some(&loaded.state.execution_id),
+            EventKind::ExecutionRewound {
+                reason: reason.to_owned(),
+                failures: Vec::new(),
+            },
+            self.clock.now(),
+            None,
+            self.backend.control_partitions(),
+        );
+        self.backend.send(&message).await?;
+        Ok(())
     }
 
     /// Suspends a running instance: its events are kept but not delivered until resumed.

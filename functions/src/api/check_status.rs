@@ -23,6 +23,8 @@ pub struct CheckStatus {
     pub suspend_post_uri: String,
     /// POST: resume (replace `{text}`).
     pub resume_post_uri: String,
+    /// POST: rewind a failed instance (replace `{text}`).
+    pub rewind_post_uri: String,
 }
 
 impl CheckStatus {
@@ -44,6 +46,7 @@ impl CheckStatus {
             restart_post_uri: format!("{instance}/restart{first}"),
             suspend_post_uri: format!("{instance}/suspend?reason={{text}}{then}"),
             resume_post_uri: format!("{instance}/resume?reason={{text}}{then}"),
+            rewind_post_uri: format!("{instance}/rewind?reason={{text}}{then}"),
         }
     }
 }

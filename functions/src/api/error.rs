@@ -128,6 +128,7 @@ impl From<ClientError> for ApiError {
                 ErrorCode::Conflict
             }
             ClientError::Finished { .. } => ErrorCode::Finished,
+            ClientError::NotRewindable { .. } => ErrorCode::PreconditionFailed,
             // Only the blocking wait of the library returns this; the API never waits.
             ClientError::Timeout { .. } => ErrorCode::StorageUnavailable,
             ClientError::Storage(e) => {

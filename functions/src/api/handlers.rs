@@ -231,6 +231,30 @@ pub async fn terminate(
     Ok(StatusCode::ACCEPTED.into_response())
 }
 
+/// `POST instances/{id}/rewind?reason=`: 202; 404 unknown; 412 not rewindable.
+pub async fn rewind(
+    State(state): State<ApiState>,
+    id: PathArg<String>,
+    query: QueryArg,
+) -> ApiResult {
+    let reason = params(query)?.text("reason").unwrap_or_default();
+    match state.client.rewind(&path(id)?, &reason).await {
+        Ok(()) => Ok(StatusCode::ACCEPTED.into_response()),
+        Err(error) => {
+            let error = ApiError::from(error);
+            // Durable Functions' JavaScript client turns the body of these two answers into
+            // its error's message (`new Error(response.data)`): a JSON string reads well
+            // there, where an object would show as "[object Object]".
+            match error.code {
+                ErrorCode::NotFound | ErrorCode::PreconditionFailed => {
+                    Ok((error.code.status(), Json(error.message)).into_response())
+                }
+                _ => Err(error),
+            }
+        }
+    }
+}
+
 /// `POST instances/{id}/suspend?reason=`.
 pub async fn suspend(
     State(state): State<ApiState>,

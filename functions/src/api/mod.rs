@@ -75,6 +75,7 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/instances/{id}/terminate", post(handlers::terminate))
         .route("/instances/{id}/suspend", post(handlers::suspend))
+        .route("/instances/{id}/rewind", post(handlers::rewind))
         .route("/instances/{id}/resume", post(handlers::resume))
         .route("/instances/{id}/restart", post(handlers::restart))
         .route("/deadletters", get(dead_letters::list))

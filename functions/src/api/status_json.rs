@@ -73,6 +73,11 @@ pub fn history_event(event: &HistoryEvent) -> Option<Value> {
             put("Reason", json!(reason));
             "ExecutionResumed"
         }
+        EventKind::ExecutionRewound { reason, failures } => {
+            put("Reason", json!(reason));
+            put("RewoundEvents", json!(failures));
+            "ExecutionRewound"
+        }
         EventKind::ActivityScheduled {
             id, name, input, ..
         } => {

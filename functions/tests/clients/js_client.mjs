@@ -108,6 +108,22 @@ said(`suspend, resume, terminate (output ${JSON.stringify(terminated.output)})`)
 await assert.rejects(client.startNew("no_such_orchestration", { input: 1 }), /no orchestration named/);
 said("startNew of an unknown orchestration is refused with the reason");
 
+// rewind: a failed run (its activity fails: unknown dataset) is rewound and fails again
+const bad = await client.startNew("medallion", {
+  instanceId: `${prefix}-bad`, input: { workflow_id: "w", job_id: prefix, dataset: "no_such_dataset" },
+});
+await until(bad, "Failed");
+await client.rewind(bad, "try again");
+for (let i = 0; ; i++) {
+  const s = await client.getStatus(bad, { showHistory: true });
+  const rewound = s.history.some((e) => e.EventType === "ExecutionRewound");
+  if (rewound && s.runtimeStatus === "Failed") break;
+  assert.ok(i < 600, "the rewind was recorded and the run failed again");
+  await sleep(100);
+}
+await assert.rejects(client.rewind(id, "completed"), /cannot be rewound/);
+said("rewind (and a rewind of a completed instance refused)");
+
 // purge one, then by filter
 assert.equal((await client.purgeInstanceHistory(generated)).instancesDeleted, 1);
 await assert.rejects(client.getStatus(generated), /404/);

@@ -102,6 +102,20 @@ async def main():
         assert "no orchestration named" in str(error), error
     said("start_new of an unknown orchestration is refused with the reason")
 
+    bad = await CLIENT.start_new("medallion", f"{PREFIX}-bad",
+                                 {"workflow_id": "w", "job_id": PREFIX, "dataset": "no_such_dataset"})
+    await until(bad, OrchestrationRuntimeStatus.Failed)
+    await CLIENT.rewind(bad, "try again")
+    for _ in range(600):
+        status = await CLIENT.get_status(bad, show_history=True)
+        rewound = any(e["EventType"] == "ExecutionRewound" for e in status.history)
+        if rewound and status.runtime_status == OrchestrationRuntimeStatus.Failed:
+            break
+        await asyncio.sleep(0.1)
+    else:
+        raise AssertionError("the rewind was not recorded")
+    said("rewind")
+
     assert (await CLIENT.purge_instance_history(generated)).instances_deleted == 1
     purged = await CLIENT.purge_instance_history_by(
         created_time_from=t0, runtime_status=[OrchestrationRuntimeStatus.Terminated])

@@ -101,6 +101,18 @@ pub enum EventKind {
         #[serde(default)]
         reason: String,
     },
+    /// A client rewound the failed execution: replay no longer sees the failures listed
+    /// (by `seq`) nor the `ExecutionFailed` before this event, so their tasks run again and
+    /// every other result is kept (`history/rewind.rs`).
+    ExecutionRewound {
+        /// The reason given by the client.
+        #[serde(default)]
+        reason: String,
+        /// The `seq` of each failure rewound; empty in the client's request, filled in by
+        /// the episode that records the rewind.
+        #[serde(default)]
+        failures: Vec<u64>,
+    },
     /// The code scheduled an activity.
     ActivityScheduled {
         /// Action id.
@@ -235,6 +247,7 @@ impl EventKind {
             Self::ContinuedAsNew { .. } => "ContinuedAsNew",
             Self::ExecutionSuspended { .. } => "ExecutionSuspended",
             Self::ExecutionResumed { .. } => "ExecutionResumed",
+            Self::ExecutionRewound { .. } => "ExecutionRewound",
             Self::ActivityScheduled { .. } => "ActivityScheduled",
             Self::ActivityCompleted { .. } => "ActivityCompleted",
             Self::ActivityFailed { .. } => "ActivityFailed",

@@ -4,8 +4,10 @@ mod client_json;
 mod event;
 mod failure;
 mod new_event;
+mod rewind;
 
 pub use client_json::decode_client_value;
 pub use event::{EventKind, HistoryEvent, ParentRef, HISTORY_FORMAT_VERSION};
 pub use failure::{FailureDetails, FailureKind};
 pub use new_event::NewEvent;
+pub use rewind::as_replayed;

@@ -56,6 +56,16 @@ pub enum Action {
         /// Its input.
         input: Value,
     },
+    /// Rewind a failed child orchestration (part of rewinding this one); its result then
+    /// comes back to this instance as a new one.
+    RewindSubOrchestration {
+        /// The `SubOrchestrationScheduled` id.
+        id: u64,
+        /// The child's instance id.
+        instance_id: String,
+        /// The reason given for the rewind.
+        reason: String,
+    },
     /// Raise an event on another instance.
     SendEvent {
         /// Action id.

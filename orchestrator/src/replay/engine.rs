@@ -95,26 +95,44 @@ pub struct Episode {
 
 /// Runs one episode. Pure: same input, same episode.
 pub fn run_episode(registry: &Registry, input: ReplayInput<'_>) -> Episode {
-    if let Some(outcome) = finished_before(input.history) {
+    let committed = input.history.len();
+    let replayed = crate::history::as_replayed(input.history);
+    if let Some(reason) = super::rewind::requested(&input.new_events) {
+        if let Some(ExecutionOutcome::Failed(_)) = finished_before(&replayed) {
+            return super::rewind::rewind(registry, &input, &replayed, committed, reason);
+        }
+    }
+    replay_over(registry, &input, &replayed, committed)
+}
+
+/// Replays `history` (the history as replay reads it) and then the new events of `input`;
+/// new history events are numbered from `committed`.
+pub(super) fn replay_over(
+    registry: &Registry,
+    input: &ReplayInput<'_>,
+    history: &[HistoryEvent],
+    committed: usize,
+) -> Episode {
+    if let Some(outcome) = finished_before(history) {
         return Episode {
             new_events: Vec::new(),
             actions: Vec::new(),
             outcome,
-            custom_status: last_custom_status(input.history),
+            custom_status: last_custom_status(history),
             suspended: false,
-            start: start_info(input.history),
+            start: start_info(history),
         };
     }
-    let accepted = accept_new_events(input.history, input.new_events.clone());
-    let mut run = EpisodeRun::new(registry, &input);
-    for (order, event) in input.history.iter().enumerate() {
+    let accepted = accept_new_events(history, input.new_events.clone());
+    let mut run = EpisodeRun::new(registry, input, history, committed);
+    for (order, event) in history.iter().enumerate() {
         if run.outcome.is_some() {
             break;
         }
         run.step(&event.kind, event.timestamp, order as u64);
     }
     if accepted.is_empty() {
-        return run.finish(input.history.len(), input.max_history_events, Vec::new());
+        return run.finish(committed, input.max_history_events, Vec::new());
     }
     run.state.borrow_mut().is_replaying = false;
     run.append(EventKind::OrchestratorStarted, input.now);
@@ -126,7 +144,7 @@ pub fn run_episode(registry: &Registry, input: ReplayInput<'_>) -> Episode {
         }
         run.append(event.kind, event.timestamp);
     }
-    run.finish(input.history.len(), input.max_history_events, leftovers)
+    run.finish(committed, input.max_history_events, leftovers)
 }
 
 /// The start data recorded in history, if any.
@@ -152,7 +170,7 @@ pub(crate) fn start_info(history: &[HistoryEvent]) -> Option<StartInfo> {
     })
 }
 
-fn last_custom_status(history: &[HistoryEvent]) -> Value {
+pub(super) fn last_custom_status(history: &[HistoryEvent]) -> Value {
     history
         .iter()
         .rev()
@@ -164,7 +182,7 @@ fn last_custom_status(history: &[HistoryEvent]) -> Value {
 }
 
 /// The terminal outcome already recorded in history, if any.
-fn finished_before(history: &[HistoryEvent]) -> Option<ExecutionOutcome> {
+pub(super) fn finished_before(history: &[HistoryEvent]) -> Option<ExecutionOutcome> {
     history.iter().rev().find_map(|e| match &e.kind {
         EventKind::ExecutionCompleted { output } => {
             Some(ExecutionOutcome::Completed(output.clone()))
@@ -197,10 +215,15 @@ struct EpisodeRun<'r> {
 }
 
 impl<'r> EpisodeRun<'r> {
-    fn new(registry: &'r Registry, input: &ReplayInput<'_>) -> Self {
+    fn new(
+        registry: &'r Registry,
+        input: &ReplayInput<'_>,
+        history: &[HistoryEvent],
+        committed: usize,
+    ) -> Self {
         let state = ReplayState::new(input.instance_id.to_owned(), String::new(), input.now);
         let state = Rc::new(RefCell::new(state));
-        state.borrow_mut().expect_recorded(input.history);
+        state.borrow_mut().expect_recorded(history);
         Self {
             registry,
             state,
@@ -209,7 +232,7 @@ impl<'r> EpisodeRun<'r> {
             suspended: false,
             held: Vec::new(),
             new_history: Vec::new(),
-            next_seq: input.history.len() as u64,
+            next_seq: committed as u64,
             now: input.now,
             recorded_custom_status: Value::Null,
             start: None,

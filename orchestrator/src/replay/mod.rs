@@ -7,6 +7,7 @@ mod action;
 mod engine;
 mod inbox;
 mod nondeterminism;
+mod rewind;
 pub(crate) mod state;
 
 pub use crate::history::NewEvent;

@@ -142,6 +142,21 @@ pub fn outbound_messages(
                 partitions,
                 now,
             ),
+            Action::RewindSubOrchestration {
+                instance_id,
+                reason,
+                ..
+            } => to_instance(
+                instance_id,
+                None,
+                EventKind::ExecutionRewound {
+                    reason: reason.clone(),
+                    failures: Vec::new(),
+                },
+                now,
+                None,
+                partitions,
+            ),
             Action::SendEvent {
                 instance_id,
                 name,
