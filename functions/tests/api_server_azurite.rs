@@ -215,3 +215,59 @@ async fn sigterm_during_a_run_loses_nothing() {
         assert_eq!(done["output"]["sizes"].as_array().unwrap().len(), 20);
     }
 }
+
+/// The CLI's exit codes tell a script how a run ended, and status shows the input.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_wait_exits_non_zero_unless_completed_and_status_shows_the_input() {
+    let _server = serve("cliexit").await;
+    let cli = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_flowforge"))
+            .args(args)
+            .env(
+                "AzureWebJobsStorage",
+                flowforge_azure::azurite::shared().connection_string(),
+            )
+            .env("FLOWFORGE_TASK_HUB", "cliexit")
+            .env("RUST_LOG", "error")
+            .output()
+            .unwrap()
+    };
+    let bad = r#"{"workflow_id":"w","job_id":"j","dataset":"no_such_dataset"}"#;
+    let failed = cli(&[
+        "start",
+        "medallion",
+        "--id",
+        "cli-bad",
+        "--input",
+        bad,
+        "--wait",
+    ]);
+    assert!(!failed.status.success(), "a Failed run exits non-zero");
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert!(stderr.contains("ended Failed"), "{stderr}");
+    let input = r#"{"files":["a.csv"],"pause_ms":0}"#;
+    let ok = cli(&[
+        "start", "demo", "--id", "cli-ok", "--input", input, "--wait",
+    ]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let status = cli(&["status", "cli-ok"]);
+    let shown: Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(shown["input"], json!({"files": ["a.csv"], "pause_ms": 0}));
+}
+
+/// `--open` with a key set is refused, not silently ignored.
+#[test]
+fn open_with_a_key_is_refused() {
+    let out = Command::new(env!("CARGO_BIN_EXE_flowforge"))
+        .args(["worker", "--in-memory", "--open"])
+        .env("FLOWFORGE_API_KEY", KEY)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--open"), "{stderr}");
+}
