@@ -57,6 +57,18 @@ async fn errors_carry_a_code_and_durable_functions_fields_and_are_json_for_405_a
     assert_eq!(wrong.body["code"], "MethodNotAllowed", "{:?}", wrong.body);
     let listed = app.call("GET", "/api/instances/", None).await;
     assert_eq!(listed.status, StatusCode::OK, "the clients' trailing slash");
+    // A failed instance's status carries its failure with the engine's FFD code.
+    let started = app
+        .call("POST", "/api/orchestrators/fan", Some("\"x\""))
+        .await;
+    let id = started.body["id"].as_str().unwrap().to_owned();
+    let failed = app.poll_until_done(&id).await;
+    assert_eq!(failed.body["runtimeStatus"], "Failed");
+    let details = &failed.body["failureDetails"];
+    assert_eq!(details["errorType"], "InputDeserialization", "{details}");
+    assert_eq!(details["errorCode"], "FFD-DA01");
+    assert_eq!(details["isNonRetriable"], true);
+    app.worker.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,7 +2,7 @@
 //! PascalCase history fields with `EventType`, timestamps as `YYYY-MM-DDThh:mm:ssZ`.
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use flowforge_orchestrator::history::{EventKind, HistoryEvent};
+use flowforge_orchestrator::history::{EventKind, FailureDetails, HistoryEvent};
 use flowforge_orchestrator::status::InstanceStatus;
 use serde_json::{json, Map, Value};
 
@@ -23,6 +23,9 @@ pub fn status(status: &InstanceStatus) -> Value {
         "createdTime": timestamp(status.created_time),
         "lastUpdatedTime": timestamp(status.last_updated_time),
     });
+    if let (Some(failure), Some(map)) = (&status.failure, body.as_object_mut()) {
+        map.insert("failureDetails".into(), failure_details(failure));
+    }
     if let (Some(history), Some(map)) = (&status.history, body.as_object_mut()) {
         let events: Vec<Value> = history.iter().filter_map(history_event).collect();
         // Durable Functions' HTTP API names it `historyEvents`; its official clients read
@@ -31,6 +34,18 @@ pub fn status(status: &InstanceStatus) -> Value {
         map.insert("historyEvents".into(), Value::Array(events));
     }
     body
+}
+
+/// A failure as the Durable Task SDKs show it (`errorType`, `errorMessage`, …), with its
+/// stable `FFD-…` code when the engine reported it (`docs/errors/`).
+pub fn failure_details(failure: &FailureDetails) -> Value {
+    json!({
+        "errorType": failure.kind.as_str(),
+        "errorCode": failure.kind.code(),
+        "errorMessage": failure.message,
+        "isNonRetriable": !failure.retryable,
+        "innerFailure": failure.inner.as_deref().map(failure_details),
+    })
 }
 
 /// One history event in Durable Functions' shape (episode markers are left out, as there).

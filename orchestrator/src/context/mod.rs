@@ -17,7 +17,7 @@ use serde_json::Value;
 pub use durable_future::{DurableFuture, FirstOf, JoinAll};
 pub use retry::{RetryPolicy, RetryPredicate};
 
-use crate::history::{EventKind, FailureDetails};
+use crate::history::{EventKind, FailureDetails, FailureKind};
 use crate::replay::state::{Completion, ReplayState, Source};
 use crate::replay::Action;
 
@@ -348,8 +348,8 @@ fn to_value(value: impl Serialize) -> Value {
 fn decode<O: DeserializeOwned>(completion: Completion) -> TaskResult<O> {
     let value = completion?;
     serde_json::from_value(value).map_err(|e| {
-        FailureDetails::non_retryable(
-            "OutputDeserialization",
+        FailureDetails::of(
+            FailureKind::OutputDeserialization,
             format!("cannot decode result: {e}"),
         )
     })
@@ -359,8 +359,8 @@ fn decode<O: DeserializeOwned>(completion: Completion) -> TaskResult<O> {
 fn decode_event<T: DeserializeOwned>(completion: Completion) -> TaskResult<T> {
     let value = completion?;
     crate::history::decode_client_value(value).map_err(|e| {
-        FailureDetails::non_retryable(
-            "OutputDeserialization",
+        FailureDetails::of(
+            FailureKind::OutputDeserialization,
             format!("cannot decode the event's data: {e}"),
         )
     })

@@ -45,9 +45,34 @@ pub enum FailureKind {
     InstanceAlreadyRunning,
     /// A storage call of an activity failed (retryable).
     StorageError,
+    /// No orchestration of the recorded name and version is registered (not retryable).
+    UnknownOrchestration,
+    /// No activity of the scheduled name and version is registered (not retryable).
+    UnknownActivity,
+    /// An execution outgrew the history limit (not retryable: continue as new instead).
+    HistoryLimitExceeded,
+    /// A task's result could not be decoded into the type the code asked for (not retryable).
+    OutputDeserialization,
     /// A kind an application defined.
     Other(String),
 }
+
+/// Every kind the engine reports, with its code (for the code table and its tests).
+pub const ENGINE_FAILURE_KINDS: [FailureKind; 13] = [
+    FailureKind::ActivityPanicked,
+    FailureKind::ActivityTimedOut,
+    FailureKind::PoisonMessage,
+    FailureKind::InputDeserialization,
+    FailureKind::OutputSerialization,
+    FailureKind::NondeterminismError,
+    FailureKind::SubOrchestrationFailed,
+    FailureKind::InstanceAlreadyRunning,
+    FailureKind::StorageError,
+    FailureKind::UnknownOrchestration,
+    FailureKind::UnknownActivity,
+    FailureKind::HistoryLimitExceeded,
+    FailureKind::OutputDeserialization,
+];
 
 impl FailureKind {
     /// The kind's name, as recorded.
@@ -62,8 +87,33 @@ impl FailureKind {
             Self::SubOrchestrationFailed => "SubOrchestrationFailed",
             Self::InstanceAlreadyRunning => "InstanceAlreadyRunning",
             Self::StorageError => "StorageError",
+            Self::UnknownOrchestration => "UnknownOrchestration",
+            Self::UnknownActivity => "UnknownActivity",
+            Self::HistoryLimitExceeded => "HistoryLimitExceeded",
+            Self::OutputDeserialization => "OutputDeserialization",
             Self::Other(kind) => kind,
         }
+    }
+
+    /// The stable code of an engine-reported kind (`FFD-…`, each explained in
+    /// `docs/errors/<code>.md`); none for an application's own kinds.
+    pub fn code(&self) -> Option<&'static str> {
+        Some(match self {
+            Self::ActivityPanicked => "FFD-AC01",
+            Self::ActivityTimedOut => "FFD-AC02",
+            Self::UnknownActivity => "FFD-AC03",
+            Self::PoisonMessage => "FFD-MS01",
+            Self::InputDeserialization => "FFD-DA01",
+            Self::OutputSerialization => "FFD-DA02",
+            Self::OutputDeserialization => "FFD-DA03",
+            Self::NondeterminismError => "FFD-ND01",
+            Self::SubOrchestrationFailed => "FFD-SO01",
+            Self::InstanceAlreadyRunning => "FFD-SO02",
+            Self::StorageError => "FFD-ST01",
+            Self::UnknownOrchestration => "FFD-OR01",
+            Self::HistoryLimitExceeded => "FFD-OR02",
+            Self::Other(_) => return None,
+        })
     }
 
     /// Whether a retry policy may retry a failure of this kind unless told otherwise.
@@ -75,6 +125,10 @@ impl FailureKind {
                 | Self::OutputSerialization
                 | Self::NondeterminismError
                 | Self::InstanceAlreadyRunning
+                | Self::UnknownOrchestration
+                | Self::UnknownActivity
+                | Self::HistoryLimitExceeded
+                | Self::OutputDeserialization
         )
     }
 }
@@ -91,6 +145,10 @@ impl From<String> for FailureKind {
             "SubOrchestrationFailed" => Self::SubOrchestrationFailed,
             "InstanceAlreadyRunning" => Self::InstanceAlreadyRunning,
             "StorageError" => Self::StorageError,
+            "UnknownOrchestration" => Self::UnknownOrchestration,
+            "UnknownActivity" => Self::UnknownActivity,
+            "HistoryLimitExceeded" => Self::HistoryLimitExceeded,
+            "OutputDeserialization" => Self::OutputDeserialization,
             _ => Self::Other(name),
         }
     }
@@ -178,6 +236,20 @@ impl std::fmt::Display for FailureDetails {
 #[cfg(test)]
 mod kind_tests {
     use super::*;
+
+    #[test]
+    fn every_engine_kind_has_its_own_code_and_a_page() {
+        let mut codes = std::collections::HashSet::new();
+        for kind in ENGINE_FAILURE_KINDS {
+            let code = kind.code().unwrap_or_else(|| panic!("{kind} has no code"));
+            assert!(codes.insert(code), "{code} is used twice");
+            let page = format!("{}/../docs/errors/{code}.md", env!("CARGO_MANIFEST_DIR"));
+            let text = std::fs::read_to_string(&page).unwrap_or_else(|e| panic!("{page}: {e}"));
+            assert!(text.contains(kind.as_str()), "{page} names {kind}");
+            assert_eq!(FailureKind::from(kind.as_str()), kind, "round trip");
+        }
+        assert_eq!(FailureKind::from("MyKind").code(), None);
+    }
 
     #[test]
     fn kinds_round_trip_by_name_and_keep_application_kinds() {

@@ -8,6 +8,6 @@ mod rewind;
 
 pub use client_json::decode_client_value;
 pub use event::{EventKind, HistoryEvent, ParentRef, HISTORY_FORMAT_VERSION};
-pub use failure::{FailureDetails, FailureKind};
+pub use failure::{FailureDetails, FailureKind, ENGINE_FAILURE_KINDS};
 pub use new_event::NewEvent;
 pub use rewind::as_replayed;

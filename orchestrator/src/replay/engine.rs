@@ -307,8 +307,8 @@ impl<'r> EpisodeRun<'r> {
                 } else {
                     version
                 };
-                self.outcome = Some(ExecutionOutcome::Failed(FailureDetails::non_retryable(
-                    "UnknownOrchestration",
+                self.outcome = Some(ExecutionOutcome::Failed(FailureDetails::of(
+                    FailureKind::UnknownOrchestration,
                     format!(
                         "no orchestration named '{name}' (version {shown_version}) is registered; \
                          registered: [{known}]"
@@ -447,8 +447,8 @@ impl<'r> EpisodeRun<'r> {
         }
         if committed + self.new_history.len() > max_history_events && self.outcome.is_none() {
             actions.clear();
-            self.outcome = Some(ExecutionOutcome::Failed(FailureDetails::non_retryable(
-                "HistoryLimitExceeded",
+            self.outcome = Some(ExecutionOutcome::Failed(FailureDetails::of(
+                FailureKind::HistoryLimitExceeded,
                 format!(
                     "the execution has more than {max_history_events} history events; \
                      use continue-as-new for long-running orchestrations"

@@ -114,8 +114,8 @@ async fn execute(
     delivery_count: u32,
 ) -> Result<serde_json::Value, FailureDetails> {
     let Some(activity) = shared.registry.find_activity(&item.name, &item.version) else {
-        return Err(FailureDetails::non_retryable(
-            "UnknownActivity",
+        return Err(FailureDetails::of(
+            FailureKind::UnknownActivity,
             format!("no activity named '{}' is registered", item.name),
         ));
     };
@@ -128,8 +128,8 @@ async fn execute(
     // A panic stays inside the spawned task and becomes a failure of this activity.
     match tokio::spawn(work).await {
         Ok(result) => result,
-        Err(join) => Err(FailureDetails::new(
-            "ActivityPanicked",
+        Err(join) => Err(FailureDetails::of(
+            FailureKind::ActivityPanicked,
             format!("activity '{}' panicked: {join}", item.name),
         )),
     }
