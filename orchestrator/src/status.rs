@@ -4,7 +4,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::history::{EventKind, FailureDetails, HistoryEvent, ParentRef, HISTORY_FORMAT_VERSION};
+use crate::history::{
+    EventKind, FailureDetails, HistoryEvent, ParentRef, StartInfo, HISTORY_FORMAT_VERSION,
+};
 
 /// The runtime status of an instance (names as in Durable Functions).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -128,25 +130,14 @@ impl InstanceState {
     /// The Pending state row of an execution that `started` (an `ExecutionStarted` event)
     /// begins; any other event gives an empty row.
     pub fn started(instance_id: &str, started: &EventKind, now: DateTime<Utc>) -> Self {
-        let (name, version, execution_id, input, parent, trace_parent) = match started {
-            EventKind::ExecutionStarted {
-                name,
-                version,
-                execution_id,
-                input,
-                parent,
-                trace_parent,
-                ..
-            } => (
-                name.clone(),
-                version.clone(),
-                execution_id.clone(),
-                input.clone(),
-                parent.clone(),
-                trace_parent.clone(),
-            ),
-            _ => Default::default(),
-        };
+        let StartInfo {
+            name,
+            version,
+            execution_id,
+            input,
+            parent,
+            trace_parent,
+        } = StartInfo::from_event(started).unwrap_or_default();
         Self {
             instance_id: instance_id.to_owned(),
             name,

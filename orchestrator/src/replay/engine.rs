@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::state::ReplayState;
 use super::{accept_new_events, Action};
 use crate::context::OrchestrationContext;
-use crate::history::{EventKind, FailureDetails, FailureKind, HistoryEvent, NewEvent, ParentRef};
+use crate::history::{EventKind, FailureDetails, FailureKind, HistoryEvent, NewEvent, StartInfo};
 use crate::registry::{OrchestrationFuture, Registry};
 
 /// Everything an episode needs; nothing else is read.
@@ -28,23 +28,6 @@ pub struct ReplayInput<'a> {
     pub now: DateTime<Utc>,
     /// Upper bound of history events per execution.
     pub max_history_events: usize,
-}
-
-/// The start data of the execution, from its `ExecutionStarted` event.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StartInfo {
-    /// Orchestration name.
-    pub name: String,
-    /// Orchestration version.
-    pub version: String,
-    /// Execution id.
-    pub execution_id: String,
-    /// Input.
-    pub input: Value,
-    /// Parent, for a sub-orchestration.
-    pub parent: Option<ParentRef>,
-    /// Trace context.
-    pub trace_parent: Option<String>,
 }
 
 /// How the execution stands after the episode.
@@ -149,25 +132,7 @@ pub(super) fn replay_over(
 
 /// The start data recorded in history, if any.
 pub(crate) fn start_info(history: &[HistoryEvent]) -> Option<StartInfo> {
-    history.iter().find_map(|e| match &e.kind {
-        EventKind::ExecutionStarted {
-            name,
-            version,
-            execution_id,
-            input,
-            parent,
-            trace_parent,
-            ..
-        } => Some(StartInfo {
-            name: name.clone(),
-            version: version.clone(),
-            execution_id: execution_id.clone(),
-            input: input.clone(),
-            parent: parent.clone(),
-            trace_parent: trace_parent.clone(),
-        }),
-        _ => None,
-    })
+    history.iter().find_map(|e| StartInfo::from_event(&e.kind))
 }
 
 pub(super) fn last_custom_status(history: &[HistoryEvent]) -> Value {
@@ -267,11 +232,7 @@ impl<'r> EpisodeRun<'r> {
                 input,
                 ..
             } => {
-                self.start = start_info(std::slice::from_ref(&HistoryEvent {
-                    seq: order,
-                    timestamp,
-                    kind: kind.clone(),
-                }));
+                self.start = StartInfo::from_event(kind);
                 self.state.borrow_mut().execution_id = execution_id.clone();
                 self.begin(name, version, input.clone());
             }

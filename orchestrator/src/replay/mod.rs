@@ -11,7 +11,8 @@ mod rewind;
 pub(crate) mod state;
 
 pub use crate::history::NewEvent;
+pub use crate::history::StartInfo;
 pub use action::Action;
-pub use engine::{run_episode, Episode, ExecutionOutcome, ReplayInput, StartInfo};
+pub use engine::{run_episode, Episode, ExecutionOutcome, ReplayInput};
 pub use inbox::accept_new_events;
 pub use nondeterminism::{NondeterminismError, NONDETERMINISM_CODE};
