@@ -12,6 +12,7 @@
 //! Built on the Azure SDK crates of the 0.21 family, the one that serves Tables, Queues
 //! and Blobs with both shared key (Azurite) and Entra ID today.
 
+#[cfg(feature = "azurite")]
 pub mod azurite;
 mod backend;
 mod config;
