@@ -76,18 +76,6 @@ pub struct Episode {
     pub start: Option<StartInfo>,
 }
 
-/// Runs one episode. Pure: same input, same episode.
-pub fn run_episode(registry: &Registry, input: ReplayInput<'_>) -> Episode {
-    let committed = input.history.len();
-    let replayed = crate::history::as_replayed(input.history);
-    if let Some(reason) = super::rewind::requested(&input.new_events) {
-        if let Some(ExecutionOutcome::Failed(_)) = finished_before(&replayed) {
-            return super::rewind::rewind(registry, &input, &replayed, committed, reason);
-        }
-    }
-    replay_over(registry, &input, &replayed, committed)
-}
-
 /// Replays `history` (the history as replay reads it) and then the new events of `input`;
 /// new history events are numbered from `committed`.
 pub(super) fn replay_over(

@@ -5,6 +5,7 @@
 
 mod action;
 mod engine;
+mod episode;
 mod inbox;
 mod nondeterminism;
 mod rewind;
@@ -13,6 +14,7 @@ pub(crate) mod state;
 pub use crate::history::NewEvent;
 pub use crate::history::StartInfo;
 pub use action::Action;
-pub use engine::{run_episode, Episode, ExecutionOutcome, ReplayInput};
+pub use engine::{Episode, ExecutionOutcome, ReplayInput};
+pub use episode::run_episode;
 pub use inbox::accept_new_events;
 pub use nondeterminism::{NondeterminismError, NONDETERMINISM_CODE};
