@@ -37,6 +37,8 @@ async fn urls_name_the_configured_origin_whatever_host_the_caller_sends() {
         .to_str()
         .unwrap()
         .starts_with("http://app.test/api/"));
+    // Without it the runtime's drop can wait on the worker's blocking work (a hang seen).
+    app.worker.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
