@@ -43,8 +43,12 @@ async fn schemathesis_finds_nothing_over_the_whole_api() {
         .args([
             "--phases",
             "examples,coverage,fuzzing,stateful",
+            // One worker: schemathesis's workers are threads, and CPython 3.11's AST builder
+            // keeps its recursion depth in shared state, so two threads describing lambdas at
+            // once fail with "AST constructor recursion depth mismatch" (python/cpython#106905),
+            // an error in the fuzzer, not in the API (seen once in CI).
             "--workers",
-            "2",
+            "1",
         ])
         .args(["--request-timeout", "60", "--no-color"])
         .output()
