@@ -203,6 +203,13 @@ impl Host {
         all_env.extend(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
         let mut config = azurite::shared().config(hub);
         config.control_partitions = 4;
+        // The host's queue listener talks to storage through the .NET Azure SDK: 100 s per
+        // try (`RetryOptions.NetworkTimeout`) and 3 retries. A shorter deadline here would
+        // cut off a receive that storage, slow for a moment, still applies: its messages
+        // would then stay hidden for the 10-minute dequeue visibility, a stall the real host
+        // does not have.
+        config.attempt_deadline = Duration::from_secs(100);
+        config.retry_budget = Duration::from_secs(300);
         let backend = AzureBackend::connect(config).await.unwrap();
         let (stop, _) = tokio::sync::watch::channel(false);
         let host = Arc::new(Host {
