@@ -19,25 +19,17 @@ use tokio::time::Instant;
 use tracing::{debug, info_span, warn, Instrument};
 
 use super::activity_worker::{activity_context, bounded, result_kind};
-use super::episode_step::{step, Base, Committed, Stepped};
 use super::instance_locks::InstanceGuard;
-use super::{instance_cache, lease, Shared};
+use super::turn::{InstanceTurn, Stepped};
+use super::{lease, Shared};
 use crate::backend::{
-    ActivityWorkItem, ETag, Error, OrchestratorMessage, Outbound, QueueMessage, QueueName, Received,
+    ActivityWorkItem, Error, OrchestratorMessage, Outbound, QueueMessage, QueueName, Received,
 };
-use crate::history::{FailureDetails, FailureKind, HistoryEvent};
+use crate::history::{FailureDetails, FailureKind};
 use crate::replay::NewEvent;
-use crate::status::InstanceState;
 
 /// Conflicts (another writer committed first) a session absorbs by reloading.
 const MAX_RELOADS: usize = 5;
-
-/// The instance as the session knows it.
-struct Known {
-    state: InstanceState,
-    etag: ETag,
-    history: Vec<HistoryEvent>,
-}
 
 type ActivityResult = Result<serde_json::Value, FailureDetails>;
 
@@ -147,7 +139,7 @@ impl InlineActivities {
 pub(crate) async fn run(
     shared: &Arc<Shared>,
     instance_id: &str,
-    committed: (InstanceState, ETag, Vec<HistoryEvent>),
+    mut known: InstanceTurn,
     mut activities: InlineActivities,
     ready: Vec<NewEvent>,
     (busy, queue, messages): (
@@ -161,12 +153,6 @@ pub(crate) async fn run(
     let period = renewal.unwrap_or(shared.options.lock_timeout / 2);
     let mut renew_at = Instant::now() + period;
     let mut stop = shared.stop.subscribe();
-    let (state, etag, history) = committed;
-    let mut known = Known {
-        state,
-        etag,
-        history,
-    };
     let mut pending = (!ready.is_empty()).then_some(ready);
     let mut busy = Some(busy);
     loop {
@@ -216,11 +202,9 @@ pub(crate) async fn run(
         }
     }
     // Everything committed: the next episode of this instance can start from here.
-    shared.instance_cache.put(instance_cache::entry(
-        known.state,
-        known.etag,
-        known.history,
-    ));
+    if let Some(committed) = known.into_committed() {
+        shared.instance_cache.put(committed);
+    }
     true
 }
 
@@ -235,37 +219,18 @@ async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
 async fn commit_results(
     shared: &Shared,
     instance_id: &str,
-    known: &mut Known,
+    known: &mut InstanceTurn,
     events: Vec<NewEvent>,
 ) -> Result<Vec<ActivityWorkItem>, Vec<NewEvent>> {
     for _ in 0..MAX_RELOADS {
-        let base = Base {
-            state: &known.state,
-            etag: Some(&known.etag),
-            history: &known.history,
-            replace_history: false,
-        };
-        match step(shared, instance_id, base, events.clone()).await {
-            Ok(Stepped::Committed(committed)) => {
-                let Committed {
-                    state,
-                    etag,
-                    new_events,
-                    inline,
-                } = *committed;
-                known.state = state;
-                known.etag = etag;
-                known.history.extend(new_events);
-                return Ok(inline);
-            }
+        match known.step(shared, events.clone()).await {
+            Ok(Stepped::Committed(inline)) => return Ok(inline),
             Ok(Stepped::Unchanged | Stepped::NotStarted) => return Ok(Vec::new()),
             Err(Error::Conflict(reason)) => {
                 debug!(reason, "inline results met a concurrent commit; reloading");
                 match shared.backend.load_instance(instance_id).await {
                     Ok(Some(loaded)) if loaded.state.execution_id == known.state.execution_id => {
-                        known.state = loaded.state;
-                        known.etag = loaded.etag;
-                        known.history = loaded.history;
+                        *known = InstanceTurn::loaded(loaded);
                     }
                     // Purged, or a new execution: these results belong to nobody now.
                     Ok(_) => return Ok(Vec::new()),
@@ -311,7 +276,12 @@ async fn hand_over(shared: &Shared, items: impl Iterator<Item = ActivityWorkItem
 }
 
 /// Sends results as control messages (as the activity worker does).
-async fn report(shared: &Shared, instance_id: &str, known: &Known, events: Vec<NewEvent>) -> bool {
+async fn report(
+    shared: &Shared,
+    instance_id: &str,
+    known: &InstanceTurn,
+    events: Vec<NewEvent>,
+) -> bool {
     let mut all_sent = true;
     for event in events {
         let message = super::episode_effects::to_instance(

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use crate::backend::{ETag, LoadedInstance};
+use crate::backend::LoadedInstance;
 
 /// Instances kept at most.
 const MAX_INSTANCES: usize = 1_000;
@@ -57,19 +57,6 @@ impl InstanceCache {
     }
 }
 
-/// An entry for an instance committed at `etag`.
-pub(crate) fn entry(
-    state: crate::status::InstanceState,
-    etag: ETag,
-    history: Vec<crate::history::HistoryEvent>,
-) -> LoadedInstance {
-    LoadedInstance {
-        state,
-        etag,
-        history,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,7 +81,11 @@ mod tests {
             history_len: 0,
             format_version: crate::history::HISTORY_FORMAT_VERSION,
         };
-        entry(state, ETag("1".into()), Vec::new())
+        LoadedInstance {
+            state,
+            etag: crate::backend::ETag("1".into()),
+            history: Vec::new(),
+        }
     }
 
     #[test]

@@ -10,14 +10,14 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn, Instrument};
 
 use super::episode_effects::{pending_messages, to_instance};
-use super::episode_step::{commit, decide, Base, Decided, Decision};
 use super::inline_session::InlineActivities;
 use super::instance_locks::InstanceGuard;
 use super::intake::{self, Intake, Replay};
 use super::settling::{settle, Disposition};
-use super::{inline_session, instance_cache, Shared};
-use crate::backend::{ETag, Error, LoadedInstance, OrchestratorMessage, QueueName, Received};
-use crate::history::{EventKind, FailureDetails, FailureKind, HistoryEvent};
+use super::turn::{Decided, Decision, InstanceTurn};
+use super::{inline_session, Shared};
+use crate::backend::{Error, LoadedInstance, OrchestratorMessage, QueueName, Received};
+use crate::history::{EventKind, FailureDetails, FailureKind};
 use crate::replay::NewEvent;
 use crate::status::InstanceState;
 
@@ -101,16 +101,14 @@ pub(crate) async fn process_instance(
     let finish = async move {
         let mut messages = messages;
         let Session {
-            state,
-            etag,
-            history,
+            turn,
             activities,
             ready,
         } = *session;
         let durable = inline_session::run(
             &shared,
             &instance_id,
-            (state, etag, history),
+            turn,
             activities,
             ready,
             (busy, &queue, &mut messages),
@@ -151,9 +149,7 @@ type Decider = Box<dyn Fn(&OrchestratorMessage) -> Disposition + Send + Sync>;
 
 /// A committed episode whose activities run in this process.
 struct Session {
-    state: InstanceState,
-    etag: ETag,
-    history: Vec<HistoryEvent>,
+    turn: InstanceTurn,
     activities: InlineActivities,
     ready: Vec<NewEvent>,
 }
@@ -220,52 +216,39 @@ async fn run_instance_episode(
         events,
         ..
     } = *replay;
-    let decided = match decide(shared, instance_id, &instance.base(), events) {
+    let decided = match instance.decide(shared, events) {
         Decision::Changed(decided) => *decided,
         _ if from_cache => return Ok(Attempt::Unconfirmed),
         Decision::NotStarted => return Ok(Attempt::Done(Box::new(|_| Disposition::Defer), None)),
         Decision::Unchanged => {
             // Confirmed from storage: keep it for the next episode.
-            if let Some(etag) = instance.etag {
-                shared.instance_cache.put(instance_cache::entry(
-                    instance.state,
-                    etag,
-                    instance.history,
-                ));
+            if let Some(confirmed) = instance.into_committed() {
+                shared.instance_cache.put(confirmed);
             }
             return Ok(Attempt::Done(Box::new(|_| Disposition::Delete), None));
         }
     };
-    let (decided, running, ready) =
-        run_quick_activities(shared, instance_id, &instance.base(), decided).await;
-    let committed = match commit(shared, instance_id, &instance.base(), decided).await {
-        Ok(committed) => committed,
+    let (decided, running, ready) = run_quick_activities(shared, &instance, decided).await;
+    let inline = match instance.commit(shared, decided).await {
+        Ok(inline) => inline,
         // The cached row changed or was purged: nothing was written, redo from storage.
         Err(Error::Conflict(_) | Error::NotFound(_)) if from_cache => {
             return Ok(Attempt::Unconfirmed)
         }
         Err(error) => return Err(error),
     };
-    if instance.replace_history {
-        instance.history.clear();
-    }
-    instance.history.extend(committed.new_events);
     let activities = match running {
         Some(running) => running,
-        None => InlineActivities::start(shared, committed.inline),
+        None => InlineActivities::start(shared, inline),
     };
     let session = if activities.is_empty() && ready.is_empty() {
-        shared.instance_cache.put(instance_cache::entry(
-            committed.state,
-            committed.etag,
-            instance.history,
-        ));
+        if let Some(committed) = instance.into_committed() {
+            shared.instance_cache.put(committed);
+        }
         None
     } else {
         Some(Box::new(Session {
-            state: committed.state,
-            etag: committed.etag,
-            history: instance.history,
+            turn: instance,
             activities,
             ready,
         }))
@@ -303,12 +286,11 @@ async fn resend_decided(
 /// cause is decided too and both are committed as one (one table transaction instead of
 /// two for a short orchestration). If the process dies first, nothing was written and the
 /// messages come back: the activities run again (at least once, as always). Returns what
-/// to commit, the activities still running (`None`: start `Committed::inline` after the
-/// commit) and results already in hand.
+/// to commit, the activities still running (`None`: start those the commit returns) and
+/// results already in hand.
 async fn run_quick_activities(
     shared: &Arc<Shared>,
-    instance_id: &str,
-    base: &Base<'_>,
+    turn: &InstanceTurn,
     mut decided: Decided,
 ) -> (Decided, Option<InlineActivities>, Vec<NewEvent>) {
     let window = shared.options.inline_merge_window;
@@ -320,19 +302,7 @@ async fn run_quick_activities(
     if !all_done {
         return (decided, Some(running), results);
     }
-    let mut so_far: Vec<HistoryEvent> = if base.replace_history {
-        Vec::new()
-    } else {
-        base.history.to_vec()
-    };
-    so_far.extend(decided.new_events.iter().cloned());
-    let after = Base {
-        state: &decided.state,
-        etag: base.etag,
-        history: &so_far,
-        replace_history: false,
-    };
-    match decide(shared, instance_id, &after, results.clone()) {
+    match turn.after(&decided).decide(shared, results.clone()) {
         Decision::Changed(next) => (decided.then(*next), None, Vec::new()),
         // Not expected for completions of the activities just decided; the session
         // delivers them after the commit instead.

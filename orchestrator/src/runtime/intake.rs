@@ -7,46 +7,11 @@
 
 use chrono::{DateTime, Utc};
 
-use super::episode_step::Base;
-use crate::backend::{ETag, LoadedInstance, OrchestratorMessage, StartCondition};
-use crate::history::{EventKind, HistoryEvent};
+use super::turn::InstanceTurn;
+use crate::backend::{LoadedInstance, OrchestratorMessage, StartCondition};
+use crate::history::EventKind;
 use crate::replay::NewEvent;
 use crate::status::{InstanceState, RuntimeStatus};
-
-/// An instance as one turn works on it: the state row, its ETag (none for an instance this
-/// turn creates) and the history of the current execution.
-pub(crate) struct InstanceTurn {
-    /// The state row (a fresh one when this turn starts a new execution).
-    pub state: InstanceState,
-    /// The state row's ETag, the condition of the commit; `None`: the instance is new.
-    pub etag: Option<ETag>,
-    /// The committed history of the current execution (empty for a new one).
-    pub history: Vec<HistoryEvent>,
-    /// This turn starts a new execution over a finished one: its events replace the history.
-    pub replace_history: bool,
-}
-
-impl InstanceTurn {
-    /// The turn of an instance loaded from storage (or the cache).
-    pub fn loaded(loaded: LoadedInstance) -> Self {
-        Self {
-            state: loaded.state,
-            etag: Some(loaded.etag),
-            history: loaded.history,
-            replace_history: false,
-        }
-    }
-
-    /// The borrowed view the episode step builds on.
-    pub fn base(&self) -> Base<'_> {
-        Base {
-            state: &self.state,
-            etag: self.etag.as_ref(),
-            history: &self.history,
-            replace_history: self.replace_history,
-        }
-    }
-}
 
 /// What the delivered messages lead to.
 pub(crate) enum Intake {
@@ -169,7 +134,8 @@ fn started_execution(message: &OrchestratorMessage) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::StartCondition;
+    use crate::backend::{ETag, StartCondition};
+    use crate::history::HistoryEvent;
     use serde_json::json;
 
     fn now() -> DateTime<Utc> {

@@ -3,7 +3,6 @@
 
 mod activity_worker;
 pub mod episode_effects;
-mod episode_step;
 mod hosted;
 mod idle;
 mod inline_session;
@@ -14,6 +13,7 @@ mod intake;
 mod lease;
 mod orchestration_worker;
 mod settling;
+mod turn;
 
 pub use hosted::{HostOptions, HostedWorker, NotSettled};
 
