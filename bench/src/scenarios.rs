@@ -14,24 +14,13 @@ use serde_json::{json, Value};
 use crate::measure::{self, RunResult};
 
 fn registry() -> Registry {
-    Registry::new()
+    flowforge_orchestrator::testing::fan_out(Registry::new(), "fan", "noop")
         .orchestration("chain", |ctx: OrchestrationContext, n: u64| async move {
             let mut sum = 0;
             for i in 0..n {
                 sum += ctx.call_activity::<u64>("noop", i).await?;
             }
             Ok(sum)
-        })
-        .orchestration("fan", |ctx: OrchestrationContext, n: u64| async move {
-            let calls = (0..n)
-                .map(|i| ctx.call_activity::<u64>("noop", i))
-                .collect();
-            let all: Vec<u64> = ctx
-                .join_all(calls)
-                .await
-                .into_iter()
-                .collect::<Result<_, _>>()?;
-            Ok(all.iter().sum::<u64>())
         })
         .orchestration("one", |ctx: OrchestrationContext, i: u64| async move {
             ctx.call_activity::<u64>("noop", i).await

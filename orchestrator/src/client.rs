@@ -13,7 +13,7 @@ use serde_json::Value;
 use crate::backend::to_instance;
 use crate::backend::{self, Backend, ETag, InstanceQuery, StartCondition};
 use crate::clock::{Clock, SystemClock};
-use crate::history::{EventKind, HISTORY_FORMAT_VERSION};
+use crate::history::{EventKind, StartInfo};
 use crate::ids;
 use crate::status::{InstanceState, InstanceStatus, RuntimeStatus};
 
@@ -219,15 +219,12 @@ impl Client {
         };
         let now = self.clock.now();
         let execution_id = uuid::Uuid::new_v4().simple().to_string();
-        let started = EventKind::ExecutionStarted {
-            name: name.to_owned(),
+        let started = StartInfo {
             version: options.version,
-            execution_id: execution_id.clone(),
-            input,
-            parent: None,
-            format_version: HISTORY_FORMAT_VERSION,
             trace_parent: options.trace_parent,
-        };
+            ..StartInfo::new(name, &execution_id, input)
+        }
+        .into_event();
         let state = InstanceState::started(&id, &started, now);
         let start = to_instance(
             &id,

@@ -43,6 +43,8 @@ pub mod registry;
 pub mod replay;
 pub mod runtime;
 pub mod status;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 /// The names most programs need.
 pub mod prelude {

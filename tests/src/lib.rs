@@ -57,18 +57,7 @@ pub fn chaos_expected(seed: u64) -> u64 {
 
 /// The orchestrations and activities of the end-to-end tests.
 pub fn registry() -> Registry {
-    Registry::new()
-        .orchestration("fan", |ctx: OrchestrationContext, n: u64| async move {
-            let calls = (0..n)
-                .map(|i| ctx.call_activity::<u64>("square", i))
-                .collect();
-            let squares: Vec<u64> = ctx
-                .join_all(calls)
-                .await
-                .into_iter()
-                .collect::<Result<_, _>>()?;
-            Ok(squares.iter().sum::<u64>())
-        })
+    flowforge_orchestrator::testing::fan_out(Registry::new(), "fan", "square")
         .orchestration(
             "waves",
             |ctx: OrchestrationContext, shape: Waves| async move {

@@ -1,12 +1,11 @@
 //! The conformance suite every backend must pass: the semantics the engine relies on.
 //!
-//! Call [`run_all`] from a test with a factory that gives a fresh, empty backend (a new
-//! task hub). The in-memory backend runs it in `tests/`; the Azure Storage backend runs it
-//! against Azurite.
+//! [`conformance_tests!`](crate::conformance_tests) makes one test per check, each on a
+//! fresh, empty backend (a new task hub). The in-memory backend runs them in the
+//! orchestrator's tests; the Azure Storage backend against Azurite.
 // Test-support code: a failed expectation is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,45 +16,48 @@ use super::{
     Backend, DeadLetter, EpisodeCommit, Error, HistoryWrite, InstanceQuery, Outbound, QueueName,
 };
 use crate::backend::to_instance;
-use crate::history::{EventKind, HistoryEvent, HISTORY_FORMAT_VERSION};
+use crate::history::{EventKind, HistoryEvent, StartInfo};
 use crate::status::{InstanceState, RuntimeStatus};
 
-/// Runs every check, each on a fresh backend from `factory`.
-pub async fn run_all<F, Fut>(factory: F)
-where
-    F: Fn() -> Fut,
-    Fut: Future<Output = Arc<dyn Backend>>,
-{
-    create_is_readable_at_once_and_refuses_duplicates(factory().await).await;
-    stale_commit_is_rejected_and_writes_nothing(factory().await).await;
-    history_appends_and_replaces_in_order(factory().await).await;
-    commit_sends_its_messages_only_on_success(factory().await).await;
-    received_messages_are_hidden_until_deleted_or_abandoned(factory().await).await;
-    delayed_messages_stay_invisible_until_due(factory().await).await;
-    a_renewed_lease_outlasts_the_first_lock(factory().await).await;
-    malformed_and_dead_lettered_messages(factory().await).await;
-    list_filters_and_pages(factory().await).await;
-    delete_removes_state_history_and_payloads(factory().await).await;
+/// One test per check, each on a fresh backend: `conformance_tests!(factory)` in a test
+/// file, where `factory` is an async block or expression giving a new, empty
+/// `Arc<dyn Backend>` (a new task hub) each time it is evaluated. Each check is its own
+/// test, so one failure does not hide the others.
+#[macro_export]
+macro_rules! conformance_tests {
+    ($factory:expr) => {
+        $crate::conformance_tests!(@each $factory;
+            create_is_readable_at_once_and_refuses_duplicates,
+            stale_commit_is_rejected_and_writes_nothing,
+            history_appends_and_replaces_in_order,
+            commit_sends_its_messages_only_on_success,
+            received_messages_are_hidden_until_deleted_or_abandoned,
+            delayed_messages_stay_invisible_until_due,
+            a_renewed_lease_outlasts_the_first_lock,
+            malformed_and_dead_lettered_messages,
+            list_filters_and_pages,
+            delete_removes_state_history_and_payloads,
+        );
+    };
+    (@each $factory:expr; $($check:ident),+ $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $check() {
+                let backend: std::sync::Arc<dyn $crate::backend::Backend> = $factory;
+                $crate::backend::conformance::$check(backend).await;
+            }
+        )+
+    };
+}
+
+fn start_event() -> EventKind {
+    StartInfo::new("conformance", "e1", json!({"n": 1})).into_event()
 }
 
 fn state(id: &str, status: RuntimeStatus) -> InstanceState {
-    let now = Utc::now();
     InstanceState {
-        instance_id: id.to_owned(),
-        name: "conformance".into(),
-        version: String::new(),
-        execution_id: "e1".into(),
         status,
-        input: json!({"n": 1}),
-        output: serde_json::Value::Null,
-        failure: None,
-        custom_status: serde_json::Value::Null,
-        created_at: now,
-        updated_at: now,
-        parent: None,
-        trace_parent: None,
-        history_len: 0,
-        format_version: HISTORY_FORMAT_VERSION,
+        ..InstanceState::started(id, &start_event(), Utc::now())
     }
 }
 
@@ -63,15 +65,7 @@ fn start_message(backend: &dyn Backend, id: &str) -> Outbound {
     to_instance(
         id,
         Some(&"e1".to_owned()),
-        EventKind::ExecutionStarted {
-            name: "conformance".into(),
-            version: String::new(),
-            execution_id: "e1".into(),
-            input: json!({"n": 1}),
-            parent: None,
-            format_version: HISTORY_FORMAT_VERSION,
-            trace_parent: None,
-        },
+        start_event(),
         Utc::now(),
         None,
         backend.control_partitions(),

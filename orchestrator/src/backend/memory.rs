@@ -145,6 +145,15 @@ impl MemoryBackend {
     pub fn queue_len(&self, queue: &QueueName) -> usize {
         self.lock().queues.get(queue).map_or(0, VecDeque::len)
     }
+
+    /// Messages of a queue a receive would get now (not held by a receiver, not delayed).
+    pub fn visible_len(&self, queue: &QueueName) -> usize {
+        let now = self.clock.now();
+        self.lock()
+            .queues
+            .get(queue)
+            .map_or(0, |q| q.iter().filter(|m| m.visible_at <= now).count())
+    }
 }
 
 fn receipt_mismatch(receipt: &Receipt) -> Error {

@@ -6,7 +6,7 @@ use serde_json::Value;
 
 pub use crate::backend::to_instance;
 use crate::backend::{ActivityWorkItem, Outbound, QueueMessage, QueueName, StartCondition};
-use crate::history::{EventKind, FailureDetails, ParentRef, HISTORY_FORMAT_VERSION};
+use crate::history::{EventKind, FailureDetails, ParentRef, StartInfo, HISTORY_FORMAT_VERSION};
 use crate::replay::{Action, Episode, ExecutionOutcome};
 use crate::status::{InstanceState, RuntimeStatus};
 
@@ -367,15 +367,13 @@ fn start_message(
     partitions: u32,
     now: DateTime<Utc>,
 ) -> Outbound {
-    let kind = EventKind::ExecutionStarted {
-        name: name.to_owned(),
+    let kind = StartInfo {
         version: version.to_owned(),
-        execution_id: execution_id.to_owned(),
-        input: input.clone(),
         parent,
-        format_version: HISTORY_FORMAT_VERSION,
         trace_parent: state.trace_parent.clone(),
-    };
+        ..StartInfo::new(name, execution_id, input.clone())
+    }
+    .into_event();
     to_instance(
         instance_id,
         Some(&execution_id.to_owned()),
@@ -397,15 +395,12 @@ mod tests {
     }
 
     fn started(parent: Option<ParentRef>) -> InstanceState {
-        let kind = EventKind::ExecutionStarted {
-            name: "o".into(),
-            version: String::new(),
-            execution_id: "x1".into(),
-            input: json!(1),
+        let kind = StartInfo {
             parent,
-            format_version: HISTORY_FORMAT_VERSION,
             trace_parent: Some("00-abc-def-01".into()),
-        };
+            ..StartInfo::new("o", "x1", json!(1))
+        }
+        .into_event();
         InstanceState::started("i", &kind, now())
     }
 

@@ -60,26 +60,14 @@ impl InstanceCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::history::StartInfo;
     use crate::status::{InstanceState, RuntimeStatus};
 
     fn loaded(id: &str, status: RuntimeStatus) -> LoadedInstance {
-        let now = chrono::Utc::now();
+        let started = StartInfo::new("n", "e", serde_json::Value::Null).into_event();
         let state = InstanceState {
-            instance_id: id.into(),
-            name: "n".into(),
-            version: String::new(),
-            execution_id: "e".into(),
             status,
-            input: serde_json::Value::Null,
-            output: serde_json::Value::Null,
-            failure: None,
-            custom_status: serde_json::Value::Null,
-            created_at: now,
-            updated_at: now,
-            parent: None,
-            trace_parent: None,
-            history_len: 0,
-            format_version: crate::history::HISTORY_FORMAT_VERSION,
+            ..InstanceState::started(id, &started, chrono::Utc::now())
         };
         LoadedInstance {
             state,

@@ -135,7 +135,7 @@ fn started_execution(message: &OrchestratorMessage) -> &str {
 mod tests {
     use super::*;
     use crate::backend::{ETag, StartCondition};
-    use crate::history::HistoryEvent;
+    use crate::history::{HistoryEvent, StartInfo};
     use serde_json::json;
 
     fn now() -> DateTime<Utc> {
@@ -148,15 +148,7 @@ mod tests {
             execution_id: Some(execution.into()),
             event: NewEvent {
                 timestamp: now(),
-                kind: EventKind::ExecutionStarted {
-                    name: "o".into(),
-                    version: String::new(),
-                    execution_id: execution.into(),
-                    input: json!(1),
-                    parent: None,
-                    format_version: crate::history::HISTORY_FORMAT_VERSION,
-                    trace_parent: None,
-                },
+                kind: StartInfo::new("o", execution, json!(1)).into_event(),
             },
             start_if,
         }

@@ -3,7 +3,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use chrono::{DateTime, TimeZone, Utc};
-use flowforge_orchestrator::history::{EventKind, HistoryEvent, HISTORY_FORMAT_VERSION};
+use flowforge_orchestrator::history::{EventKind, HistoryEvent, StartInfo};
 use flowforge_orchestrator::registry::Registry;
 use flowforge_orchestrator::replay::{
     run_episode, Action, Episode, ExecutionOutcome, NewEvent, ReplayInput,
@@ -23,15 +23,7 @@ pub fn at(secs: i64) -> DateTime<Utc> {
 pub fn started(name: &str, input: Value) -> NewEvent {
     NewEvent {
         timestamp: t0(),
-        kind: EventKind::ExecutionStarted {
-            name: name.into(),
-            version: String::new(),
-            execution_id: "exec-1".into(),
-            input,
-            parent: None,
-            format_version: HISTORY_FORMAT_VERSION,
-            trace_parent: None,
-        },
+        kind: StartInfo::new(name, "exec-1", input).into_event(),
     }
 }
 

@@ -11,26 +11,16 @@ use flowforge_orchestrator::backend::{
 };
 use flowforge_orchestrator::client::{Error as ClientError, IfRunning, StatusOptions};
 use flowforge_orchestrator::clock::ManualClock;
-use flowforge_orchestrator::history::EventKind;
+use flowforge_orchestrator::history::{EventKind, StartInfo};
 use flowforge_orchestrator::prelude::*;
 use flowforge_orchestrator::runtime::WorkerHandle;
+use flowforge_orchestrator::testing::{eventually, fan_out};
 use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(60);
 
 fn registry() -> Registry {
-    Registry::new()
-        .orchestration("fan", |ctx: OrchestrationContext, n: u32| async move {
-            let calls = (0..n)
-                .map(|i| ctx.call_activity::<u64>("square", i))
-                .collect();
-            let squares: Vec<u64> = ctx
-                .join_all(calls)
-                .await
-                .into_iter()
-                .collect::<Result<_, _>>()?;
-            Ok(squares.iter().sum::<u64>())
-        })
+    fan_out(Registry::new(), "fan", "square")
         .orchestration("parent", |ctx: OrchestrationContext, _: Value| async move {
             let out: u64 = ctx.call_sub_orchestration("child", None, json!(3)).await?;
             Ok(out)
@@ -299,18 +289,16 @@ async fn retry_back_off_follows_the_manual_clock() {
     let wait_for = |n: usize| {
         let client = client.clone();
         async move {
-            for _ in 0..2000 {
-                if timers(client.clone()).await.len() >= n {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            panic!("timer {n} never created");
+            eventually(&format!("timer {n} created"), WAIT, || {
+                let client = client.clone();
+                async move { (timers(client).await.len() >= n).then_some(()) }
+            })
+            .await;
         }
     };
     wait_for(1).await;
-    // Time stands still: the back-off does not end, the activity is not retried early.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Time stands still on the manual clock: the retry waits behind a timer that only
+    // `advance` can fire, so one call so far is a fact, not a race.
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     assert_eq!(
         timers(client.clone()).await,
@@ -385,14 +373,11 @@ async fn bad_input_gives_typed_errors() {
         json!(5)
     );
     for queue in [QueueName::Control(0), QueueName::Work] {
-        let mut dead = Vec::new();
-        for _ in 0..200 {
-            dead = backend.dead_letters(&queue).await.unwrap();
-            if !dead.is_empty() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let dead = eventually("a dead letter", WAIT, || async {
+            let dead = backend.dead_letters(&queue).await.unwrap();
+            (!dead.is_empty()).then_some(dead)
+        })
+        .await;
         assert_eq!(dead.len(), 1, "{queue:?}");
         assert!(
             dead[0].reason.contains("not a valid engine message"),
@@ -477,26 +462,28 @@ async fn client_operations_terminate_suspend_resume_restart_list_purge() {
     assert_eq!(client.start("approval", dedup, &3600).await.unwrap(), "ops");
 
     client.suspend(&id, "pause").await.unwrap();
-    let mut suspended = false;
-    for _ in 0..400 {
-        if client
-            .status(&id, StatusOptions::default())
-            .await
-            .unwrap()
-            .runtime_status
-            == RuntimeStatus::Suspended
-        {
-            suspended = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    assert!(suspended, "status becomes Suspended");
+    eventually("status Suspended", WAIT, || async {
+        let status = client.status(&id, StatusOptions::default()).await.unwrap();
+        (status.runtime_status == RuntimeStatus::Suspended).then_some(())
+    })
+    .await;
     client
         .raise_event(&id, "approve", &"while suspended")
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Once the event is in the history it has been taken in, and held.
+    eventually("the event taken in", WAIT, || async {
+        let status = client
+            .status(&id, StatusOptions::with_history())
+            .await
+            .unwrap();
+        let history = status.history.unwrap_or_default();
+        let raised = history
+            .iter()
+            .any(|e| matches!(&e.kind, EventKind::EventRaised { name, .. } if name == "approve"));
+        raised.then_some(())
+    })
+    .await;
     assert_eq!(
         client
             .status(&id, StatusOptions::default())
@@ -694,7 +681,10 @@ async fn a_busy_instance_does_not_hold_up_its_partition() {
     entered.notified().await;
     // A message for the busy instance, received alone in its own batch.
     client.raise_event(&gated, "ping", &"pong").await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    eventually("the ping received", WAIT, || async {
+        (backend.visible_len(&QueueName::Control(0)) == 0).then_some(())
+    })
+    .await;
     let quick = client
         .start("quick", StartOptions::default(), &json!(21))
         .await
@@ -1027,15 +1017,7 @@ fn losing_start(id: &str, execution: &str, condition: StartCondition) -> Outboun
     flowforge_orchestrator::runtime::episode_effects::to_instance(
         id,
         Some(&execution.to_owned()),
-        EventKind::ExecutionStarted {
-            name: "fan".into(),
-            version: String::new(),
-            execution_id: execution.into(),
-            input: json!(4),
-            parent: None,
-            format_version: flowforge_orchestrator::history::HISTORY_FORMAT_VERSION,
-            trace_parent: None,
-        },
+        StartInfo::new("fan", execution, json!(4)).into_event(),
         Utc::now(),
         None,
         1,
@@ -1068,14 +1050,11 @@ async fn a_refused_or_losing_start_never_runs_the_instance_again() {
         .await
         .unwrap();
     // Wait until both are consumed (deleted after processing).
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while backend.queue_len(&QueueName::Control(0)) + backend.queue_len(&QueueName::Work) > 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "messages never consumed"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually("both losing starts consumed", WAIT, || async {
+        let left = backend.queue_len(&QueueName::Control(0)) + backend.queue_len(&QueueName::Work);
+        (left == 0).then_some(())
+    })
+    .await;
     let after = client
         .status(&id, StatusOptions::with_history())
         .await
@@ -1169,14 +1148,10 @@ async fn an_event_early_for_its_start_waits_for_it_without_using_the_poison_budg
             .unwrap_or(0)
     };
     let before = puts(&backend);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while puts(&backend) < before + 12 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the early event is not being held"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually("the early event held a dozen times", WAIT, || async {
+        (puts(&backend) >= before + 12).then_some(())
+    })
+    .await;
     // The dead worker's lock runs out: the start comes back.
     backend
         .abandon(&QueueName::Control(0), &start[0].receipt, Duration::ZERO)
