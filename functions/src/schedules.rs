@@ -152,6 +152,37 @@ impl Schedule {
         self.cron.after(&at).next()
     }
 
+    /// What the schedule was configured with.
+    pub fn spec(&self) -> &ScheduleSpec {
+        &self.spec
+    }
+
+    /// The next `n` occurrences after `at`.
+    pub fn upcoming(&self, at: DateTime<Utc>, n: usize) -> Vec<DateTime<Utc>> {
+        self.cron.after(&at).take(n).collect()
+    }
+
+    /// The latest `n` occurrences at or before `now` within the last year, oldest first.
+    /// (The cron iterator only goes forwards: widening windows keep a minutely schedule
+    /// from walking a year of occurrences.)
+    pub fn recent(&self, now: DateTime<Utc>, n: usize) -> Vec<DateTime<Utc>> {
+        let windows = [
+            Duration::hours(1),
+            Duration::days(1),
+            Duration::days(7),
+            Duration::days(31),
+            Duration::days(366),
+        ];
+        let mut found = Vec::new();
+        for window in windows {
+            found = self.due_occurrences(now, window, n).0;
+            if found.len() >= n {
+                break;
+            }
+        }
+        found
+    }
+
     /// The instance id of an occurrence.
     pub fn instance_id(&self, occurrence: DateTime<Utc>) -> String {
         format!(

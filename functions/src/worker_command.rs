@@ -154,6 +154,7 @@ pub async fn run(args: WorkerArgs, storage: StorageArgs, registry: Registry) -> 
         lease_renewal: std::time::Duration::from_secs(args.lock_timeout_secs.max(3) / 3),
         ..WorkerOptions::default()
     };
+    let schedules = Arc::new(args.schedules.load()?);
     let state = ApiState {
         client: Client::new(backend.clone()),
         orchestrations: Arc::new(registry.orchestration_names()),
@@ -161,10 +162,10 @@ pub async fn run(args: WorkerArgs, storage: StorageArgs, registry: Registry) -> 
         base_path: args.base_path(),
         public_url: Some(public_url),
         body_limit: args.body_limit,
+        schedules: schedules.clone(),
     };
-    let schedules = args.schedules.load()?;
     let client = state.client.clone();
-    let ticker = tokio::spawn(fire_schedules(client, schedules));
+    let ticker = tokio::spawn(fire_schedules(client, schedules.as_ref().clone()));
     let worker = Worker::new(backend, registry, options).start();
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     let stop = tokio::sync::watch::channel(false);

@@ -489,6 +489,7 @@ async fn the_openapi_document_is_served_and_matches_the_routes() {
         "/deadletters",
         "/deadletters/{id}",
         "/deadletters/{id}/requeue",
+        "/schedules",
         "/openapi.json",
     ];
     let mut documented: Vec<&str> = paths.iter().map(|p| p.as_str()).collect();
@@ -517,5 +518,39 @@ async fn the_openapi_document_is_served_and_matches_the_routes() {
         file, served,
         "the served document is the one in the repository"
     );
+    app.worker.shutdown().await;
+}
+
+#[tokio::test]
+async fn schedules_and_the_dashboard_are_behind_the_key() {
+    let app = app(1 << 20);
+    let reply = app.call("GET", "/api/schedules", None).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let nightly = &reply.body[0];
+    assert_eq!(nightly["name"], "nightly");
+    assert_eq!(nightly["cron"], "0 30 2 * * *");
+    assert_eq!(nightly["next"].as_array().unwrap().len(), 5);
+    let recent = nightly["recent"].as_array().unwrap();
+    assert_eq!(
+        recent.len(),
+        5,
+        "a daily schedule has five in the last week"
+    );
+    assert!(recent.iter().all(|r| r["runtimeStatus"].is_null()));
+    assert!(recent[0]["instanceId"]
+        .as_str()
+        .unwrap()
+        .starts_with("schedule-nightly-"));
+    for path in ["/api/schedules", "/api/ui/", "/api/ui/app.js"] {
+        let refused = app.call_with("GET", path, None, &[]).await;
+        assert_eq!(refused.status, StatusCode::UNAUTHORIZED, "{path}");
+    }
+    let page = app.call("GET", "/api/ui/app.js", None).await;
+    assert_eq!(page.status, StatusCode::OK);
+    let csp = page.headers["content-security-policy"].to_str().unwrap();
+    assert!(csp.starts_with("default-src 'none'"), "{csp}");
+    let missing = app.call("GET", "/api/ui/nothing.js", None).await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert_eq!(missing.body["code"], "NotFound");
     app.worker.shutdown().await;
 }

@@ -21,7 +21,8 @@ fn package_zip() -> PathBuf {
         return PathBuf::from(zip);
     }
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    let out = std::env::temp_dir().join(format!("flowforge-static-{}", std::process::id()));
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("static-package");
+    let _ = std::fs::remove_dir_all(&out);
     let target = std::env::var("CARGO_TARGET_DIR")
         .map_or_else(|_| root.join("target"), PathBuf::from)
         .with_extension("package");

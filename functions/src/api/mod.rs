@@ -12,7 +12,9 @@ mod handlers;
 mod json_errors;
 mod openapi;
 mod params;
+mod schedules_view;
 pub mod status_json;
+mod ui;
 
 use std::sync::Arc;
 
@@ -46,6 +48,8 @@ pub struct ApiState {
     pub public_url: Option<String>,
     /// Largest accepted request body, in bytes.
     pub body_limit: usize,
+    /// The configured schedules (shown by `GET schedules`).
+    pub schedules: Arc<Vec<crate::schedules::Schedule>>,
 }
 
 /// The API router.
@@ -84,6 +88,9 @@ pub fn router(state: ApiState) -> Router {
             get(dead_letters::show).delete(dead_letters::delete),
         )
         .route("/deadletters/{id}/requeue", post(dead_letters::requeue))
+        .route("/schedules", get(schedules_view::list))
+        .route("/ui/", get(ui::index))
+        .route("/ui/{file}", get(ui::asset))
         .route_layer(from_fn_with_state(state.clone(), auth::require_key))
         .route_layer(from_fn_with_state(state.clone(), deadline::within_deadline))
         .route("/openapi.json", {

@@ -30,6 +30,7 @@ pub fn all() -> Vec<(String, Trigger)> {
         ("HttpInstance".to_owned(), Trigger::Http),
         ("HttpOpenApi".to_owned(), Trigger::Http),
         ("HttpDeadLetters".to_owned(), Trigger::Http),
+        ("HttpDashboard".to_owned(), Trigger::Http),
         ("WorkItems".to_owned(), Trigger::WorkItems),
         ("WorkItemsPoison".to_owned(), Trigger::WorkItemsPoison),
         ("Schedules".to_owned(), Trigger::Timer),

@@ -56,6 +56,7 @@ impl HostState {
         worker_options: WorkerOptions,
     ) -> Self {
         let client = Client::new(backend.clone());
+        let schedules = Arc::new(schedules);
         let api_state = ApiState {
             client: client.clone(),
             orchestrations: Arc::new(registry.orchestration_names()),
@@ -63,13 +64,14 @@ impl HostState {
             base_path: "/api/".into(),
             public_url: None,
             body_limit: 4 * 1024 * 1024,
+            schedules: schedules.clone(),
         };
         let worker = HostedWorker::new(backend, registry, worker_options, host);
         Self {
             api: api::router(api_state),
             worker: Arc::new(worker),
             client,
-            schedules: Arc::new(schedules),
+            schedules,
         }
     }
 }

@@ -69,7 +69,10 @@ pub fn package() -> &'static Package {
     static PACKAGE: std::sync::OnceLock<Package> = std::sync::OnceLock::new();
     PACKAGE.get_or_init(|| {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-        let out = std::env::temp_dir().join(format!("flowforge-package-{}", std::process::id()));
+        // One folder in the target's temporary space, replaced by each run (a folder per run
+        // under /tmp filled the disk of a developer machine: the package is ~340 MB).
+        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("strict-host-package");
+        let _ = std::fs::remove_dir_all(&out);
         let binary = std::env::var("FLOWFORGE_HARNESS_BINARY")
             .unwrap_or_else(|_| env!("CARGO_BIN_EXE_flowforge").to_owned());
         let status = Command::new(root.join("deploy/package.sh"))

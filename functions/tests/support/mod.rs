@@ -30,6 +30,12 @@ pub fn app(body_limit: usize) -> App {
         base_path: "/api/".into(),
         public_url: Some("http://app.test".into()),
         body_limit,
+        schedules: Arc::new(
+            flowforge::schedules::parse_all(
+                r#"[{"name": "nightly", "cron": "0 30 2 * * *", "orchestration": "fan", "input": 3}]"#,
+            )
+            .unwrap(),
+        ),
     };
     let worker = Worker::new(backend, registry, WorkerOptions::default()).start();
     App {

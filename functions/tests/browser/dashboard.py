@@ -1,0 +1,94 @@
+"""The dashboard in headless Chromium (Debian's, driven by Playwright): called by
+dashboard_browser.rs with the worker's API base, its key and a folder for screenshots, after
+it has made a completed run (`run-ok`, with a retried activity), a failed one (`run-bad`)
+and a running one (`run-live`), with a yearly schedule configured. Exits non-zero with the reason on the first thing that does
+not hold."""
+
+import os
+import re
+import sys
+
+from playwright.sync_api import expect, sync_playwright
+
+base, key, shots = sys.argv[1], sys.argv[2], sys.argv[3]
+chromium = os.environ.get("FLOWFORGE_CHROMIUM", "/usr/bin/chromium")
+ui = base + "ui/"
+
+with sync_playwright() as p:
+    browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+
+    # Without the key nothing is shown: the page itself is refused, and a wrong key too.
+    for url in (ui, ui + "?code=wrong", ui + "app.js"):
+        reply = page.goto(url)
+        assert reply.status == 401, f"{url}: {reply.status}"
+        body = page.content()
+        assert "run-ok" not in body and "run-bad" not in body, f"{url} shows runs"
+
+    # The runs list, with the key.
+    reply = page.goto(ui + "?code=" + key)
+    assert reply.status == 200, reply.status
+    assert reply.headers.get("content-security-policy", "").startswith("default-src 'none'")
+    for run in ("run-ok", "run-bad", "run-live"):
+        expect(page.locator(f'tr[data-instance="{run}"]')).to_be_visible()
+    expect(page.locator('tr[data-instance="run-ok"] [data-status]')).to_have_text("Completed")
+    expect(page.locator('tr[data-instance="run-bad"] [data-status]')).to_have_text("Failed")
+    page.screenshot(path=os.path.join(shots, "dashboard-runs.png"), full_page=True)
+
+    # Filter by status: only the failed run is left.
+    page.select_option('select[name="status"]', ["Failed"])
+    page.click('form#filters button[type="submit"]')
+    expect(page.locator('tr[data-instance="run-ok"]')).to_have_count(0)
+    expect(page.locator('tr[data-instance="run-bad"]')).to_be_visible()
+
+    # The failed run: its failure with the engine's code.
+    page.click('tr[data-instance="run-bad"] a')
+    expect(page.locator("#run-status [data-status]")).to_have_text("Failed")
+    expect(page.locator("#failure")).to_contain_text("FFD-DA01")
+
+    # The completed run: a timeline with both attempts of the retried activity and the
+    # back-off timer between them, the history table, the output.
+    page.goto(ui + "?code=" + key + "#/run/run-ok")
+    expect(page.locator("#run-status [data-status]")).to_have_text("Completed")
+    expect(page.locator('#timeline .lane[data-kind="timer"]').first).to_be_visible()
+    failed_attempts = page.locator("#timeline .bar.bad")
+    expect(failed_attempts).to_have_count(1)
+    activities = page.locator('#timeline .lane[data-kind="activity"]')
+    assert activities.count() == 4, f"{activities.count()} activity lanes"
+    expect(page.locator("#history")).to_contain_text("TaskCompleted")
+    expect(page.locator("#output")).to_contain_text('"total"')
+    page.screenshot(path=os.path.join(shots, "dashboard-run.png"), full_page=True)
+
+    # Keyboard: the first link of the page is reachable with Tab.
+    page.keyboard.press("Tab")
+    focused = page.evaluate("document.activeElement && document.activeElement.tagName")
+    assert focused in ("A", "BUTTON", "INPUT", "SELECT"), focused
+
+    # Terminate the running one from its page, confirming the dialog.
+    page.goto(ui + "?code=" + key + "#/run/run-live")
+    expect(page.locator("#run-status [data-status]")).to_have_text(re.compile("Running|Pending"))
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click('button[data-action="terminate"]')
+    expect(page.locator("#run-status [data-status]")).to_have_text("Terminated", timeout=30000)
+
+    # Schedules: the configured one with its next five occurrences and its latest one,
+    # which has not run (it is yearly, on 1 January).
+    page.goto(ui + "?code=" + key + "#/schedules")
+    yearly = page.locator('section[data-schedule="yearly"]')
+    expect(yearly).to_be_visible()
+    expect(yearly.locator("ul.next li")).to_have_count(5)
+    expect(yearly.locator("ul.recent")).to_contain_text("not started")
+
+    # Narrow screens: the list still works at 390 px.
+    narrow = browser.new_page(viewport={"width": 390, "height": 844})
+    narrow.goto(ui + "?code=" + key)
+    expect(narrow.locator('tr[data-instance="run-live"] [data-status]')).to_have_text("Terminated")
+    width = narrow.evaluate("document.documentElement.scrollWidth")
+    assert width <= 390, f"the page is {width} px wide at 390"
+    narrow.screenshot(path=os.path.join(shots, "dashboard-narrow.png"), full_page=True)
+
+    assert not errors, f"script errors: {errors}"
+    browser.close()
+print("dashboard: PASS")
