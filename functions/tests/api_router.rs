@@ -541,16 +541,27 @@ async fn schedules_and_the_dashboard_are_behind_the_key() {
         .as_str()
         .unwrap()
         .starts_with("schedule-nightly-"));
-    for path in ["/api/schedules", "/api/ui/", "/api/ui/app.js"] {
+    for path in ["/api/schedules", "/api/ui/"] {
         let refused = app.call_with("GET", path, None, &[]).await;
         assert_eq!(refused.status, StatusCode::UNAUTHORIZED, "{path}");
     }
-    let page = app.call("GET", "/api/ui/app.js", None).await;
+    let page = app.call("GET", "/api/ui/", None).await;
     assert_eq!(page.status, StatusCode::OK);
     let csp = page.headers["content-security-policy"].to_str().unwrap();
-    assert!(csp.starts_with("default-src 'none'"), "{csp}");
-    let missing = app.call("GET", "/api/ui/nothing.js", None).await;
-    assert_eq!(missing.status, StatusCode::NOT_FOUND);
-    assert_eq!(missing.body["code"], "NotFound");
+    assert!(
+        csp.starts_with("default-src 'none'; script-src 'nonce-"),
+        "{csp}"
+    );
+    let nonce = csp
+        .split("'nonce-")
+        .nth(1)
+        .and_then(|rest| rest.split('\'').next())
+        .unwrap();
+    let html = page.body.as_str().unwrap();
+    assert!(html.contains(&format!("<script type=\"module\" nonce=\"{nonce}\">")));
+    assert!(!html.contains("{{"), "every placeholder filled");
+    let again = app.call("GET", "/api/ui/", None).await;
+    let other = again.headers["content-security-policy"].to_str().unwrap();
+    assert_ne!(csp, other, "a fresh nonce per response");
     app.worker.shutdown().await;
 }

@@ -90,7 +90,6 @@ pub fn router(state: ApiState) -> Router {
         .route("/deadletters/{id}/requeue", post(dead_letters::requeue))
         .route("/schedules", get(schedules_view::list))
         .route("/ui/", get(ui::index))
-        .route("/ui/{file}", get(ui::asset))
         .route_layer(from_fn_with_state(state.clone(), auth::require_key))
         .route_layer(from_fn_with_state(state.clone(), deadline::within_deadline))
         .route("/openapi.json", {

@@ -11,6 +11,12 @@ pub fn timestamp(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
+/// A history event's time, to the millisecond (as Durable Functions gives it, with a
+/// fraction): a timeline of steps that take milliseconds needs it.
+fn event_timestamp(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
 /// The status body of `GET instances/{id}` (and each element of the list).
 pub fn status(status: &InstanceStatus) -> Value {
     let mut body = json!({
@@ -194,6 +200,6 @@ pub fn history_event(event: &HistoryEvent) -> Option<Value> {
         }
     };
     map.insert("EventType".into(), json!(event_type));
-    map.insert("Timestamp".into(), json!(timestamp(event.timestamp)));
+    map.insert("Timestamp".into(), json!(event_timestamp(event.timestamp)));
     Some(Value::Object(map))
 }

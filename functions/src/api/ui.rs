@@ -1,49 +1,41 @@
-//! The dashboard: three static files (an HTML shell, an ES module, a stylesheet) embedded
-//! in the binary and served under `{base}ui/` behind the API key, like every route. The
-//! page reads everything through the JSON API with the same key; the files themselves hold
-//! no data. Strict headers: nothing loads from elsewhere (no CDN), the key in the page's
-//! URL never leaves as a `Referer`, and no page is cached.
+//! The dashboard: one page (HTML with its stylesheet and ES module inline, all embedded in
+//! the binary) served at `{base}ui/` behind the API key, like every route. One response is
+//! the whole page, so it needs the key once (`?code=`, as a function key is passed), also
+//! under the Functions host, where every request to a function is checked. The page reads
+//! everything through the JSON API with the same key; it holds no data itself. Strict
+//! headers: only the page's own script and style run (a fresh nonce per response), nothing
+//! loads from elsewhere (no CDN), the key in the URL never leaves as a `Referer`, and the
+//! page is not cached.
 
-use axum::extract::Path;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use super::{ApiError, ErrorCode};
-
-const INDEX: &str = include_str!("ui/index.html");
+const PAGE: &str = include_str!("ui/index.html");
 const SCRIPT: &str = include_str!("ui/app.js");
 const STYLE: &str = include_str!("ui/app.css");
 
 /// `GET {base}ui/`: the page.
 pub async fn index() -> Response {
-    page(INDEX, "text/html; charset=utf-8")
-}
-
-/// `GET {base}ui/{file}`: its script and stylesheet.
-pub async fn asset(Path(file): Path<String>) -> Response {
-    match file.as_str() {
-        "app.js" => page(SCRIPT, "text/javascript; charset=utf-8"),
-        "app.css" => page(STYLE, "text/css; charset=utf-8"),
-        "" | "index.html" => page(INDEX, "text/html; charset=utf-8"),
-        _ => ApiError::new(
-            ErrorCode::NotFound,
-            format!("the dashboard has no file '{file}'"),
-        )
-        .into_response(),
-    }
-}
-
-fn page(body: &'static str, content_type: &'static str) -> Response {
+    let nonce = uuid::Uuid::new_v4().simple().to_string();
+    // The script and style go in last: their text is never searched for placeholders.
+    let body = PAGE
+        .replace("{{nonce}}", &nonce)
+        .replace("{{style}}", STYLE)
+        .replace("{{script}}", SCRIPT);
+    let policy = format!(
+        "default-src 'none'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; \
+         connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'; \
+         frame-ancestors 'none'"
+    );
     let mut response = (StatusCode::OK, body).into_response();
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; \
-             img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
-        ),
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
     );
+    if let Ok(policy) = HeaderValue::from_str(&policy) {
+        headers.insert(header::CONTENT_SECURITY_POLICY, policy);
+    }
     headers.insert(
         header::REFERRER_POLICY,
         HeaderValue::from_static("no-referrer"),

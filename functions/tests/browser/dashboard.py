@@ -17,11 +17,24 @@ ui = base + "ui/"
 with sync_playwright() as p:
     browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
     page = browser.new_page(viewport={"width": 1280, "height": 900})
-    errors = []
+    errors = []  # script exceptions: none may happen
+    console = []  # console errors, shown on failure (the refused loads above are among them)
     page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("console", lambda m: m.type == "error" and console.append(m.text))
+
+    def explain(kind, value, trace):
+        # A failed expectation: what the page showed and said, for the reader of the log.
+        sys.__excepthook__(kind, value, trace)
+        try:
+            print("page errors:", errors, "console:", console, file=sys.stderr)
+            print("page text:", page.inner_text("body")[:2000], file=sys.stderr)
+        except Exception:  # the page may be gone
+            pass
+
+    sys.excepthook = explain
 
     # Without the key nothing is shown: the page itself is refused, and a wrong key too.
-    for url in (ui, ui + "?code=wrong", ui + "app.js"):
+    for url in (ui, ui + "?code=wrong"):
         reply = page.goto(url)
         assert reply.status == 401, f"{url}: {reply.status}"
         body = page.content()
@@ -31,6 +44,7 @@ with sync_playwright() as p:
     reply = page.goto(ui + "?code=" + key)
     assert reply.status == 200, reply.status
     assert reply.headers.get("content-security-policy", "").startswith("default-src 'none'")
+    assert reply.headers.get("referrer-policy") == "no-referrer"
     for run in ("run-ok", "run-bad", "run-live"):
         expect(page.locator(f'tr[data-instance="{run}"]')).to_be_visible()
     expect(page.locator('tr[data-instance="run-ok"] [data-status]')).to_have_text("Completed")
