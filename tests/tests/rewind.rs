@@ -254,13 +254,33 @@ async fn a_failure_in_a_later_generation_reruns_in_that_generation() {
         .await
         .unwrap();
     ends(&client, &id, RuntimeStatus::Failed).await;
+    // What the rewind does is measured from here: activities run at least once, and in one
+    // loaded full-suite run an earlier generation's activity had run twice before the
+    // failure (not explained yet; see the closing note of issue 14).
+    let before: Vec<u32> = ["can-gen0", "can-gen1", "can-gen2"]
+        .iter()
+        .map(|item| runs(item))
+        .collect();
+    assert!(before.iter().all(|n| *n >= 1), "{before:?}");
     fix("can-gen2");
     client.rewind(&id, "").await.unwrap();
     let done = ends_after_rewind(&client, &id).await;
     assert_eq!(done.output, json!("can-gen2".len()));
-    assert_eq!(runs("can-gen0"), 1);
-    assert_eq!(runs("can-gen1"), 1);
-    assert_eq!(runs("can-gen2"), 2);
+    assert_eq!(
+        runs("can-gen0"),
+        before[0],
+        "the earlier generations do not run again"
+    );
+    assert_eq!(
+        runs("can-gen1"),
+        before[1],
+        "the earlier generations do not run again"
+    );
+    assert_eq!(
+        runs("can-gen2"),
+        before[2] + 1,
+        "the failed one runs once more"
+    );
     worker.shutdown().await;
 }
 
