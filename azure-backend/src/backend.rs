@@ -22,6 +22,7 @@ pub struct AzureBackend {
     pub(crate) config: AzureConfig,
     pub(crate) table: TableClient,
     pub(crate) dead_letters: TableClient,
+    pub(crate) run_logs: TableClient,
     queues: QueueServiceClient,
     pub(crate) payloads: ContainerClient,
     pub(crate) counter: Counter,
@@ -55,11 +56,13 @@ impl AzureBackend {
                 .blob_service_client();
         let table = tables.table_client(format!("{}instances", config.task_hub));
         let dead_letters = tables.table_client(format!("{}deadletters", config.task_hub));
+        let run_logs = tables.table_client(format!("{}runlogs", config.task_hub));
         let payloads = blobs.container_client(format!("{}-payloads", config.task_hub));
         let backend = Arc::new(Self {
             config,
             table,
             dead_letters,
+            run_logs,
             queues,
             payloads,
             counter: Counter::default(),
@@ -74,6 +77,7 @@ impl AzureBackend {
     async fn create_task_hub(&self) -> Result<(), Error> {
         ignore_exists(self.table.create().await.map(|_| ()), "create table")?;
         ignore_exists(self.dead_letters.create().await.map(|_| ()), "create table")?;
+        ignore_exists(self.run_logs.create().await.map(|_| ()), "create table")?;
         for queue in self.all_queue_names() {
             ignore_exists(
                 self.queue_client(&queue).create().await.map(|_| ()),
@@ -96,6 +100,7 @@ impl AzureBackend {
     pub async fn delete_task_hub(&self) -> Result<(), Error> {
         ignore_missing(self.table.delete().await.map(|_| ()), "delete table")?;
         ignore_missing(self.dead_letters.delete().await.map(|_| ()), "delete table")?;
+        ignore_missing(self.run_logs.delete().await.map(|_| ()), "delete table")?;
         for queue in self.all_queue_names() {
             ignore_missing(
                 self.queue_client(&queue).delete().await.map(|_| ()),

@@ -3,6 +3,7 @@
 //! appends under a claim with generation-tagged row keys, the state row written last.
 
 use async_trait::async_trait;
+use azure_data_tables::clients::TableClient;
 use azure_data_tables::IfMatchCondition;
 use flowforge_orchestrator::backend::{
     ETag, EpisodeCommit, Error, HistoryWrite, InstancePage, InstanceQuery, InstanceStore,
@@ -17,11 +18,11 @@ use crate::error::classify;
 use crate::rows::{gen_of, history_key, parse_history_key, Range, Row, ATOMIC_GEN, STATE_ROW};
 
 /// Operations per entity group transaction (the service allows 100).
-const BATCH: usize = 100;
+pub(crate) const BATCH: usize = 100;
 const DEFAULT_PAGE_SIZE: usize = 100;
 
 /// One write of a transaction.
-enum Op {
+pub(crate) enum Op {
     Insert(Row),
     Upsert(Row),
     Update(Row, String),
@@ -33,14 +34,19 @@ impl AzureBackend {
     /// Runs one entity group transaction and checks every operation's status (the SDK
     /// returns `Ok` even when the service rejected the batch). Returns the ETag of the
     /// last operation.
-    async fn transact(&self, partition: &str, mut ops: Vec<Op>) -> Result<Option<String>, Error> {
+    pub(crate) async fn transact(
+        &self,
+        table: &TableClient,
+        partition: &str,
+        mut ops: Vec<Op>,
+    ) -> Result<Option<String>, Error> {
         if ops.len() == 1 {
             if let Some(op) = ops.pop() {
-                return self.single(partition, op).await.map(Some);
+                return self.single(table, partition, op).await.map(Some);
             }
         }
         let expected_responses = ops.len();
-        let mut tx = self.table.partition_key_client(partition).transaction();
+        let mut tx = table.partition_key_client(partition).transaction();
         let build = |e: azure_core::Error| Error::Permanent(format!("building a batch: {e}"));
         for op in ops {
             tx = match op {
@@ -93,10 +99,10 @@ impl AzureBackend {
 
     /// One write as a plain entity request: the same one transaction, without the batch's
     /// multipart envelope (cheaper for the service to parse, Azurite especially).
-    async fn single(&self, partition: &str, op: Op) -> Result<String, Error> {
+    async fn single(&self, table: &TableClient, partition: &str, op: Op) -> Result<String, Error> {
         let build = |e: azure_core::Error| Error::Permanent(format!("building a request: {e}"));
         let entity = |key: &str| {
-            self.table
+            table
                 .partition_key_client(partition)
                 .entity_client(key.to_owned())
         };
@@ -236,7 +242,7 @@ impl AzureBackend {
 }
 
 /// Doubles single quotes for an OData string literal.
-fn odata_quote(value: &str) -> String {
+pub(crate) fn odata_quote(value: &str) -> String {
     value.replace('\'', "''")
 }
 
@@ -256,7 +262,10 @@ impl InstanceStore for AzureBackend {
             None => Op::Insert(row),
             Some(etag) => Op::Update(row, etag.0.clone()),
         };
-        match self.transact(&state.instance_id, vec![op]).await {
+        match self
+            .transact(&self.table, &state.instance_id, vec![op])
+            .await
+        {
             Ok(etag) => Ok(ETag(etag.unwrap_or_default())),
             Err(Error::Conflict(reason)) => match self.read_state(&state.instance_id).await? {
                 // The worker got there first with the same execution.
@@ -362,7 +371,7 @@ impl InstanceStore for AzureBackend {
                 None => Op::Insert(state),
                 Some(etag) => Op::Update(state, etag.0.clone()),
             });
-            self.transact(instance_id, ops).await?
+            self.transact(&self.table, instance_id, ops).await?
         } else {
             // Too many rows for one batch: claim the instance first (If-Match), so no stale
             // worker writes a row; write the rows under this claim's generation; then make
@@ -376,15 +385,20 @@ impl InstanceStore for AzureBackend {
                         claim: Some(claim.clone()),
                         ..Row::default()
                     };
-                    self.transact(instance_id, vec![Op::Merge(row, etag.0.clone())])
-                        .await?
+                    self.transact(
+                        &self.table,
+                        instance_id,
+                        vec![Op::Merge(row, etag.0.clone())],
+                    )
+                    .await?
                 }
                 None => {
                     let mut placeholder = commit.state.clone();
                     placeholder.status = flowforge_orchestrator::status::RuntimeStatus::Pending;
                     placeholder.history_len = 0;
                     let row = self.state_row(&placeholder, &[]).await?;
-                    self.transact(instance_id, vec![Op::Insert(row)]).await?
+                    self.transact(&self.table, instance_id, vec![Op::Insert(row)])
+                        .await?
                 }
             }
             .unwrap_or_default();
@@ -396,7 +410,7 @@ impl InstanceStore for AzureBackend {
                             .await?,
                     ));
                 }
-                self.transact(instance_id, ops).await?;
+                self.transact(&self.table, instance_id, ops).await?;
             }
             if let Some(from_seq) = first_seq {
                 ranges.push(Range {
@@ -405,8 +419,12 @@ impl InstanceStore for AzureBackend {
                 });
             }
             let state = self.state_row(&commit.state, &ranges).await?;
-            self.transact(instance_id, vec![Op::Update(state, claim_etag)])
-                .await?
+            self.transact(
+                &self.table,
+                instance_id,
+                vec![Op::Update(state, claim_etag)],
+            )
+            .await?
         };
         if let Some(etag) = &etag {
             self.ranges.put(instance_id, etag, ranges);
@@ -466,10 +484,11 @@ impl AzureBackend {
                 .iter()
                 .map(|r| Op::Delete(r.row_key.clone()))
                 .collect();
-            self.transact(instance_id, ops).await?;
+            self.transact(&self.table, instance_id, ops).await?;
         }
+        self.delete_run_logs(instance_id).await?;
         if !state.is_empty() {
-            self.transact(instance_id, vec![Op::Delete(STATE_ROW.into())])
+            self.transact(&self.table, instance_id, vec![Op::Delete(STATE_ROW.into())])
                 .await?;
         }
         self.delete_payloads(&format!("{instance_id}/")).await?;

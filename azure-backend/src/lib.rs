@@ -7,6 +7,7 @@
 //!   to); message bodies base64 as the Functions host expects.
 //! - Dead letters kept with their reason in an archive table until an operator requeues or
 //!   deletes them.
+//! - Activity attempts' run logs in their own table, removed with the instance.
 //! - Values too large for a property or a message in Blob Storage by reference.
 //!
 //! Built on the Azure SDK crates of the 0.21 family, the one that serves Tables, Queues
@@ -26,6 +27,7 @@ mod payload_store;
 mod queue_store;
 mod ranges_cache;
 pub mod rows;
+mod run_log_store;
 mod storage_health;
 mod wake;
 

@@ -9,7 +9,8 @@
 //! - [`backend`]: the storage traits, an in-memory backend and (feature `conformance`) the
 //!   suite every backend must pass;
 //! - [`runtime`]: the worker that runs episodes and activities against a backend;
-//! - [`client`]: start, query and control instances.
+//! - [`client`]: start, query and control instances;
+//! - [`run_logs`]: what activities log, captured per attempt and kept with the instance.
 //!
 //! ```no_run
 //! use flowforge_orchestrator::prelude::*;
@@ -41,6 +42,7 @@ pub mod history;
 pub mod ids;
 pub mod registry;
 pub mod replay;
+pub mod run_logs;
 pub mod runtime;
 pub mod status;
 #[cfg(feature = "testing")]

@@ -37,6 +37,7 @@ macro_rules! conformance_tests {
             malformed_and_dead_lettered_messages,
             list_filters_and_pages,
             delete_removes_state_history_and_payloads,
+            run_logs_page_in_order_and_go_with_the_purge,
         );
     };
     (@each $factory:expr; $($check:ident),+ $(,)?) => {
@@ -506,4 +507,80 @@ pub async fn delete_removes_state_history_and_payloads(backend: Arc<dyn Backend>
         !backend.delete_instance("i-purge").await.unwrap(),
         "second purge finds nothing"
     );
+}
+
+/// Run logs come back in key order, in pages that continue where they stopped; a chunk
+/// written again replaces itself; purge removes an instance's logs and no one else's.
+pub async fn run_logs_page_in_order_and_go_with_the_purge(backend: Arc<dyn Backend>) {
+    use crate::run_logs::{AttemptKey, LogLine};
+    let start = start_message(backend.as_ref(), "i-logs");
+    backend
+        .create_instance(&state("i-logs", RuntimeStatus::Completed), &start, None)
+        .await
+        .unwrap();
+    let line = |n: usize| LogLine {
+        timestamp: Utc::now(),
+        level: "INFO".into(),
+        target: "conformance".into(),
+        message: format!("line {n}"),
+        fields: Default::default(),
+    };
+    let attempt = |instance: &str, activity_id: u64| AttemptKey {
+        instance_id: instance.into(),
+        execution_id: "e1".into(),
+        activity: "work".into(),
+        activity_id,
+        delivery: 1,
+        started_at: Utc::now(),
+    };
+    // 150 attempts of one line each, written in reverse, in two calls (over one batch).
+    let mut chunks: Vec<_> = (0..150)
+        .flat_map(|id| attempt("i-logs", id).into_chunks(vec![line(id as usize)], 0))
+        .collect();
+    chunks.reverse();
+    backend
+        .append_run_logs("i-logs", &chunks[..120])
+        .await
+        .unwrap();
+    backend
+        .append_run_logs("i-logs", &chunks[120..])
+        .await
+        .unwrap();
+    backend
+        .append_run_logs("i-logs", &chunks[..1])
+        .await
+        .unwrap();
+    let other = attempt("i-logsX", 1).into_chunks(vec![line(0)], 0);
+    backend.append_run_logs("i-logsX", &other).await.unwrap();
+
+    let mut read = Vec::new();
+    let mut after: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let page = backend
+            .read_run_logs("i-logs", after.as_deref(), 40)
+            .await
+            .unwrap();
+        assert!(page.chunks.len() <= 40);
+        read.extend(page.chunks);
+        pages += 1;
+        match page.continuation {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 4, "150 chunks in pages of 40");
+    let ids: Vec<u64> = read.iter().map(|c| c.attempt.activity_id).collect();
+    assert_eq!(
+        ids,
+        (0..150).collect::<Vec<_>>(),
+        "every chunk once, in order"
+    );
+    assert_eq!(read[7].lines[0].message, "line 7");
+
+    assert!(backend.delete_instance("i-logs").await.unwrap());
+    let after_purge = backend.read_run_logs("i-logs", None, 40).await.unwrap();
+    assert!(after_purge.chunks.is_empty() && after_purge.continuation.is_none());
+    let kept = backend.read_run_logs("i-logsX", None, 40).await.unwrap();
+    assert_eq!(kept.chunks, other, "other instances' logs stay");
 }

@@ -12,10 +12,11 @@ use tokio::sync::Notify;
 use super::{
     ArchivedLetter, Backend, DeadLetter, ETag, EpisodeCommit, Error, HistoryWrite, InstancePage,
     InstanceQuery, InstanceStore, LoadedInstance, Outbound, PayloadStore, QueueMessage, QueueName,
-    QueueStore, Receipt, Received,
+    QueueStore, Receipt, Received, RunLogStore,
 };
 use crate::clock::{Clock, SystemClock};
 use crate::history::HistoryEvent;
+use crate::run_logs::{LogChunk, LogPage};
 use crate::status::InstanceState;
 
 const DEFAULT_PAGE_SIZE: usize = 100;
@@ -40,6 +41,8 @@ struct Inner {
     queues: HashMap<QueueName, VecDeque<StoredMessage>>,
     dead: Vec<ArchivedLetter>,
     payloads: BTreeMap<String, Vec<u8>>,
+    /// Run-log chunks by (instance id, chunk key).
+    run_logs: BTreeMap<(String, String), LogChunk>,
     next_id: u64,
     transactions: BTreeMap<String, u64>,
 }
@@ -304,6 +307,9 @@ impl InstanceStore for MemoryBackend {
         let existed = inner.instances.remove(instance_id).is_some();
         let prefix = format!("{instance_id}/");
         inner.payloads.retain(|k, _| !k.starts_with(&prefix));
+        inner
+            .run_logs
+            .retain(|(instance, _), _| instance != instance_id);
         Ok(existed)
     }
 }
@@ -485,6 +491,45 @@ impl PayloadStore for MemoryBackend {
         let before = inner.payloads.len();
         inner.payloads.retain(|k, _| !k.starts_with(prefix));
         Ok(before - inner.payloads.len())
+    }
+}
+
+#[async_trait]
+impl RunLogStore for MemoryBackend {
+    async fn append_run_logs(&self, instance_id: &str, chunks: &[LogChunk]) -> Result<(), Error> {
+        let mut inner = self.lock();
+        inner.count("table.batch");
+        for chunk in chunks {
+            let key = (instance_id.to_owned(), chunk.key.clone());
+            inner.run_logs.insert(key, chunk.clone());
+        }
+        Ok(())
+    }
+
+    async fn read_run_logs(
+        &self,
+        instance_id: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<LogPage, Error> {
+        let mut inner = self.lock();
+        inner.count("table.query");
+        let mut matching = inner
+            .run_logs
+            .iter()
+            .filter(|((instance, key), _)| {
+                instance == instance_id && after.is_none_or(|after| key.as_str() > after)
+            })
+            .map(|(_, chunk)| chunk.clone());
+        let chunks: Vec<_> = matching.by_ref().take(limit.max(1)).collect();
+        let continuation = match matching.next() {
+            Some(_) => chunks.last().map(|c| c.key.clone()),
+            None => None,
+        };
+        Ok(LogPage {
+            chunks,
+            continuation,
+        })
     }
 }
 

@@ -1,5 +1,5 @@
 //! The storage API of the engine, split by concern: instance state and history
-//! ([`InstanceStore`]), queues ([`QueueStore`]) and large payloads ([`PayloadStore`]).
+//! ([`InstanceStore`]), queues ([`QueueStore`]) and large payloads ([`PayloadStore`]) and run logs ([`RunLogStore`]).
 //! [`MemoryBackend`] implements all three in process; the Azure Storage backend implements
 //! them over Tables, Queues and Blobs. Every implementation must pass the conformance suite
 //! (feature `conformance`).
@@ -17,5 +17,5 @@ pub use message::{
 };
 pub use store::{
     Backend, ETag, EpisodeCommit, Error, HistoryWrite, InstancePage, InstanceQuery, InstanceStore,
-    LoadedInstance, PayloadStore, QueueStore,
+    LoadedInstance, PayloadStore, QueueStore, RunLogStore,
 };

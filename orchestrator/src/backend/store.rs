@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 
 use super::{ArchivedLetter, DeadLetter, Outbound, QueueName, Receipt, Received};
 use crate::history::HistoryEvent;
+use crate::run_logs::{LogChunk, LogPage};
 use crate::status::{InstanceState, RuntimeStatus};
 
 /// Errors of a backend.
@@ -160,7 +161,8 @@ pub trait InstanceStore: Send + Sync {
     /// Lists instances by filter, ordered by instance id, in pages.
     async fn list_instances(&self, query: &InstanceQuery) -> Result<InstancePage, Error>;
 
-    /// Deletes an instance's state, history and payloads. False when it did not exist.
+    /// Deletes an instance's state, history, payloads and run logs. False when it did not
+    /// exist.
     async fn delete_instance(&self, instance_id: &str) -> Result<bool, Error>;
 }
 
@@ -292,8 +294,24 @@ pub trait PayloadStore: Send + Sync {
     async fn delete_payloads(&self, prefix: &str) -> Result<usize, Error>;
 }
 
+/// Run logs by instance (see [`crate::run_logs`]); removed with the instance.
+#[async_trait]
+pub trait RunLogStore: Send + Sync {
+    /// Writes chunks of one instance's logs. A chunk written again under its key replaces
+    /// itself (a retried write is harmless).
+    async fn append_run_logs(&self, instance_id: &str, chunks: &[LogChunk]) -> Result<(), Error>;
+
+    /// Chunks of an instance in key order, after the key `after`, at most `limit`.
+    async fn read_run_logs(
+        &self,
+        instance_id: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<LogPage, Error>;
+}
+
 /// A complete backend.
-pub trait Backend: InstanceStore + QueueStore + PayloadStore + 'static {
+pub trait Backend: InstanceStore + QueueStore + PayloadStore + RunLogStore + 'static {
     /// Storage transactions so far, by `service.operation`.
     fn transaction_counts(&self) -> BTreeMap<String, u64> {
         BTreeMap::new()

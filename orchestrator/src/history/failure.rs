@@ -233,6 +233,17 @@ impl std::fmt::Display for FailureDetails {
     }
 }
 
+/// The text of a panic's payload (what `panic!` was given), for a failure's message.
+pub(crate) fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "unknown panic".to_owned()
+    }
+}
+
 #[cfg(test)]
 mod kind_tests {
     use super::*;

@@ -9,6 +9,7 @@ mod start_info;
 
 pub use client_json::decode_client_value;
 pub use event::{EventKind, HistoryEvent, ParentRef, HISTORY_FORMAT_VERSION};
+pub(crate) use failure::panic_message;
 pub use failure::{FailureDetails, FailureKind, ENGINE_FAILURE_KINDS};
 pub use new_event::NewEvent;
 pub use rewind::as_replayed;

@@ -12,7 +12,9 @@ use serde_json::Value;
 use super::state::ReplayState;
 use super::{accept_new_events, Action};
 use crate::context::OrchestrationContext;
-use crate::history::{EventKind, FailureDetails, FailureKind, HistoryEvent, NewEvent, StartInfo};
+use crate::history::{
+    panic_message, EventKind, FailureDetails, FailureKind, HistoryEvent, NewEvent, StartInfo,
+};
 use crate::registry::{OrchestrationFuture, Registry};
 
 /// Everything an episode needs; nothing else is read.
@@ -483,14 +485,4 @@ fn carried_over_events(state: &mut ReplayState, leftovers: Vec<NewEvent>) -> Vec
             .filter(|e| matches!(e.kind, EventKind::EventRaised { .. })),
     );
     carried
-}
-
-fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
-    if let Some(s) = panic.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = panic.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "unknown panic".to_owned()
-    }
 }

@@ -6,11 +6,11 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{debug, info_span, warn, Instrument};
 
+use super::activity_attempt::{self, result_kind, ActivityResult};
 use super::episode_effects::to_instance;
 use super::{idle_or_stop, lease, next_idle, Shared};
 use crate::backend::{ActivityWorkItem, QueueMessage, QueueName, Received};
-use crate::history::{EventKind, FailureDetails, FailureKind};
-use crate::registry::ActivityContext;
+use crate::history::{FailureDetails, FailureKind};
 
 pub(crate) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let queue = QueueName::Work;
@@ -65,7 +65,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     while running.join_next().await.is_some() {}
 }
 
-pub(crate) async fn handle(shared: &Shared, received: Received) {
+pub(crate) async fn handle(shared: &Arc<Shared>, received: Received) {
     let queue = QueueName::Work;
     let item = match &received.message {
         Ok(QueueMessage::Activity(item)) => item.clone(),
@@ -82,8 +82,8 @@ pub(crate) async fn handle(shared: &Shared, received: Received) {
             return;
         }
     };
-    let span = info_span!("activity", instance_id = %item.instance_id, activity = %item.name,
-        activity_id = item.scheduled_id, trace_parent = item.trace_parent.as_deref().unwrap_or(""));
+    let span = info_span!("work_item", instance_id = %item.instance_id, activity = %item.name,
+        activity_id = item.scheduled_id);
     async {
         let mut receipt = received.receipt.clone();
         let result = if received.dequeue_count > shared.options.max_dequeue_count {
@@ -94,7 +94,7 @@ pub(crate) async fn handle(shared: &Shared, received: Received) {
             dead_letter(shared, &received, &reason).await;
             Err(FailureDetails::of(FailureKind::PoisonMessage, reason))
         } else {
-            let work = execute(shared, &item, received.dequeue_count);
+            let work = activity_attempt::attempt(shared, &item, received.dequeue_count, false);
             lease::renewing(shared, &queue, &mut receipt, work).await
         };
         let reported = report(shared, &item, result).await;
@@ -108,89 +108,9 @@ pub(crate) async fn handle(shared: &Shared, received: Received) {
     .await
 }
 
-async fn execute(
-    shared: &Shared,
-    item: &ActivityWorkItem,
-    delivery_count: u32,
-) -> Result<serde_json::Value, FailureDetails> {
-    let Some(activity) = shared.registry.find_activity(&item.name, &item.version) else {
-        return Err(FailureDetails::of(
-            FailureKind::UnknownActivity,
-            format!("no activity named '{}' is registered", item.name),
-        ));
-    };
-    let ctx = activity_context(item, delivery_count);
-    let work = bounded(
-        shared.options.activity_timeout,
-        &item.name,
-        activity(ctx, item.input.clone()),
-    );
-    // A panic stays inside the spawned task and becomes a failure of this activity.
-    match tokio::spawn(work).await {
-        Ok(result) => result,
-        Err(join) => Err(FailureDetails::of(
-            FailureKind::ActivityPanicked,
-            format!("activity '{}' panicked: {join}", item.name),
-        )),
-    }
-}
-
-/// An activity's run bounded by `limit`: past it, the activity fails with
-/// `ActivityTimedOut` (retryable).
-pub(crate) fn bounded(
-    limit: Option<std::time::Duration>,
-    name: &str,
-    work: impl std::future::Future<Output = Result<serde_json::Value, FailureDetails>>,
-) -> impl std::future::Future<Output = Result<serde_json::Value, FailureDetails>> {
-    let name = name.to_owned();
-    async move {
-        let Some(limit) = limit else {
-            return work.await;
-        };
-        tokio::time::timeout(limit, work).await.unwrap_or_else(|_| {
-            Err(FailureDetails::of(
-                FailureKind::ActivityTimedOut,
-                format!("activity '{name}' ran longer than {limit:?}"),
-            ))
-        })
-    }
-}
-
-/// What an activity knows about a work item.
-pub(crate) fn activity_context(item: &ActivityWorkItem, delivery_count: u32) -> ActivityContext {
-    ActivityContext {
-        instance_id: item.instance_id.clone(),
-        name: item.name.clone(),
-        scheduled_id: item.scheduled_id,
-        delivery_count,
-        trace_parent: item.trace_parent.clone(),
-    }
-}
-
-/// The event an activity's result becomes in its instance's history.
-pub(crate) fn result_kind(
-    scheduled_id: u64,
-    result: Result<serde_json::Value, FailureDetails>,
-) -> EventKind {
-    match result {
-        Ok(result) => EventKind::ActivityCompleted {
-            scheduled_id,
-            result,
-        },
-        Err(failure) => EventKind::ActivityFailed {
-            scheduled_id,
-            failure,
-        },
-    }
-}
-
 /// Sends the result to the instance; false when it could not (the work item then stays
 /// and is retried after its lock expires).
-async fn report(
-    shared: &Shared,
-    item: &ActivityWorkItem,
-    result: Result<serde_json::Value, FailureDetails>,
-) -> bool {
+async fn report(shared: &Shared, item: &ActivityWorkItem, result: ActivityResult) -> bool {
     let kind = result_kind(item.scheduled_id, result);
     let message = to_instance(
         &item.instance_id,

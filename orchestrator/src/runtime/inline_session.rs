@@ -16,9 +16,9 @@ use std::sync::Arc;
 
 use tokio::task::{Id, JoinSet};
 use tokio::time::Instant;
-use tracing::{debug, info_span, warn, Instrument};
+use tracing::{debug, warn};
 
-use super::activity_worker::{activity_context, bounded, result_kind};
+use super::activity_attempt::{self, result_kind, ActivityResult};
 use super::instance_locks::InstanceGuard;
 use super::turn::{InstanceTurn, Stepped};
 use super::{lease, Shared};
@@ -30,8 +30,6 @@ use crate::replay::NewEvent;
 
 /// Conflicts (another writer committed first) a session absorbs by reloading.
 const MAX_RELOADS: usize = 5;
-
-type ActivityResult = Result<serde_json::Value, FailureDetails>;
 
 /// Activities running in this process for one instance.
 pub(crate) struct InlineActivities {
@@ -73,7 +71,9 @@ impl InlineActivities {
                 .filter_map(|joined| {
                     let (id, result) = match joined {
                         Ok((id, result)) => (id, result),
-                        Err(join) => (join.id(), Err(panicked(&join))),
+                        // Panics are caught inside the attempt; this is a task cancelled
+                        // as the runtime shuts down.
+                        Err(join) => (join.id(), Err(cancelled(&join))),
                     };
                     let item = self.outstanding.remove(&id)?;
                     Some(NewEvent {
@@ -103,24 +103,13 @@ impl InlineActivities {
 
     fn spawn_all(&mut self, shared: &Arc<Shared>, items: Vec<ActivityWorkItem>) {
         for item in items {
-            let Some(activity) = shared.registry.find_activity(&item.name, &item.version) else {
-                continue;
-            };
-            let span = info_span!("activity", instance_id = %item.instance_id, activity = %item.name,
-                activity_id = item.scheduled_id, inline = true,
-                trace_parent = item.trace_parent.as_deref().unwrap_or(""));
-            let work = bounded(
-                shared.options.activity_timeout,
-                &item.name,
-                activity(activity_context(&item, 1), item.input.clone()),
-            );
+            let work = activity_attempt::attempt(shared, &item, 1, true);
             // Inline activities share the worker's activity slots with the queued ones.
             let slots = shared.activity_slots.clone();
-            let future = async move {
+            let handle = self.running.spawn(async move {
                 let _slot = slots.acquire_owned().await;
                 work.await
-            };
-            let handle = self.running.spawn(future.instrument(span));
+            });
             self.outstanding.insert(handle.id(), item);
         }
     }
@@ -249,10 +238,10 @@ async fn commit_results(
     Err(events)
 }
 
-fn panicked(join: &tokio::task::JoinError) -> FailureDetails {
+fn cancelled(join: &tokio::task::JoinError) -> FailureDetails {
     FailureDetails::of(
         FailureKind::ActivityPanicked,
-        format!("the activity panicked: {join}"),
+        format!("the activity's task ended early: {join}"),
     )
 }
 

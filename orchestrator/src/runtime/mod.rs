@@ -1,6 +1,7 @@
 //! The worker runtime: polls the task hub's queues, runs orchestration episodes and
 //! activities with bounded concurrency, and stops gracefully.
 
+mod activity_attempt;
 mod activity_worker;
 pub mod episode_effects;
 mod hosted;
@@ -12,6 +13,7 @@ mod instance_turn;
 mod intake;
 mod lease;
 mod orchestration_worker;
+mod run_log_writer;
 mod settling;
 mod turn;
 
@@ -140,6 +142,8 @@ pub(crate) struct Shared {
     pub session_slots: Arc<Semaphore>,
     /// `activity_concurrency` slots, shared by queued and inline activities.
     pub activity_slots: Arc<Semaphore>,
+    /// Where activity attempts' log lines go.
+    pub run_logs: run_log_writer::RunLogWriter,
 }
 
 /// Detached inline sessions that may run at once (far above any real load; past it a
@@ -155,6 +159,7 @@ impl Shared {
     ) -> Self {
         let activity_slots = Arc::new(Semaphore::new(options.activity_concurrency.max(1)));
         Self {
+            run_logs: run_log_writer::RunLogWriter::start(backend.clone()),
             backend,
             registry,
             options,
@@ -227,6 +232,7 @@ impl WorkerHandle {
     pub async fn shutdown(mut self) {
         self.shared.stop.send_replace(true);
         while self.tasks.join_next().await.is_some() {}
+        self.shared.run_logs.flush().await;
     }
 }
 

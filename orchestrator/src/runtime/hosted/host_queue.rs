@@ -18,8 +18,9 @@ use chrono::{DateTime, Utc};
 use crate::backend::{
     ArchivedLetter, Backend, DeadLetter, ETag, EpisodeCommit, Error, InstancePage, InstanceQuery,
     InstanceStore, LoadedInstance, Outbound, PayloadStore, QueueMessage, QueueName, QueueStore,
-    Receipt, Received,
+    Receipt, Received, RunLogStore,
 };
+use crate::run_logs::{LogChunk, LogPage};
 use crate::status::InstanceState;
 
 /// Marks receipts of host-owned messages.
@@ -243,6 +244,22 @@ impl PayloadStore for HostQueue {
 
     async fn delete_payloads(&self, prefix: &str) -> Result<usize, Error> {
         self.inner.delete_payloads(prefix).await
+    }
+}
+
+#[async_trait]
+impl RunLogStore for HostQueue {
+    async fn append_run_logs(&self, instance_id: &str, chunks: &[LogChunk]) -> Result<(), Error> {
+        self.inner.append_run_logs(instance_id, chunks).await
+    }
+
+    async fn read_run_logs(
+        &self,
+        instance_id: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<LogPage, Error> {
+        self.inner.read_run_logs(instance_id, after, limit).await
     }
 }
 
