@@ -11,7 +11,11 @@ use flowforge_orchestrator::history::FailureDetails;
 use flowforge_orchestrator::registry::Registry;
 
 pub use lake::DataLake;
+use medallion::bronze::BronzeInput;
+use medallion::gold::GoldInput;
 use medallion::orchestration::ListLandingInput;
+use medallion::silver::SilverInput;
+use tracing::{error, info, warn};
 
 /// Adds the medallion orchestration and its activities, working on `lake`.
 pub fn register(registry: Registry, lake: DataLake) -> Registry {
@@ -22,15 +26,52 @@ pub fn register(registry: Registry, lake: DataLake) -> Registry {
             let lake = l1.clone();
             async move { list_landing(lake, input).await }
         })
-        .activity("bronze", move |_ctx, input| {
-            medallion::bronze::bronze(l2.clone(), input)
+        .activity("bronze", move |_ctx, input: BronzeInput| {
+            let lake = l2.clone();
+            async move {
+                info!(file = %input.file, run_id = %input.run_id, "bronze: reading the landing file");
+                let written = medallion::bronze::bronze(lake, input).await;
+                if let Ok(out) = &written {
+                    info!(path = %out.path, rows = out.rows, "bronze: written as landed");
+                }
+                logged_failure("bronze", written)
+            }
         })
-        .activity("silver", move |_ctx, input| {
-            medallion::silver::silver(l3.clone(), input)
+        .activity("silver", move |_ctx, input: SilverInput| {
+            let lake = l3.clone();
+            async move {
+                info!(files = input.bronze_paths.len(), "silver: cleaning the bronze files");
+                let written = medallion::silver::silver(lake, input).await;
+                if let Ok(out) = &written {
+                    info!(rows_in = out.rows_in, rows_out = out.rows_out,
+                        duplicates = out.duplicates, partitions = out.partitions.len(),
+                        "silver: written");
+                    for (reason, rows) in &out.rejected {
+                        warn!(reason = %reason, rows, "silver: rows rejected");
+                    }
+                }
+                logged_failure("silver", written)
+            }
         })
-        .activity("gold", move |_ctx, input| {
-            medallion::gold::gold(l4.clone(), input)
+        .activity("gold", move |_ctx, input: GoldInput| {
+            let lake = l4.clone();
+            async move {
+                info!(silver_rows = input.silver_rows, "gold: aggregating silver");
+                let written = medallion::gold::gold(lake, input).await;
+                if let Ok(out) = &written {
+                    info!(path = %out.path, rows = out.rows, manifest = %out.manifest_path, "gold: written");
+                }
+                logged_failure("gold", written)
+            }
         })
+}
+
+/// A layer's failure, logged (so the run's logs say what went wrong where), then returned.
+fn logged_failure<T>(layer: &str, result: Result<T, FailureDetails>) -> Result<T, FailureDetails> {
+    if let Err(failure) = &result {
+        error!(kind = %failure.kind, "{layer} failed: {}", failure.message);
+    }
+    result
 }
 
 async fn list_landing(

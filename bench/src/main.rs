@@ -49,12 +49,17 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     // Quiet unless RUST_LOG says otherwise (the engine's own logs, for investigating a run).
-    tracing_subscriber::fmt()
-        .with_env_filter(
+    // The run-log layer as the binary installs it: the logging scenario measures capture.
+    use tracing_subscriber::prelude::*;
+    let format = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "error".into()),
-        )
-        .with_writer(std::io::stderr)
+        );
+    tracing_subscriber::registry()
+        .with(format)
+        .with(flowforge_orchestrator::run_logs::RunLogLayer::new().at_info())
         .init();
     let mut rows: Vec<Value> = Vec::new();
     let azurite = if args.backend != "memory" {
@@ -123,6 +128,17 @@ async fn main() -> anyhow::Result<()> {
         rows.push(measure::median_row(
             kind,
             "fan-out/fan-in of 1,000",
+            results,
+            azurite_pid,
+        ));
+        let mut results = Vec::new();
+        for _ in 0..runs {
+            eprintln!("running fan_out_logged on {kind}");
+            results.push(scenarios::fan_out_logged(fresh(kind).await?, 1000).await?);
+        }
+        rows.push(measure::median_row(
+            kind,
+            "fan-out/fan-in of 1,000, each logging a line",
             results,
             azurite_pid,
         ));

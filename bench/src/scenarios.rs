@@ -14,7 +14,8 @@ use serde_json::{json, Value};
 use crate::measure::{self, RunResult};
 
 fn registry() -> Registry {
-    flowforge_orchestrator::testing::fan_out(Registry::new(), "fan", "noop")
+    let registry = flowforge_orchestrator::testing::fan_out(Registry::new(), "fan", "noop");
+    flowforge_orchestrator::testing::fan_out(registry, "fan_logged", "logged")
         .orchestration("chain", |ctx: OrchestrationContext, n: u64| async move {
             let mut sum = 0;
             for i in 0..n {
@@ -32,6 +33,10 @@ fn registry() -> Registry {
             Ok(n)
         })
         .activity("noop", |_ctx, i: u64| async move { Ok(i) })
+        .activity("logged", |_ctx, i: u64| async move {
+            tracing::info!(i, "working on item {i}");
+            Ok(i)
+        })
 }
 
 fn options() -> WorkerOptions {
@@ -64,12 +69,14 @@ async fn azurite_cpu() -> Option<Duration> {
 
 /// Runs one instance of `name` to completion; wall time from the start call to the
 /// observer seeing it finished (its last commit included, ±5 ms of polling), storage
-/// transactions of the engine's connection.
+/// transactions of the engine's connection — `with_shutdown`: counted after the worker's
+/// shutdown, so that work it does after the run (writing run logs) is in.
 async fn one_instance(
     hub: Hub,
     name: &str,
     input: Value,
     units: usize,
+    with_shutdown: bool,
 ) -> anyhow::Result<RunResult> {
     let backend = hub.engine;
     let worker = Worker::new(backend.clone(), registry(), options()).start();
@@ -84,9 +91,12 @@ async fn one_instance(
         .await?;
     let done = wait(&observer, &id).await?;
     let wall = started.elapsed();
-    let after = backend.transaction_counts();
+    let mut after = backend.transaction_counts();
     let cpu_after = azurite_cpu().await;
     worker.shutdown().await;
+    if with_shutdown {
+        after = backend.transaction_counts();
+    }
     anyhow::ensure!(
         done.runtime_status == RuntimeStatus::Completed,
         "{name} ended {}",
@@ -113,12 +123,18 @@ async fn wait(client: &Client, id: &str) -> anyhow::Result<InstanceStatus> {
 
 /// A chain of `n` no-op activities in one instance.
 pub async fn chain(hub: Hub, n: u64) -> anyhow::Result<RunResult> {
-    one_instance(hub, "chain", json!(n), n as usize).await
+    one_instance(hub, "chain", json!(n), n as usize, false).await
 }
 
 /// A fan-out/fan-in of `n` no-op activities in one instance.
 pub async fn fan_out(hub: Hub, n: u64) -> anyhow::Result<RunResult> {
-    one_instance(hub, "fan", json!(n), n as usize).await
+    one_instance(hub, "fan", json!(n), n as usize, false).await
+}
+
+/// A fan-out/fan-in of `n` activities that each log a line (the run-log capture's cost:
+/// compare with [`fan_out`]); transactions include writing the logs.
+pub async fn fan_out_logged(hub: Hub, n: u64) -> anyhow::Result<RunResult> {
+    one_instance(hub, "fan_logged", json!(n), n as usize, true).await
 }
 
 /// `m` instances of one activity each, started together.

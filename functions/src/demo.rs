@@ -106,7 +106,9 @@ pub fn registry() -> Registry {
         .activity("measure", move |_ctx, file: String| {
             let flaky_failures = flaky_failures.clone();
             async move {
+                tracing::info!(file = %file, "measuring");
                 if file.starts_with("flaky") && flaky_failures.fetch_add(1, Ordering::SeqCst) == 0 {
+                    tracing::warn!(file = %file, "the read was cut off; failing this attempt");
                     return Err(FailureDetails::new(
                         "TransientIo",
                         format!("{file}: connection reset"),

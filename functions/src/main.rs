@@ -93,6 +93,10 @@ async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| "warn,flowforge=info,flowforge_orchestrator=info".into());
+    // The formatting layer keeps its own filter (RUST_LOG); the run-log layer captures
+    // what activities log at INFO and above whatever RUST_LOG says (see `run_logs`).
+    use flowforge_orchestrator::run_logs::RunLogLayer;
+    use tracing_subscriber::prelude::*;
     if matches!(cli.command, Command::Serve(_)) {
         // Under the Functions host every stderr line is logged as an Error: JSON lines on
         // stdout, without colours; only errors go to stderr.
@@ -100,22 +104,28 @@ async fn run() -> anyhow::Result<()> {
         let errors_to_stderr = std::io::stderr
             .with_max_level(tracing::Level::ERROR)
             .or_else(std::io::stdout);
-        tracing_subscriber::fmt()
+        let format = tracing_subscriber::fmt::layer()
             .json()
             .flatten_event(true)
             .with_current_span(true)
             .with_span_list(false)
             .with_ansi(false)
-            .with_env_filter(filter)
             .with_writer(errors_to_stderr)
+            .with_filter(filter);
+        tracing_subscriber::registry()
+            .with(format)
+            .with(RunLogLayer::new().at_info())
             .init();
     } else {
         // Colours only on a terminal: log files and container logs get plain lines.
         use std::io::IsTerminal as _;
-        tracing_subscriber::fmt()
-            .with_env_filter(filter)
+        let format = tracing_subscriber::fmt::layer()
             .with_ansi(std::io::stderr().is_terminal())
             .with_writer(std::io::stderr)
+            .with_filter(filter);
+        tracing_subscriber::registry()
+            .with(format)
+            .with(RunLogLayer::new().at_info())
             .init();
     }
     match cli.command {

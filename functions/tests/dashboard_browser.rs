@@ -1,9 +1,11 @@
 //! The dashboard end to end in a real browser: a `flowforge worker` on Azurite with a
-//! completed run (one activity retried), a failed run and a running one; then
+//! completed run (one activity retried), a failed run, a running one and a medallion run on
+//! the committed sample; then
 //! `browser/dashboard.py` drives Debian's Chromium through Playwright (both installed by
 //! `scripts/test`): nothing shown without the key, the runs list and its status filter, the
 //! failed run's coded failure, the completed run's timeline (both attempts, the back-off
-//! timer), terminating the running run from its page, the schedules page, the list at 390 px. Screenshots go
+//! timer) and its logs per attempt, the medallion run's artifacts and logs, terminating the
+//! running run from its page, the schedules page, the list at 390 px. Screenshots go
 //! to `FLOWFORGE_SCREENSHOTS` (the ones in `docs/screenshots/` came from here) or a
 //! temporary folder.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -48,6 +50,26 @@ async fn finished(http: &reqwest::Client, base: &str, id: &str) -> Value {
     .await
 }
 
+/// The committed sample in the lake's landing container (the worker uses the same account).
+async fn upload_sample() {
+    let lake = flowforge_activities::DataLake::new(
+        flowforge_azure::azurite::shared()
+            .config("dashboard")
+            .blob_service()
+            .unwrap(),
+    );
+    lake.ensure_containers().await.unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/sample");
+    for name in [
+        "airlines/airlines.csv",
+        "flights/flights-2013-a.csv",
+        "flights/flights-2013-b.csv",
+    ] {
+        let bytes = std::fs::read(root.join(name)).unwrap();
+        lake.put("landing", name, bytes).await.unwrap();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_in_headless_chromium() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
@@ -71,6 +93,19 @@ async fn the_dashboard_in_headless_chromium() {
     .await;
     start(&http, &base, "demo", "run-bad", json!({"files": 3})).await;
     start(&http, &base, "await_approval", "run-live", json!(3600)).await;
+    upload_sample().await;
+    start(
+        &http,
+        &base,
+        "medallion",
+        "run-lake",
+        json!({"workflow_id": "dash", "job_id": "dash-1", "dataset": "flights"}),
+    )
+    .await;
+    assert_eq!(
+        finished(&http, &base, "run-lake").await["runtimeStatus"],
+        "Completed"
+    );
     assert_eq!(
         finished(&http, &base, "run-ok").await["runtimeStatus"],
         "Completed"
@@ -103,6 +138,7 @@ async fn the_dashboard_in_headless_chromium() {
     for shot in [
         "dashboard-runs.png",
         "dashboard-run.png",
+        "dashboard-medallion.png",
         "dashboard-narrow.png",
     ] {
         let bytes = std::fs::read(shots.join(shot)).unwrap();

@@ -407,7 +407,19 @@ impl Client {
         self.start_value(&state.name, options, state.input).await
     }
 
-    /// Deletes a finished instance's state, history and payloads.
+    /// A page of an instance's run logs (what its activities logged, per attempt), after
+    /// the key `after` (a page's continuation), at most `limit` chunks.
+    pub async fn run_logs(
+        &self,
+        id: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<crate::run_logs::LogPage, Error> {
+        self.read(id).await?;
+        Ok(self.backend.read_run_logs(id, after, limit).await?)
+    }
+
+    /// Deletes a finished instance's state, history, payloads and run logs.
     pub async fn purge(&self, id: &str) -> Result<(), Error> {
         let state = self.read(id).await?;
         if !state.status.is_terminal() {

@@ -19,7 +19,7 @@ use super::{ApiError, ApiState, ErrorCode};
 
 /// Seconds a poller should wait before asking again.
 const RETRY_AFTER: &str = "1";
-const CONTINUATION: &str = "x-ms-continuation-token";
+pub(super) const CONTINUATION: &str = "x-ms-continuation-token";
 
 type ApiResult = Result<Response, ApiError>;
 pub(super) type PathArg<T> = Result<Path<T>, PathRejection>;
@@ -138,7 +138,7 @@ fn accepted_with_check_status(state: &ApiState, request: &Caller<'_>, id: &str) 
     response
 }
 
-fn set_header(response: &mut Response, name: header::HeaderName, value: &str) {
+pub(super) fn set_header(response: &mut Response, name: header::HeaderName, value: &str) {
     if let Ok(value) = HeaderValue::from_str(value) {
         response.headers_mut().insert(name, value);
     }
@@ -181,12 +181,18 @@ fn query_from(params: &Params, headers: &HeaderMap) -> Result<InstanceQuery, Api
         created_to: params.time("createdTimeTo")?,
         instance_id_prefix: params.text("instanceIdPrefix"),
         page_size: params.count("top")?.unwrap_or(100),
-        continuation: headers
-            .get(CONTINUATION)
-            .and_then(|v| v.to_str().ok())
-            .filter(|v| !v.is_empty() && *v != "null")
-            .map(str::to_owned),
+        continuation: continuation(headers),
     })
+}
+
+/// The continuation token a client sent back (the Durable Functions clients send "null"
+/// for none).
+pub(super) fn continuation(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(CONTINUATION)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && *v != "null")
+        .map(str::to_owned)
 }
 
 /// `GET instances?…`: one page, the next page's token in `x-ms-continuation-token`.

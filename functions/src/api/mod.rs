@@ -12,6 +12,7 @@ mod handlers;
 mod json_errors;
 mod openapi;
 mod params;
+mod run_logs_view;
 mod schedules_view;
 pub mod status_json;
 mod ui;
@@ -77,6 +78,7 @@ pub fn router(state: ApiState) -> Router {
             "/instances/{id}/raiseEvent/{event}",
             post(handlers::raise_event),
         )
+        .route("/instances/{id}/logs", get(run_logs_view::list))
         .route("/instances/{id}/terminate", post(handlers::terminate))
         .route("/instances/{id}/suspend", post(handlers::suspend))
         .route("/instances/{id}/rewind", post(handlers::rewind))

@@ -11,6 +11,7 @@ import sys
 from playwright.sync_api import expect, sync_playwright
 
 base, key, shots = sys.argv[1], sys.argv[2], sys.argv[3]
+# and a medallion run on the sample (`run-lake`).
 chromium = os.environ.get("FLOWFORGE_CHROMIUM", "/usr/bin/chromium")
 ui = base + "ui/"
 
@@ -73,7 +74,22 @@ with sync_playwright() as p:
     assert activities.count() == 4, f"{activities.count()} activity lanes"
     expect(page.locator("#history")).to_contain_text("TaskCompleted")
     expect(page.locator("#output")).to_contain_text('"total"')
+    # Its logs: one section per attempt; the retried activity's first attempt says why it
+    # failed, its second attempt is a section of its own.
+    flaky = page.locator('#logs details.attempt', has_text="flaky-b.csv")
+    expect(flaky).to_have_count(2)
+    expect(flaky.first).to_contain_text("the read was cut off")
+    expect(page.locator("#logs details.attempt")).to_have_count(3)  # `sum` logs nothing
     page.screenshot(path=os.path.join(shots, "dashboard-run.png"), full_page=True)
+
+    # The medallion run: artifacts per layer with row counts, and what each layer logged.
+    page.goto(ui + "?code=" + key + "#/run/run-lake")
+    expect(page.locator("#run-status [data-status]")).to_have_text("Completed")
+    expect(page.locator("#artifacts")).to_contain_text("2246")
+    expect(page.locator('#logs details[data-activity="bronze"]').first).to_contain_text("bronze: written as landed")
+    expect(page.locator('#logs details[data-activity="silver"]')).to_contain_text("silver: written")
+    expect(page.locator('#logs details[data-activity="gold"]')).to_contain_text("gold: written")
+    page.screenshot(path=os.path.join(shots, "dashboard-medallion.png"), full_page=True)
 
     # Keyboard: the first link of the page is reachable with Tab.
     page.keyboard.press("Tab")

@@ -11,10 +11,17 @@ use flowforge_orchestrator::prelude::*;
 #[tokio::main]
 async fn main() -> Result<(), String> {
     // Warnings, and the storage outage reports (their end is at info level).
-    tracing_subscriber::fmt()
+    // And the run-log layer, as the binary installs it.
+    use tracing_subscriber::prelude::*;
+    let format = tracing_subscriber::fmt::layer()
         .with_ansi(false)
         .with_writer(std::io::stderr)
-        .with_env_filter("warn,flowforge_azure=info")
+        .with_filter(tracing_subscriber::EnvFilter::new(
+            "warn,flowforge_azure=info",
+        ));
+    tracing_subscriber::registry()
+        .with(format)
+        .with(flowforge_orchestrator::run_logs::RunLogLayer::new().at_info())
         .init();
     let ports = std::env::var("FLOWFORGE_TEST_PORTS").map_err(|_| "FLOWFORGE_TEST_PORTS unset")?;
     let ports: Vec<u16> = ports

@@ -164,6 +164,7 @@ async function renderRun(id) {
   if (produced) sections.push(h("h2", {}, "Artifacts"), produced);
   sections.push(
     h("h2", {}, "Timeline"), timeline(run, history),
+    h("h2", {}, "Logs"), runLogs(run.instanceId),
     h("h2", {}, "Input"), h("pre", { id: "input" }, json(run.input)),
     h("h2", {}, "Output"), h("pre", { id: "output" }, json(run.output)),
     h("h2", {}, "Custom status"), h("pre", {}, json(run.customStatus)),
@@ -311,6 +312,44 @@ function placed(bar, left, width) {
   bar.style.left = `${left.toFixed(3)}%`;
   bar.style.width = `${width.toFixed(3)}%`;
   return bar;
+}
+
+// What the run's activities logged, per attempt; pages load on demand ("More logs").
+function runLogs(id) {
+  const box = h("div", { id: "logs", class: "logs" }, h("p", { class: "muted" }, "Loading logs…"));
+  const load = async (token) => {
+    let reply;
+    try {
+      const headers = token ? { "x-ms-continuation-token": token } : {};
+      reply = await api(`instances/${encodeURIComponent(id)}/logs?top=100`, { headers });
+    } catch (error) {
+      box.replaceChildren(failure(error));
+      return;
+    }
+    box.querySelector(".more")?.remove();
+    if (!token) box.replaceChildren();
+    for (const attempt of reply.body.attempts) box.append(logAttempt(attempt));
+    if (!box.querySelector(".attempt")) box.append(h("p", { class: "muted" }, "No logs: its activities logged nothing (yet)."));
+    const next = reply.headers.get("x-ms-continuation-token");
+    if (next) box.append(h("button", { class: "more", onclick: () => load(next) }, "More logs"));
+  };
+  load(null);
+  return box;
+}
+
+function logAttempt(attempt) {
+  const title = `${attempt.activity} #${attempt.activityId} · delivery ${attempt.delivery} · ${when(attempt.startedAt)}`;
+  const rows = attempt.lines.map((line) => h("tr", { class: `level-${line.level}` },
+    h("td", { class: "hide-narrow" }, new Date(line.timestamp).toLocaleTimeString()),
+    h("td", {}, line.level),
+    h("td", {}, line.message,
+      Object.keys(line.fields || {}).length
+        ? h("span", { class: "muted" }, " ", Object.entries(line.fields).map(([k, v]) => `${k}=${v}`).join(" "))
+        : null)));
+  if (attempt.droppedLines) rows.push(h("tr", {}, h("td", { colspan: 3, class: "muted" }, `${attempt.droppedLines} more lines not kept (limit per attempt)`)));
+  return h("details", { class: "attempt", open: true, "data-activity": attempt.activity, "data-activity-id": attempt.activityId },
+    h("summary", {}, title),
+    h("div", { class: "table-wrap" }, h("table", {}, h("tbody", {}, rows))));
 }
 
 function historyTable(history) {
