@@ -486,6 +486,7 @@ async fn the_openapi_document_is_served_and_matches_the_routes() {
         "/instances/{instanceId}/resume",
         "/instances/{instanceId}/rewind",
         "/instances/{instanceId}/restart",
+        "/instances/{instanceId}/logs",
         "/deadletters",
         "/deadletters/{id}",
         "/deadletters/{id}/requeue",
@@ -564,4 +565,32 @@ async fn schedules_and_the_dashboard_are_behind_the_key() {
     let other = again.headers["content-security-policy"].to_str().unwrap();
     assert_ne!(csp, other, "a fresh nonce per response");
     app.worker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_logs_answer_per_instance_and_refuse_bad_paging() {
+    let app = app(1 << 20);
+    let started = app
+        .call("POST", "/api/orchestrators/fan/logs-1", Some("2"))
+        .await;
+    assert_eq!(started.status, StatusCode::ACCEPTED);
+    assert_eq!(app.poll_until_done("logs-1").await.status, StatusCode::OK);
+    let logs = app.call("GET", "/api/instances/logs-1/logs", None).await;
+    assert_eq!(logs.status, StatusCode::OK, "{}", logs.body);
+    assert_eq!(logs.body["instanceId"], "logs-1");
+    assert!(logs.body["attempts"].is_array(), "{}", logs.body);
+    let unknown = app.call("GET", "/api/instances/nobody/logs", None).await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    assert!(unknown.body["code"].as_str().is_some(), "{}", unknown.body);
+    for bad in ["top=0", "top=1001", "top=many"] {
+        let reply = app
+            .call("GET", &format!("/api/instances/logs-1/logs?{bad}"), None)
+            .await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{bad}: {}", reply.body);
+        assert!(reply.body["code"].as_str().is_some(), "{}", reply.body);
+    }
+    let keyless = app
+        .call_with("GET", "/api/instances/logs-1/logs", None, &[])
+        .await;
+    assert_eq!(keyless.status, StatusCode::UNAUTHORIZED);
 }
