@@ -139,6 +139,37 @@ async fn the_web_apps_start_and_poll_flow_with_the_hosts_rendering() {
     assert_eq!(done["runtimeStatus"], "Completed", "{done}");
     assert_eq!(done["output"]["sizes"].as_array().unwrap().len(), 2);
 
+    // The dashboard through the host: one page (script and style inline under a nonce),
+    // then the run's logs as the page asks for them (three attempts: one retried).
+    let page = host
+        .http("HttpDashboard", "GET", "/api/ui/?code=k3y%2B1", None, false)
+        .await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.headers["content-type"].starts_with("text/html"), "{:?}", page.headers);
+    assert!(page.headers["content-security-policy"].starts_with("default-src 'none'"));
+    assert!(page.body.contains(r#"<script type="module" nonce="#), "{}", page.body);
+    let id = done["instanceId"].as_str().unwrap().to_owned();
+    let logs_path = format!("/api/instances/{id}/logs?code=k3y%2B1");
+    let logs = flowforge_orchestrator::testing::eventually(
+        "the run's logs through the host",
+        Duration::from_secs(30),
+        || async {
+            let reply = host.http("HttpInstance", "GET", &logs_path, None, false).await;
+            assert_eq!(reply.status, 200, "{}", reply.body);
+            let logs = reply.json();
+            (logs["attempts"].as_array().map_or(0, Vec::len) == 3).then_some(logs)
+        },
+    )
+    .await;
+    let flaky: Vec<&Value> = logs["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["lines"][0]["fields"]["file"] == "flaky-1.csv")
+        .collect();
+    assert_eq!(flaky.len(), 2, "{logs}");
+    assert_eq!(flaky[0]["lines"][1]["level"], "WARN", "{logs}");
+
     // A 200 KiB input (its queue message is stored by reference).
     let files: Vec<String> = (0..10)
         .map(|i| format!("{i}-{}", "x".repeat(20 * 1024)))
