@@ -40,6 +40,10 @@ struct Args {
     /// The `flowforge` binary for the cold-start and crash-recovery scenarios.
     #[arg(long)]
     flowforge: Option<PathBuf>,
+    /// Only these engine scenarios (comma-separated: chain, fan_out, fan_out_logged, many,
+    /// events, idle); all when absent.
+    #[arg(long, value_delimiter = ',')]
+    scenarios: Vec<String>,
     /// Where to write the JSON results.
     #[arg(long, default_value = "bench-results.json")]
     json: PathBuf,
@@ -102,6 +106,7 @@ async fn main() -> anyhow::Result<()> {
         "none" => vec![],
         _ => vec!["memory", "azurite"],
     };
+    let wanted = |name: &str| args.scenarios.is_empty() || args.scenarios.iter().any(|s| s == name);
     for kind in &backends {
         let azurite_pid = azurite.as_ref().and_then(|a| a.server_pid());
         let runs = if *kind == "azurite" {
@@ -109,62 +114,18 @@ async fn main() -> anyhow::Result<()> {
         } else {
             args.runs.max(1)
         };
-        let mut results = Vec::new();
-        for _ in 0..runs {
-            eprintln!("running chain on {kind}");
-            results.push(scenarios::chain(fresh(kind).await?, 100).await?);
+        for (key, label, n) in scenarios::ENGINE {
+            if !wanted(key) {
+                continue;
+            }
+            let mut results = Vec::new();
+            for _ in 0..runs {
+                eprintln!("running {key} on {kind}");
+                results.push(scenarios::engine(key, fresh(kind).await?, n).await?);
+            }
+            rows.push(measure::median_row(kind, label, results, azurite_pid));
         }
-        rows.push(measure::median_row(
-            kind,
-            "sequential chain of 100",
-            results,
-            azurite_pid,
-        ));
-        let mut results = Vec::new();
-        for _ in 0..runs {
-            eprintln!("running fan_out on {kind}");
-            results.push(scenarios::fan_out(fresh(kind).await?, 1000).await?);
-        }
-        rows.push(measure::median_row(
-            kind,
-            "fan-out/fan-in of 1,000",
-            results,
-            azurite_pid,
-        ));
-        let mut results = Vec::new();
-        for _ in 0..runs {
-            eprintln!("running fan_out_logged on {kind}");
-            results.push(scenarios::fan_out_logged(fresh(kind).await?, 1000).await?);
-        }
-        rows.push(measure::median_row(
-            kind,
-            "fan-out/fan-in of 1,000, each logging a line",
-            results,
-            azurite_pid,
-        ));
-        let mut results = Vec::new();
-        for _ in 0..runs {
-            eprintln!("running many_instances on {kind}");
-            results.push(scenarios::many_instances(fresh(kind).await?, 1000).await?);
-        }
-        rows.push(measure::median_row(
-            kind,
-            "1,000 orchestrations of 1 activity",
-            results,
-            azurite_pid,
-        ));
-        let mut results = Vec::new();
-        for _ in 0..runs {
-            eprintln!("running events on {kind}");
-            results.push(scenarios::events(fresh(kind).await?, 500).await?);
-        }
-        rows.push(measure::median_row(
-            kind,
-            "500 external events into one instance",
-            results,
-            azurite_pid,
-        ));
-        if *kind == "azurite" {
+        if *kind == "azurite" && wanted("idle") {
             rows.push(scenarios::idle(fresh(kind).await?.engine, args.idle_secs).await?);
         }
     }

@@ -121,6 +121,31 @@ async fn wait(client: &Client, id: &str) -> anyhow::Result<InstanceStatus> {
     }
 }
 
+/// The engine scenarios: key (for `--scenarios`), label, size.
+pub const ENGINE: [(&str, &str, u64); 5] = [
+    ("chain", "sequential chain of 100", 100),
+    ("fan_out", "fan-out/fan-in of 1,000", 1000),
+    (
+        "fan_out_logged",
+        "fan-out/fan-in of 1,000, each logging a line",
+        1000,
+    ),
+    ("many", "1,000 orchestrations of 1 activity", 1000),
+    ("events", "500 external events into one instance", 500),
+];
+
+/// Runs the engine scenario `key` of size `n` on a fresh hub.
+pub async fn engine(key: &str, hub: Hub, n: u64) -> anyhow::Result<RunResult> {
+    match key {
+        "chain" => chain(hub, n).await,
+        "fan_out" => fan_out(hub, n).await,
+        "fan_out_logged" => fan_out_logged(hub, n).await,
+        "many" => many_instances(hub, n).await,
+        "events" => events(hub, n).await,
+        other => anyhow::bail!("no engine scenario '{other}'"),
+    }
+}
+
 /// A chain of `n` no-op activities in one instance.
 pub async fn chain(hub: Hub, n: u64) -> anyhow::Result<RunResult> {
     one_instance(hub, "chain", json!(n), n as usize, false).await

@@ -586,7 +586,12 @@ async fn run_logs_answer_per_instance_and_refuse_bad_paging() {
         let reply = app
             .call("GET", &format!("/api/instances/logs-1/logs?{bad}"), None)
             .await;
-        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{bad}: {}", reply.body);
+        assert_eq!(
+            reply.status,
+            StatusCode::BAD_REQUEST,
+            "{bad}: {}",
+            reply.body
+        );
         assert!(reply.body["code"].as_str().is_some(), "{}", reply.body);
     }
     let keyless = app

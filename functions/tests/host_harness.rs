@@ -145,16 +145,26 @@ async fn the_web_apps_start_and_poll_flow_with_the_hosts_rendering() {
         .http("HttpDashboard", "GET", "/api/ui/?code=k3y%2B1", None, false)
         .await;
     assert_eq!(page.status, 200, "{}", page.body);
-    assert!(page.headers["content-type"].starts_with("text/html"), "{:?}", page.headers);
+    assert!(
+        page.headers["content-type"].starts_with("text/html"),
+        "{:?}",
+        page.headers
+    );
     assert!(page.headers["content-security-policy"].starts_with("default-src 'none'"));
-    assert!(page.body.contains(r#"<script type="module" nonce="#), "{}", page.body);
+    assert!(
+        page.body.contains(r#"<script type="module" nonce="#),
+        "{}",
+        page.body
+    );
     let id = done["instanceId"].as_str().unwrap().to_owned();
     let logs_path = format!("/api/instances/{id}/logs?code=k3y%2B1");
     let logs = flowforge_orchestrator::testing::eventually(
         "the run's logs through the host",
         Duration::from_secs(30),
         || async {
-            let reply = host.http("HttpInstance", "GET", &logs_path, None, false).await;
+            let reply = host
+                .http("HttpInstance", "GET", &logs_path, None, false)
+                .await;
             assert_eq!(reply.status, 200, "{}", reply.body);
             let logs = reply.json();
             (logs["attempts"].as_array().map_or(0, Vec::len) == 3).then_some(logs)
