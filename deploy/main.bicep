@@ -37,16 +37,21 @@ param flexInstanceMemoryMB int = 2048
 @description('functionTimeout the host enforces (overrides host.json). Elastic Premium guarantees 60 minutes; Flex Consumption defaults to 30. The handler answers each invocation well within it.')
 param functionTimeout string = '00:30:00'
 
+@description('Start a medallion run for each new CSV in the landing container (Event Grid system topic on the account, subscription to the LandingBlobCreated function, dead letters in the eventgrid-deadletters container). The subscription needs the function to exist: deploy the app package first, then deploy again with this set to true.')
+param landingEvents bool = false
+
 var isFlex = hostingPlan == 'FlexConsumption'
 var storageName = take('${namePrefix}lake${uniqueString(resourceGroup().id)}', 24)
 var dataContainers = ['landing', 'bronze', 'silver', 'gold']
 var packageContainer = 'deployments'
+var eventDeadLetterContainer = 'eventgrid-deadletters'
 var packageUri = 'https://${storageName}.blob.${environment().suffixes.storage}/${packageContainer}/flowforge-app.zip'
 // Built-in role definition ids.
 var roles = {
   blobDataOwner: 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
   queueDataContributor: '974c5e8b-45b9-4653-ba55-5f855dd0fb88'
   tableDataContributor: '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
+  blobDataContributor: 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'
 }
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
@@ -68,7 +73,7 @@ resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01'
   name: 'default'
 }
 
-resource containers 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = [for name in concat(dataContainers, [packageContainer]): {
+resource containers 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = [for name in concat(dataContainers, [packageContainer, eventDeadLetterContainer]): {
   parent: blobService
   name: name
   properties: { publicAccess: 'None' }
@@ -166,6 +171,60 @@ resource tableRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
     principalId: app.identity.principalId
     principalType: 'ServicePrincipal'
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.tableDataContributor)
+  }
+}
+
+// Landing files start runs: BlobCreated events of the landing container go to the
+// LandingBlobCreated function (one run per event id, so Event Grid's redeliveries start
+// nothing twice); events it cannot take after Event Grid's retries are dead-lettered as
+// blobs, written with the system topic's own identity (the account takes no shared keys).
+resource landingTopic 'Microsoft.EventGrid/systemTopics@2022-06-15' = if (landingEvents) {
+  name: '${namePrefix}-lake-events'
+  location: location
+  identity: { type: 'SystemAssigned' }
+  properties: {
+    source: storage.id
+    topicType: 'Microsoft.Storage.StorageAccounts'
+  }
+}
+
+resource deadLetterRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (landingEvents) {
+  scope: storage
+  name: guid(storage.id, 'landing-events', roles.blobDataContributor)
+  properties: {
+    principalId: landingTopic.identity.principalId
+    principalType: 'ServicePrincipal'
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.blobDataContributor)
+  }
+}
+
+resource landingSubscription 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2022-06-15' = if (landingEvents) {
+  parent: landingTopic
+  name: 'landing-blob-created'
+  dependsOn: [deadLetterRole]
+  properties: {
+    destination: {
+      endpointType: 'AzureFunction'
+      properties: {
+        resourceId: '${app.id}/functions/LandingBlobCreated'
+        maxEventsPerBatch: 1
+        preferredBatchSizeInKilobytes: 64
+      }
+    }
+    filter: {
+      includedEventTypes: ['Microsoft.Storage.BlobCreated']
+      subjectBeginsWith: '/blobServices/default/containers/landing/blobs/'
+      subjectEndsWith: '.csv'
+    }
+    eventDeliverySchema: 'EventGridSchema'
+    retryPolicy: { maxDeliveryAttempts: 30, eventTimeToLiveInMinutes: 1440 }
+    deadLetterWithResourceIdentity: {
+      identity: { type: 'SystemAssigned' }
+      deadLetterDestination: {
+        endpointType: 'StorageBlob'
+        properties: { resourceId: storage.id, blobContainerName: eventDeadLetterContainer }
+      }
+    }
   }
 }
 

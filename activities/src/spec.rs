@@ -299,6 +299,9 @@ impl DatasetSpec {
     }
 }
 
+/// The names of the datasets shipped with the product.
+pub const BUILTIN: &[&str] = &["flights"];
+
 /// The datasets shipped with the product.
 pub fn builtin(name: &str) -> Option<Result<DatasetSpec, Error>> {
     match name {

@@ -6,6 +6,7 @@ pub mod api;
 pub mod client_command;
 pub mod demo;
 pub mod host;
+pub mod landing_events;
 pub mod pipeline_command;
 pub mod schedules;
 pub mod serve_command;

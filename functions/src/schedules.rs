@@ -8,10 +8,17 @@
 //! due; the standalone worker looks back to its previous tick), so a schedule finer than the
 //! caller's tick loses nothing. At most [`MAX_CATCH_UP`] occurrences per schedule and call;
 //! older ones are logged as missed. Every start and every skip is logged.
+//!
+//! Time zones: a schedule may name an IANA zone (`timeZone`, default UTC); its expression
+//! is then read in local time, and every local occurrence fires exactly once across
+//! daylight-saving changes: one that falls in the hour skipped in spring fires when the
+//! clocks jump (at the end of the gap), one in the hour repeated in autumn fires the first
+//! time. (The `cron` crate alone skips the first and fires the second twice.)
 
 use std::str::FromStr;
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Duration, NaiveDateTime, TimeZone, Timelike, Utc};
+use chrono_tz::Tz;
 use flowforge_orchestrator::backend::InstanceQuery;
 use flowforge_orchestrator::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -48,6 +55,9 @@ pub struct ScheduleSpec {
     /// Overlap policy.
     #[serde(default)]
     pub overlap: Overlap,
+    /// IANA time zone the expression is read in (`Europe/Berlin`); UTC when absent.
+    #[serde(default, rename = "timeZone", skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
 }
 
 /// A parsed schedule.
@@ -55,6 +65,7 @@ pub struct ScheduleSpec {
 pub struct Schedule {
     spec: ScheduleSpec,
     cron: cron::Schedule,
+    zone: Tz,
 }
 
 /// Converts NCRONTAB's day-of-week numbers (0–6, Sunday = 0) to the `cron` crate's (1–7,
@@ -121,7 +132,53 @@ impl Schedule {
                 spec.name, spec.cron
             )
         })?;
-        Ok(Self { spec, cron })
+        let zone = match &spec.time_zone {
+            None => Tz::UTC,
+            Some(name) => name.parse::<Tz>().map_err(|_| {
+                format!(
+                    "schedule '{}': '{name}' is not an IANA time zone (such as Europe/Berlin)",
+                    spec.name
+                )
+            })?,
+        };
+        Ok(Self { spec, cron, zone })
+    }
+
+    /// Occurrences after `at`, in order, each local occurrence once (see the module's
+    /// note on daylight-saving changes).
+    fn after(&self, at: DateTime<Utc>) -> impl Iterator<Item = DateTime<Utc>> + '_ {
+        // The expression walks local wall-clock times (as if they were UTC); each is then
+        // placed on the timeline of the zone.
+        let local = Utc.from_utc_datetime(&at.with_timezone(&self.zone).naive_local());
+        let mut last: Option<DateTime<Utc>> = None;
+        self.cron
+            .after(&local)
+            .map(|wall| self.instant_of(wall.naive_utc()))
+            .filter(move |t| {
+                let new = *t > at && last.is_none_or(|l| *t > l);
+                if new {
+                    last = Some(*t);
+                }
+                new
+            })
+    }
+
+    /// The instant of a local wall-clock time: the first of two in the repeated hour, the
+    /// end of the gap for one in the skipped hour.
+    fn instant_of(&self, wall: NaiveDateTime) -> DateTime<Utc> {
+        if let Some(t) = self.zone.from_local_datetime(&wall).earliest() {
+            return t.with_timezone(&Utc);
+        }
+        // In a gap (an hour or so, anywhere): the first wall-clock minute that exists, the
+        // moment the clocks jumped.
+        let mut probe = wall.with_second(0).unwrap_or(wall);
+        for _ in 0..(24 * 60) {
+            probe += Duration::minutes(1);
+            if let Some(t) = self.zone.from_local_datetime(&probe).earliest() {
+                return t.with_timezone(&Utc);
+            }
+        }
+        wall.and_utc()
     }
 
     /// The schedule's name.
@@ -138,8 +195,7 @@ impl Schedule {
         limit: usize,
     ) -> (Vec<DateTime<Utc>>, usize) {
         let mut due: Vec<DateTime<Utc>> = self
-            .cron
-            .after(&(now - look_back))
+            .after(now - look_back)
             .take_while(|t| *t <= now)
             .collect();
         let missed = due.len().saturating_sub(limit);
@@ -149,7 +205,7 @@ impl Schedule {
 
     /// The first occurrence after `at`.
     pub fn next_occurrence(&self, at: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        self.cron.after(&at).next()
+        self.after(at).next()
     }
 
     /// What the schedule was configured with.
@@ -159,7 +215,7 @@ impl Schedule {
 
     /// The next `n` occurrences after `at`.
     pub fn upcoming(&self, at: DateTime<Utc>, n: usize) -> Vec<DateTime<Utc>> {
-        self.cron.after(&at).take(n).collect()
+        self.after(at).take(n).collect()
     }
 
     /// The latest `n` occurrences at or before `now` within the last year, oldest first.
@@ -386,7 +442,97 @@ mod tests {
             orchestration: "demo".into(),
             input: Value::Null,
             overlap: Overlap::Skip,
+            time_zone: None,
         }
+    }
+
+    fn utc(text: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(text)
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    fn berlin_0230() -> Schedule {
+        Schedule::parse(ScheduleSpec {
+            time_zone: Some("Europe/Berlin".into()),
+            ..spec("0 30 2 * * *")
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn a_daily_0230_in_berlin_fires_once_a_day_across_spring_forward() {
+        // 28 March 2027: at 02:00 CET the clocks go to 03:00 CEST; 02:30 does not exist
+        // that day, so the run goes at the jump (03:00 CEST = 01:00 UTC).
+        let fired = berlin_0230().upcoming(utc("2027-03-26T00:00:00Z"), 4);
+        assert_eq!(
+            fired,
+            [
+                utc("2027-03-26T01:30:00Z"), // 02:30 CET
+                utc("2027-03-27T01:30:00Z"),
+                utc("2027-03-28T01:00:00Z"), // the gap's end
+                utc("2027-03-29T00:30:00Z"), // 02:30 CEST
+            ]
+        );
+    }
+
+    #[test]
+    fn a_daily_0230_in_berlin_fires_once_a_day_across_fall_back() {
+        // 31 October 2027: at 03:00 CEST the clocks go back to 02:00 CET; 02:30 happens
+        // twice, and the run goes the first time only.
+        let schedule = berlin_0230();
+        let fired = schedule.upcoming(utc("2027-10-30T00:00:00Z"), 3);
+        assert_eq!(
+            fired,
+            [
+                utc("2027-10-30T00:30:00Z"), // 02:30 CEST
+                utc("2027-10-31T00:30:00Z"), // the first 02:30 (CEST)
+                utc("2027-11-01T01:30:00Z"), // 02:30 CET
+            ]
+        );
+        // Looking from inside the repeated hour (02:10 CET, the second pass) does not
+        // fire the 02:30 of that day again.
+        assert_eq!(
+            schedule.next_occurrence(utc("2027-10-31T01:10:00Z")),
+            Some(utc("2027-11-01T01:30:00Z"))
+        );
+        // The timer's catch-up over the whole night: one occurrence.
+        let (due, missed) = schedule.due_occurrences(
+            utc("2027-10-31T03:00:00Z"),
+            Duration::hours(6),
+            MAX_CATCH_UP,
+        );
+        assert_eq!((due, missed), (vec![utc("2027-10-31T00:30:00Z")], 0));
+    }
+
+    #[test]
+    fn every_15_minutes_through_the_spring_gap_fires_the_jump_once() {
+        let schedule = Schedule::parse(ScheduleSpec {
+            time_zone: Some("Europe/Berlin".into()),
+            ..spec("0 */15 * * * *")
+        })
+        .unwrap();
+        // 01:45 CET, then 02:00–02:45 do not exist: one run at the jump, then 03:15 CEST.
+        let fired = schedule.upcoming(utc("2027-03-28T00:30:00Z"), 4);
+        assert_eq!(
+            fired,
+            [
+                utc("2027-03-28T00:45:00Z"),
+                utc("2027-03-28T01:00:00Z"),
+                utc("2027-03-28T01:15:00Z"),
+                utc("2027-03-28T01:30:00Z"),
+            ]
+        );
+    }
+
+    #[test]
+    fn an_unknown_time_zone_is_refused_with_its_name() {
+        let error = Schedule::parse(ScheduleSpec {
+            time_zone: Some("Mars/Olympus".into()),
+            ..spec("0 30 2 * * *")
+        })
+        .unwrap_err();
+        assert!(error.contains("Mars/Olympus"), "{error}");
     }
 
     #[test]

@@ -42,6 +42,16 @@ fn main_bicep_is_balanced_and_declares_what_the_app_needs() {
         "b7e6dc6d-f1e8-4753-8033-0f276bb0955b", // Storage Blob Data Owner (the host's blobs)
         "974c5e8b-45b9-4653-ba55-5f855dd0fb88", // Storage Queue Data Contributor
         "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3", // Storage Table Data Contributor
+        // Landing files start runs: the system topic, the subscription to the function,
+        // BlobCreated in landing only, dead letters with the topic's identity.
+        "Microsoft.EventGrid/systemTopics@",
+        "topicType: 'Microsoft.Storage.StorageAccounts'",
+        "endpointType: 'AzureFunction'",
+        "resourceId: '${app.id}/functions/LandingBlobCreated'",
+        "includedEventTypes: ['Microsoft.Storage.BlobCreated']",
+        "subjectBeginsWith: '/blobServices/default/containers/landing/blobs/'",
+        "deadLetterWithResourceIdentity",
+        "ba92f5b4-2d11-453d-a403-e96b0029c9fe", // Storage Blob Data Contributor (dead letters)
     ] {
         assert!(text.contains(needle), "main.bicep lacks {needle}");
     }

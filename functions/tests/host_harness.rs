@@ -180,6 +180,41 @@ async fn the_web_apps_start_and_poll_flow_with_the_hosts_rendering() {
     assert_eq!(flaky.len(), 2, "{logs}");
     assert_eq!(flaky[0]["lines"][1]["level"], "WARN", "{logs}");
 
+    // A landing file's BlobCreated event through the Event Grid trigger, delivered three
+    // times (as an object, as JSON text, and as JSON text encoded once more): one run.
+    let event = json!({
+        "topic": "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/lake",
+        "subject": "/blobServices/default/containers/landing/blobs/flights/host-a.csv",
+        "eventType": "Microsoft.Storage.BlobCreated", "id": "5fa9e3c1-0f2b-4c55-9d5c-1a2b3c4d5e6f",
+        "eventTime": "2026-12-02T10:00:00Z", "dataVersion": "", "metadataVersion": "1",
+        "data": {"api": "PutBlob", "blobType": "BlockBlob"}
+    });
+    let as_text = Value::String(event.to_string());
+    for delivery in [
+        event.clone(),
+        as_text.clone(),
+        Value::String(as_text.to_string()),
+    ] {
+        assert_eq!(host.event_grid("LandingBlobCreated", delivery).await, 200);
+    }
+    let runs = host
+        .http(
+            "HttpInstances",
+            "GET",
+            "/api/instances?instanceIdPrefix=landing-&showInput=true",
+            None,
+            false,
+        )
+        .await
+        .json();
+    assert_eq!(runs.as_array().map(Vec::len), Some(1), "{runs}");
+    assert_eq!(runs[0]["input"]["workflow_id"], "landing-files", "{runs}");
+    host.wait_done(
+        "/api/instances/landing-5fa9e3c1-0f2b-4c55-9d5c-1a2b3c4d5e6f",
+        Duration::from_secs(60),
+    )
+    .await;
+
     // A 200 KiB input (its queue message is stored by reference).
     let files: Vec<String> = (0..10)
         .map(|i| format!("{i}-{}", "x".repeat(20 * 1024)))

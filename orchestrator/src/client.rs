@@ -91,6 +91,10 @@ pub enum IfRunning {
     Fail,
     /// Return the running instance's id without starting anything (deduplicate).
     ReturnExisting,
+    /// Start only if no instance has this id, running or finished; otherwise return its
+    /// id and start nothing: a start that must happen once per id (one per delivered
+    /// event, however often it is delivered). A purged instance counts as never started.
+    OncePerId,
 }
 
 /// Options of a start.
@@ -200,13 +204,14 @@ impl Client {
             self.backend.read_state(&id).await?
         };
         let (replace, start_if): (Option<ETag>, StartCondition) = match existing {
+            Some(_) if options.if_running == IfRunning::OncePerId => return Ok(id),
             Some((state, _)) if !state.status.is_terminal() => {
                 return match options.if_running {
                     IfRunning::Fail => Err(Error::AlreadyRunning {
                         id,
                         status: state.status,
                     }),
-                    IfRunning::ReturnExisting => Ok(id),
+                    IfRunning::ReturnExisting | IfRunning::OncePerId => Ok(id),
                 }
             }
             Some((state, etag)) => (
@@ -247,7 +252,7 @@ impl Client {
                 // Someone started the same id at the same moment.
                 let status = self.read(&id).await?.status;
                 match options.if_running {
-                    IfRunning::ReturnExisting => Ok(id),
+                    IfRunning::ReturnExisting | IfRunning::OncePerId => Ok(id),
                     IfRunning::Fail => Err(Error::AlreadyRunning { id, status }),
                 }
             }

@@ -180,6 +180,7 @@ fn query_from(params: &Params, headers: &HeaderMap) -> Result<InstanceQuery, Api
         created_from: params.time("createdTimeFrom")?,
         created_to: params.time("createdTimeTo")?,
         instance_id_prefix: params.text("instanceIdPrefix"),
+        workflow_id: params.text("workflowId"),
         page_size: params.count("top")?.unwrap_or(100),
         continuation: continuation(headers),
     })

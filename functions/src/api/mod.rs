@@ -8,6 +8,7 @@ mod check_status;
 mod dead_letters;
 mod deadline;
 mod error;
+mod event_grid_hook;
 mod handlers;
 mod json_errors;
 mod openapi;
@@ -91,6 +92,10 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/deadletters/{id}/requeue", post(dead_letters::requeue))
         .route("/schedules", get(schedules_view::list))
+        .route(
+            "/eventgrid/landing",
+            post(event_grid_hook::deliver).options(event_grid_hook::handshake),
+        )
         .route("/ui/", get(ui::index))
         .route_layer(from_fn_with_state(state.clone(), auth::require_key))
         .route_layer(from_fn_with_state(state.clone(), deadline::within_deadline))

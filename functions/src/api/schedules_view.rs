@@ -40,6 +40,7 @@ pub async fn list(State(state): State<ApiState>) -> Result<Response, ApiError> {
         schedules.push(json!({
             "name": spec.name,
             "cron": spec.cron,
+            "timeZone": spec.time_zone.as_deref().unwrap_or("UTC"),
             "orchestration": spec.orchestration,
             "overlap": spec.overlap,
             "next": schedule

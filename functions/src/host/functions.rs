@@ -16,6 +16,8 @@ pub enum Trigger {
     WorkItemsPoison,
     /// The schedules' timer.
     Timer,
+    /// Event Grid events of the landing container (`BlobCreated` starts the medallion).
+    EventGrid,
 }
 
 /// Control queue partitions the app's function definitions cover (set
@@ -34,6 +36,7 @@ pub fn all() -> Vec<(String, Trigger)> {
         ("WorkItems".to_owned(), Trigger::WorkItems),
         ("WorkItemsPoison".to_owned(), Trigger::WorkItemsPoison),
         ("Schedules".to_owned(), Trigger::Timer),
+        ("LandingBlobCreated".to_owned(), Trigger::EventGrid),
     ];
     for p in 0..PARTITIONS {
         functions.push((format!("Orchestrator{p:02}"), Trigger::Control(p)));

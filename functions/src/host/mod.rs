@@ -7,7 +7,9 @@
 //! Queue functions run one message through the engine ([`HostedWorker`]); the host deletes
 //! the message on 2xx, so the handler answers non-2xx until a message's effect is durable.
 //! Poison-queue functions archive what the host moved there and fail the instance it
-//! belonged to, so no instance stays Running. The timer function fires the schedules.
+//! belonged to, so no instance stays Running. The timer function fires the schedules; the
+//! Event Grid function starts a medallion run per new landing file (the host's Event Grid
+//! extension does the subscription handshake).
 
 pub mod envelope;
 pub mod functions;
@@ -132,6 +134,7 @@ async fn invoke(
         Trigger::ControlPoison(p) => poison(&state, QueueName::Control(p), &data, &metadata).await,
         Trigger::WorkItemsPoison => poison(&state, QueueName::Work, &data, &metadata).await,
         Trigger::Timer => timer(&state, &data).await,
+        Trigger::EventGrid => landing_event(&state, &data).await,
     };
     match result {
         Ok(reply) => (StatusCode::OK, Json(reply)).into_response(),
@@ -378,5 +381,29 @@ async fn timer(state: &HostState, data: &Value) -> Result<Value, String> {
     if let Some((name, Err(e))) = results.iter().find(|(_, r)| r.is_err()) {
         return Err(format!("schedule {name}: {e}"));
     }
+    Ok(envelope::response(json!({}), logs))
+}
+
+/// The Event Grid trigger: the event (an object, or JSON in a string, possibly encoded once
+/// more) starts its run. A failure answers non-2xx: Event Grid delivers again, and past its
+/// retry policy dead-letters the event to the subscription's dead-letter container.
+async fn landing_event(state: &HostState, data: &Value) -> Result<Value, String> {
+    let mut event = binding(data).cloned().ok_or("no event in Data")?;
+    for _ in 0..2 {
+        if let Value::String(text) = &event {
+            event =
+                serde_json::from_str(text).map_err(|e| format!("the event is not JSON: {e}"))?;
+        }
+    }
+    let events = match crate::landing_events::parse(&event)? {
+        crate::landing_events::Delivery::Events(events) => events,
+        // The host's extension answers the handshake itself; nothing to do here.
+        crate::landing_events::Delivery::Validation { .. } => Vec::new(),
+    };
+    let workflow_id = crate::landing_events::workflow_id();
+    let (runs, ignored) = crate::landing_events::start_runs(&state.client, &events, &workflow_id)
+        .await
+        .map_err(|e| e.to_string())?;
+    let logs = vec![format!("landing event: runs {runs:?}, ignored {ignored}")];
     Ok(envelope::response(json!({}), logs))
 }

@@ -83,6 +83,9 @@ pub struct InstanceQuery {
     pub created_to: Option<DateTime<Utc>>,
     /// Instance id prefix.
     pub instance_id_prefix: Option<String>,
+    /// Only instances whose input has this `workflow_id` (the web app's runs of one
+    /// workflow, whatever started them).
+    pub workflow_id: Option<String>,
     /// Page size (0: the backend's default).
     pub page_size: usize,
     /// Continuation token from the previous page.
@@ -101,6 +104,13 @@ impl InstanceQuery {
                 .instance_id_prefix
                 .as_deref()
                 .is_none_or(|p| state.instance_id.starts_with(p))
+            && self.workflow_id.as_deref().is_none_or(|w| {
+                state
+                    .input
+                    .get("workflow_id")
+                    .and_then(serde_json::Value::as_str)
+                    == Some(w)
+            })
     }
 }
 
@@ -321,5 +331,33 @@ pub trait Backend: InstanceStore + QueueStore + PayloadStore + RunLogStore + 'st
     /// is in an outage now; `None` when it answers, or when the backend cannot tell.
     fn unreachable_for(&self) -> Option<Duration> {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::StartInfo;
+    use serde_json::json;
+
+    fn with_input(id: &str, input: serde_json::Value) -> InstanceState {
+        let started = StartInfo::new("medallion", "e1", input).into_event();
+        InstanceState::started(id, &started, chrono::Utc::now())
+    }
+
+    #[test]
+    fn a_workflow_id_filter_matches_the_inputs_workflow_id_only() {
+        let query = InstanceQuery {
+            workflow_id: Some("nightly".into()),
+            ..InstanceQuery::default()
+        };
+        assert!(query.matches(&with_input(
+            "a",
+            json!({"workflow_id": "nightly", "job_id": "1"})
+        )));
+        assert!(!query.matches(&with_input("b", json!({"workflow_id": "other"}))));
+        assert!(!query.matches(&with_input("c", json!({"workflow_id": 7}))));
+        assert!(!query.matches(&with_input("d", json!("nightly"))));
+        assert!(InstanceQuery::default().matches(&with_input("e", json!(null))));
     }
 }

@@ -70,6 +70,7 @@ async function renderRuns() {
   const params = new URLSearchParams({ top: String(PAGE) });
   if (f.statuses && f.statuses.length) params.set("runtimeStatus", f.statuses.join(","));
   if (f.prefix) params.set("instanceIdPrefix", f.prefix);
+  if (f.workflow) params.set("workflowId", f.workflow);
   if (f.from) params.set("createdTimeFrom", new Date(f.from).toISOString());
   if (f.to) params.set("createdTimeTo", new Date(f.to).toISOString());
   const token = runsState.tokens[runsState.page];
@@ -93,6 +94,7 @@ async function renderRuns() {
     const data = new FormData(e.target);
     runsState.filters = {
       statuses: data.getAll("status"), prefix: data.get("prefix") || "", name: data.get("name") || "",
+      workflow: data.get("workflow") || "",
       from: data.get("from") || "", to: data.get("to") || "",
     };
     runsState.tokens = [null];
@@ -104,6 +106,7 @@ async function renderRuns() {
         STATUSES.map((s) => h("option", { value: s, selected: (f.statuses || []).includes(s) }, s)))),
     h("label", {}, "Orchestration", h("input", { name: "name", value: f.name || "", placeholder: "name" })),
     h("label", {}, "Id prefix", h("input", { name: "prefix", value: f.prefix || "" })),
+    h("label", {}, "Workflow id", h("input", { name: "workflow", value: f.workflow || "" })),
     h("label", {}, "Created from", h("input", { type: "datetime-local", name: "from", value: f.from || "" })),
     h("label", {}, "Created to", h("input", { type: "datetime-local", name: "to", value: f.to || "" })),
     h("button", { type: "submit" }, "Filter"));
@@ -382,7 +385,7 @@ async function renderSchedules() {
   const cards = schedules.map((s) => h("section", { class: "schedule", "data-schedule": s.name },
     h("h2", {}, s.name),
     h("dl", { class: "facts" },
-      h("dt", {}, "Cron (UTC)"), h("dd", {}, h("code", {}, s.cron)),
+      h("dt", {}, "Cron"), h("dd", {}, h("code", {}, s.cron), ` (${s.timeZone})`),
       h("dt", {}, "Orchestration"), h("dd", {}, s.orchestration),
       h("dt", {}, "When one is still running"), h("dd", {}, s.overlap),
       h("dt", {}, "Next"), h("dd", {}, h("ul", { class: "next" }, s.next.map((t) => h("li", {}, when(t))))),
