@@ -55,6 +55,7 @@ pub fn parse(body: &Value) -> Result<Delivery, String> {
     };
     let mut events = Vec::with_capacity(items.len());
     for (n, item) in items.into_iter().enumerate() {
+        check_types(n, item)?;
         let text = |field: &str| item.get(field).and_then(Value::as_str);
         let event_type = text("eventType")
             .or_else(|| text("type"))
@@ -77,6 +78,36 @@ pub fn parse(body: &Value) -> Result<Delivery, String> {
         });
     }
     Ok(Delivery::Events(events))
+}
+
+/// The envelope fields of both schemas that are text, and `data`, an object: a delivery
+/// that gives them another type is malformed, not an event to ignore.
+fn check_types(n: usize, item: &Value) -> Result<(), String> {
+    let Some(fields) = item.as_object() else {
+        return Err(format!("event {n} is not an object"));
+    };
+    const TEXT: [&str; 11] = [
+        "id",
+        "eventType",
+        "type",
+        "subject",
+        "topic",
+        "source",
+        "specversion",
+        "eventTime",
+        "time",
+        "dataVersion",
+        "metadataVersion",
+    ];
+    for name in TEXT {
+        if fields.get(name).is_some_and(|v| !v.is_string()) {
+            return Err(format!("event {n}: {name} must be a string"));
+        }
+    }
+    if fields.get("data").is_some_and(|v| !v.is_object()) {
+        return Err(format!("event {n}: data must be an object"));
+    }
+    Ok(())
 }
 
 /// The run an event starts.
