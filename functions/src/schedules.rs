@@ -409,25 +409,130 @@ async fn fire_occurrence(
             });
         }
     }
+    start_once(client, schedule, occurrence)
+        .await
+        .map(Fired::Started)
+}
+
+/// Starts an occurrence's instance unless it exists, running or finished: another replica
+/// (or a backfill elsewhere) that started it a moment ago, even one that has already
+/// finished, is not started again.
+async fn start_once(
+    client: &Client,
+    schedule: &Schedule,
+    occurrence: DateTime<Utc>,
+) -> Result<String, String> {
     let options = StartOptions {
-        instance_id: Some(id.clone()),
-        ..StartOptions::default()
+        if_running: flowforge_orchestrator::client::IfRunning::OncePerId,
+        ..StartOptions::with_instance_id(schedule.instance_id(occurrence))
     };
-    match client
+    client
         .start_value(
             &schedule.spec.orchestration,
             options,
             schedule.input(occurrence),
         )
         .await
-    {
-        Ok(id) => Ok(Fired::Started(id)),
-        // Another replica started the same occurrence a moment ago.
-        Err(flowforge_orchestrator::client::Error::AlreadyRunning { id, .. }) => {
-            Ok(Fired::AlreadyStarted(id))
-        }
-        Err(e) => Err(e.to_string()),
+        .map_err(|e| e.to_string())
+}
+
+/// Runs a schedule now, as the occurrence of this second (its deterministic id: a second
+/// call within the same second starts nothing more).
+pub async fn trigger_now(
+    client: &Client,
+    schedule: &Schedule,
+    now: DateTime<Utc>,
+) -> Result<String, String> {
+    let occurrence = now.with_nanosecond(0).unwrap_or(now);
+    let id = start_once(client, schedule, occurrence).await?;
+    info!(
+        schedule = schedule.name(),
+        instance_id = id,
+        "schedule triggered by hand"
+    );
+    Ok(id)
+}
+
+/// The most occurrences one backfill may start.
+pub const MAX_BACKFILL: usize = 1_000;
+
+/// One occurrence of a backfill and what became of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Backfilled {
+    /// The occurrence time.
+    pub occurrence: DateTime<Utc>,
+    /// Its instance id (deterministic: the same as the schedule's own fire would use).
+    pub instance_id: String,
+    /// `started`, `existing` (started before, by the schedule or another backfill), or
+    /// `planned` (a dry run).
+    pub outcome: &'static str,
+}
+
+/// Starts every occurrence of `schedule` in `[from, to]` that has no instance yet, oldest
+/// first, at most `limit` (refused past it, so a backfill is never cut silently); each
+/// occurrence once, whoever else starts it. A dry run starts nothing and says what would
+/// be started. The overlap policy does not apply: a backfill's runs overlap by design.
+pub async fn backfill(
+    client: &Client,
+    schedule: &Schedule,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    limit: usize,
+    dry_run: bool,
+) -> Result<Vec<Backfilled>, BackfillError> {
+    if to < from {
+        return Err(BackfillError::Range("'to' is before 'from'".into()));
     }
+    let limit = limit.min(MAX_BACKFILL);
+    // `after` excludes its start: begin a second before `from` so `from` itself counts.
+    let occurrences: Vec<DateTime<Utc>> = schedule
+        .after(from - Duration::seconds(1))
+        .take_while(|t| *t <= to)
+        .take(limit + 1)
+        .collect();
+    if occurrences.len() > limit {
+        return Err(BackfillError::Range(format!(
+            "the range holds more than {limit} occurrences: narrow it or raise the limit (at most {MAX_BACKFILL})"
+        )));
+    }
+    let mut done = Vec::with_capacity(occurrences.len());
+    for occurrence in occurrences {
+        let instance_id = schedule.instance_id(occurrence);
+        let exists = match client.status(&instance_id, Default::default()).await {
+            Ok(_) => true,
+            Err(flowforge_orchestrator::client::Error::NotFound(_)) => false,
+            Err(e) => return Err(BackfillError::Storage(e.to_string())),
+        };
+        let outcome = match (exists, dry_run) {
+            (true, _) => "existing",
+            (false, true) => "planned",
+            (false, false) => {
+                start_once(client, schedule, occurrence)
+                    .await
+                    .map_err(BackfillError::Storage)?;
+                info!(schedule = schedule.name(), instance_id, %occurrence, "backfill started an occurrence");
+                "started"
+            }
+        };
+        done.push(Backfilled {
+            occurrence,
+            instance_id,
+            outcome,
+        });
+    }
+    Ok(done)
+}
+
+/// Why a backfill was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BackfillError {
+    /// The range is empty the wrong way round or holds too many occurrences.
+    #[error("{0}")]
+    Range(String),
+    /// Storage failed (what was started so far stays started; a retry goes on from there).
+    #[error("storage failed: {0}")]
+    Storage(String),
 }
 
 #[cfg(test)]
@@ -523,6 +628,51 @@ mod tests {
                 utc("2027-03-28T01:30:00Z"),
             ]
         );
+    }
+
+    #[tokio::test]
+    async fn a_backfill_starts_each_occurrence_once_and_a_dry_run_nothing() {
+        let backend = std::sync::Arc::new(MemoryBackend::new());
+        let client = Client::new(backend);
+        let hourly = Schedule::parse(spec("0 0 * * * *")).unwrap();
+        let (from, to) = (utc("2026-11-01T00:00:00Z"), utc("2026-11-01T05:00:00Z"));
+        let planned = backfill(&client, &hourly, from, to, 10, true)
+            .await
+            .unwrap();
+        assert_eq!(planned.len(), 6, "both ends included");
+        assert!(planned.iter().all(|b| b.outcome == "planned"));
+        let (listed, _) = client.list(&InstanceQuery::default(), false).await.unwrap();
+        assert!(listed.is_empty(), "a dry run starts nothing");
+        let first = backfill(
+            &client,
+            &hourly,
+            from,
+            utc("2026-11-01T02:00:00Z"),
+            10,
+            false,
+        )
+        .await
+        .unwrap();
+        assert!(first.iter().all(|b| b.outcome == "started"));
+        let again = backfill(&client, &hourly, from, to, 10, false)
+            .await
+            .unwrap();
+        let outcomes: Vec<_> = again.iter().map(|b| b.outcome).collect();
+        assert_eq!(
+            outcomes,
+            ["existing", "existing", "existing", "started", "started", "started"]
+        );
+        assert_eq!(again[0].instance_id, "schedule-nightly-20261101T000000Z");
+        let (listed, _) = client.list(&InstanceQuery::default(), false).await.unwrap();
+        assert_eq!(listed.len(), 6);
+        let too_many = backfill(&client, &hourly, from, to, 5, false)
+            .await
+            .unwrap_err();
+        assert!(matches!(too_many, BackfillError::Range(_)), "{too_many}");
+        let backwards = backfill(&client, &hourly, to, from, 10, false)
+            .await
+            .unwrap_err();
+        assert!(matches!(backwards, BackfillError::Range(_)), "{backwards}");
     }
 
     #[test]

@@ -491,6 +491,8 @@ async fn the_openapi_document_is_served_and_matches_the_routes() {
         "/deadletters/{id}",
         "/deadletters/{id}/requeue",
         "/schedules",
+        "/schedules/{name}/backfill",
+        "/schedules/{name}/trigger",
         "/eventgrid/landing",
         "/openapi.json",
     ];

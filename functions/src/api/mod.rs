@@ -92,6 +92,8 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/deadletters/{id}/requeue", post(dead_letters::requeue))
         .route("/schedules", get(schedules_view::list))
+        .route("/schedules/{name}/backfill", post(schedules_view::backfill))
+        .route("/schedules/{name}/trigger", post(schedules_view::trigger))
         .route(
             "/eventgrid/landing",
             post(event_grid_hook::deliver).options(event_grid_hook::handshake),
