@@ -110,6 +110,11 @@ with sync_playwright() as p:
     expect(yearly).to_be_visible()
     expect(yearly.locator("ul.next li")).to_have_count(5)
     expect(yearly.locator("ul.recent")).to_contain_text("not started")
+    # A dry-run backfill of two years: the two 1 January occurrences, nothing started.
+    yearly.locator('input[name="from"]').fill("2019-12-31T00:00")
+    yearly.locator('input[name="to"]').fill("2021-12-31T00:00")
+    yearly.locator('button[value="dry"]').click()
+    expect(yearly.locator('[data-result="yearly"]')).to_have_text("2 planned")
 
     # Narrow screens: the list still works at 390 px.
     narrow = browser.new_page(viewport={"width": 390, "height": 844})

@@ -368,6 +368,42 @@ function historyTable(history) {
 
 // ---- Schedules --------------------------------------------------------------------------
 
+// Run now, and backfill a range (a dry run first shows what would start).
+function scheduleActions(s) {
+  const out = h("p", { class: "muted", "data-result": s.name });
+  const name = encodeURIComponent(s.name);
+  const runNow = h("button", { type: "button", "data-action": "trigger", onclick: async () => {
+    if (!confirm(`Run ${s.name} now?`)) return;
+    try {
+      const reply = await api(`schedules/${name}/trigger`, { method: "POST" });
+      out.replaceChildren("Started ", h("a", { href: runLink(reply.body.instanceId) }, reply.body.instanceId));
+    } catch (error) { out.replaceChildren(failure(error)); }
+  } }, "Run now");
+  const form = h("form", { class: "filters backfill", onsubmit: async (e) => {
+    e.preventDefault();
+    const data = new FormData(e.target);
+    const dry = e.submitter && e.submitter.value === "dry";
+    if (!data.get("from") || !data.get("to")) { out.replaceChildren("Give a range."); return; }
+    if (!dry && !confirm(`Start every occurrence of ${s.name} in that range that has not run?`)) return;
+    const params = new URLSearchParams({
+      from: new Date(data.get("from")).toISOString(), to: new Date(data.get("to")).toISOString(),
+      limit: String(data.get("limit") || 100), dryRun: String(dry),
+    });
+    try {
+      const reply = await api(`schedules/${name}/backfill?${params}`, { method: "POST" });
+      const counts = {};
+      for (const o of reply.body.occurrences) counts[o.outcome] = (counts[o.outcome] || 0) + 1;
+      out.replaceChildren(Object.entries(counts).map(([k, n]) => `${n} ${k}`).join(", ") || "no occurrences in that range");
+    } catch (error) { out.replaceChildren(failure(error)); }
+  } },
+    h("label", {}, "Backfill from", h("input", { type: "datetime-local", name: "from" })),
+    h("label", {}, "to", h("input", { type: "datetime-local", name: "to" })),
+    h("label", {}, "at most", h("input", { type: "number", name: "limit", min: 1, max: 1000, value: 100 })),
+    h("button", { type: "submit", value: "dry" }, "Dry run"),
+    h("button", { type: "submit", value: "run" }, "Backfill"));
+  return h("div", { class: "actions" }, runNow, form, out);
+}
+
 async function renderSchedules() {
   let reply;
   try {
@@ -391,7 +427,8 @@ async function renderSchedules() {
       h("dt", {}, "Next"), h("dd", {}, h("ul", { class: "next" }, s.next.map((t) => h("li", {}, when(t))))),
       h("dt", {}, "Latest"), h("dd", {}, h("ul", { class: "recent" }, s.recent.map((r) => h("li", {},
         when(r.occurrence), " ",
-        r.runtimeStatus ? h("a", { href: runLink(r.instanceId) }, badge(r.runtimeStatus)) : h("span", { class: "muted" }, "not started"))))))));
+        r.runtimeStatus ? h("a", { href: runLink(r.instanceId) }, badge(r.runtimeStatus)) : h("span", { class: "muted" }, "not started")))))),
+    scheduleActions(s)));
   show(h("h1", {}, "Schedules"), ...cards);
   schedule(renderSchedules, 30000);
 }
