@@ -117,11 +117,47 @@ pub enum ClientCommand {
         #[command(subcommand)]
         action: DeadLetterAction,
     },
+    /// Operate a configured schedule (the same `FLOWFORGE_SCHEDULES` the worker reads).
+    Schedule {
+        /// What to do.
+        #[command(subcommand)]
+        action: ScheduleAction,
+        /// The schedules.
+        #[command(flatten)]
+        schedules: crate::schedules::SchedulesArgs,
+    },
     /// Delete the whole task hub (tables, queues, payloads).
     DeleteTaskHub {
         /// Confirm.
         #[arg(long)]
         yes: bool,
+    },
+}
+
+/// Operations on a configured schedule.
+#[derive(Debug, Subcommand)]
+pub enum ScheduleAction {
+    /// Start every occurrence of a past range that has not run, each once.
+    Backfill {
+        /// Schedule name.
+        name: String,
+        /// Range start (RFC 3339), included.
+        #[arg(long)]
+        from: chrono::DateTime<chrono::Utc>,
+        /// Range end (RFC 3339), included.
+        #[arg(long)]
+        to: chrono::DateTime<chrono::Utc>,
+        /// Refuse a range of more occurrences than this (at most 1,000).
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Only list what would start.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Run a schedule now.
+    Trigger {
+        /// Schedule name.
+        name: String,
     },
 }
 
@@ -176,6 +212,42 @@ pub async fn run(command: ClientCommand, storage: StorageArgs) -> anyhow::Result
         )
     };
     match command {
+        ClientCommand::Schedule { action, schedules } => {
+            let schedules = schedules.load()?;
+            let named = |name: &str| {
+                schedules
+                    .iter()
+                    .find(|s| s.name() == name)
+                    .ok_or_else(|| anyhow::anyhow!("no schedule named '{name}' is configured"))
+            };
+            match action {
+                ScheduleAction::Backfill {
+                    name,
+                    from,
+                    to,
+                    limit,
+                    dry_run,
+                } => {
+                    let done = crate::schedules::backfill(
+                        &client,
+                        named(&name)?,
+                        from,
+                        to,
+                        limit,
+                        dry_run,
+                    )
+                    .await?;
+                    show(serde_json::to_value(done)?);
+                }
+                ScheduleAction::Trigger { name } => {
+                    let id =
+                        crate::schedules::trigger_now(&client, named(&name)?, chrono::Utc::now())
+                            .await
+                            .map_err(anyhow::Error::msg)?;
+                    println!("started {id}");
+                }
+            }
+        }
         ClientCommand::Start {
             name,
             id,

@@ -134,4 +134,46 @@ async fn a_backfill_on_two_workers_starts_each_occurrence_exactly_once() {
         .starts_with("schedule-hourly-"));
     let (status, missing) = post(&http, &format!("{}schedules/nope/trigger", two.base)).await;
     assert_eq!(status, 404, "{missing}");
+
+    // The CLI, on the same schedules setting: the backfilled day is all there; the next
+    // day's first hours would start.
+    let cli = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_flowforge"))
+            .args(args)
+            .env(
+                "AzureWebJobsStorage",
+                flowforge_azure::azurite::shared().connection_string(),
+            )
+            .env("FLOWFORGE_TASK_HUB", HUB)
+            .env("FLOWFORGE_SCHEDULES", SCHEDULE)
+            .env("RUST_LOG", "error")
+            .output()
+            .unwrap()
+    };
+    let out = cli(&[
+        "schedule",
+        "backfill",
+        "hourly",
+        "--from",
+        "2026-11-01T22:00:00Z",
+        "--to",
+        "2026-11-02T01:00:00Z",
+        "--dry-run",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let outcomes: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, ["existing", "existing", "planned", "planned"]);
+    let unknown = cli(&["schedule", "trigger", "nope"]);
+    assert!(!unknown.status.success());
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no schedule named 'nope'"));
 }
