@@ -131,7 +131,7 @@ async fn run() -> anyhow::Result<()> {
     match cli.command {
         Command::Demo { files, pause_ms } => run_demo(files, pause_ms).await,
         Command::Worker(args) => {
-            let registry = app_registry(cli.storage.lake()?);
+            let registry = app_registry(cli.storage.lake()?)?;
             worker_command::run(args, cli.storage, registry).await
         }
         Command::Pipeline(args) => pipeline_command::run(args).await,

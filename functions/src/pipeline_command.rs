@@ -47,7 +47,7 @@ pub async fn run(args: PipelineArgs) -> anyhow::Result<()> {
     let uploaded = upload_landing(&lake, &args).await?;
     println!("uploaded {uploaded} landing files");
     let backend = AzureBackend::connect(config).await?;
-    let registry = crate::app_registry(Some(lake.clone()));
+    let registry = crate::app_registry(Some(lake.clone()))?;
     let options = WorkerOptions {
         max_idle_poll: Duration::from_millis(200),
         ..WorkerOptions::default()

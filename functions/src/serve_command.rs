@@ -82,7 +82,7 @@ pub async fn run(args: ServeArgs, storage: StorageArgs) -> anyhow::Result<()> {
     let (ready, lazy) = tokio::sync::watch::channel(None);
     tokio::spawn(async move {
         let connected = async {
-            let registry = crate::app_registry(storage.lake()?);
+            let registry = crate::app_registry(storage.lake()?)?;
             let backend = storage.connect().await?;
             anyhow::Ok((backend, registry))
         };

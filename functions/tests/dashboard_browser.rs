@@ -80,7 +80,13 @@ async fn the_dashboard_in_headless_chromium() {
         python.display()
     );
     let yearly = r#"[{"name": "yearly", "cron": "0 0 0 1 1 *", "orchestration": "await_approval", "input": 60}]"#;
+    // A completed demo run starts an approval wait (a chained run), shown on both pages.
+    std::env::set_var(
+        "FLOWFORGE_CHAINS",
+        r#"[{"name": "approval", "after": "demo", "start": "await_approval", "input": 3600}]"#,
+    );
     let server = Server::start("dashboard", KEY, &["--schedules", yearly]).await;
+    std::env::remove_var("FLOWFORGE_CHAINS");
     let http = reqwest::Client::new();
     let base = server.base.clone();
     start(

@@ -5,7 +5,8 @@
 //! - [`history`]: the versioned event model;
 //! - [`replay`]: the pure core, `(history, new events) → (new events, actions)`;
 //! - [`context`]: what orchestration code calls (activities, timers, events, …);
-//! - [`registry`]: orchestrations and activities by name and version;
+//! - [`registry`]: orchestrations and activities by name and version, and the declared
+//!   [`chain`]s (runs that start runs);
 //! - [`backend`]: the storage traits, an in-memory backend and (feature `conformance`) the
 //!   suite every backend must pass;
 //! - [`runtime`]: the worker that runs episodes and activities against a backend;
@@ -35,6 +36,7 @@
 //! ```
 
 pub mod backend;
+pub mod chain;
 pub mod client;
 pub mod clock;
 pub mod context;

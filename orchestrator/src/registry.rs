@@ -44,6 +44,8 @@ pub struct Registry {
     /// name → versions in registration order (the last one is the latest).
     orchestrations: HashMap<String, Vec<(String, OrchestrationFn)>>,
     activities: HashMap<String, Vec<(String, ActivityFn)>>,
+    /// Runs that start runs (see [`crate::chain`]).
+    chains: Vec<crate::chain::Chain>,
 }
 
 impl Registry {
@@ -130,6 +132,17 @@ impl Registry {
     /// Whether an orchestration of this name is registered.
     pub fn has_orchestration(&self, name: &str) -> bool {
         self.orchestrations.contains_key(name)
+    }
+
+    /// Declares a chained run: when `chain.after` ends as declared, `chain.start` starts.
+    pub fn chain(mut self, chain: crate::chain::Chain) -> Self {
+        self.chains.push(chain);
+        self
+    }
+
+    /// The declared chains.
+    pub fn chains(&self) -> &[crate::chain::Chain] {
+        &self.chains
     }
 
     /// Registered orchestration names, sorted.

@@ -57,7 +57,19 @@ pub fn chaos_expected(seed: u64) -> u64 {
 
 /// The orchestrations and activities of the end-to-end tests.
 pub fn registry() -> Registry {
+    // Every "waves" run that completes starts "waves_report" with its sum (the crash test
+    // checks each starts exactly once, whatever the kills).
+    let report: flowforge_orchestrator::chain::Chain = serde_json::from_value(json!({
+        "name": "report", "after": "waves", "start": "waves_report",
+        "input": {"sum": "{{output}}", "of": "{{instanceId}}"}
+    }))
+    .unwrap_or_else(|e| unreachable!("a valid chain: {e}"));
     flowforge_orchestrator::testing::fan_out(Registry::new(), "fan", "square")
+        .chain(report)
+        .orchestration(
+            "waves_report",
+            |_ctx: OrchestrationContext, report: Value| async move { Ok(report["sum"].clone()) },
+        )
         .orchestration(
             "waves",
             |ctx: OrchestrationContext, shape: Waves| async move {

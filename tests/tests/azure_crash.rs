@@ -24,7 +24,8 @@ fn spawn_worker(hub: &str) -> WorkerProcess {
     .unwrap()
 }
 
-async fn verify(client: &Client, ids: &[String], n: u64) {
+/// `chained`: the runs are "waves", whose end starts a "waves_report" (see the registry).
+async fn verify(client: &Client, ids: &[String], n: u64, chained: bool) {
     for id in ids {
         let done = client.wait_for_completion(id, WAIT).await.unwrap();
         assert_eq!(done.runtime_status, RuntimeStatus::Completed, "{id}");
@@ -37,6 +38,41 @@ async fn verify(client: &Client, ids: &[String], n: u64) {
             completions as u64, n,
             "{id}: each activity result recorded exactly once"
         );
+        if !chained {
+            continue;
+        }
+        // Its chained run: started once, whatever the kills between its end and that start.
+        let chained = format!("{id}-then-report");
+        let report = flowforge_orchestrator::testing::eventually(
+            &format!("{chained} finished"),
+            WAIT,
+            || async {
+                let status = client
+                    .status(&chained, StatusOptions::default())
+                    .await
+                    .ok()?;
+                status.runtime_status.is_terminal().then_some(status)
+            },
+        )
+        .await;
+        assert_eq!(report.runtime_status, RuntimeStatus::Completed, "{chained}");
+        assert_eq!(report.output, json!(fan_sum(n)), "{chained}");
+        let history = client
+            .status(&chained, StatusOptions::with_history())
+            .await
+            .unwrap()
+            .history
+            .unwrap();
+        let starts = history
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e.kind,
+                    flowforge_orchestrator::history::EventKind::ExecutionStarted { .. }
+                )
+            })
+            .count();
+        assert_eq!(starts, 1, "{chained}: one execution");
     }
 }
 
@@ -108,7 +144,7 @@ async fn workers_killed_at_random_points_lose_nothing() {
         "no kill landed while work was in flight; the test proved nothing"
     );
     let _survivor = spawn_worker(hub);
-    verify(&client, &ids, n).await;
+    verify(&client, &ids, n, true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -133,5 +169,5 @@ async fn three_workers_on_one_task_hub_never_split_brain() {
                 .unwrap(),
         );
     }
-    verify(&client, &ids, n).await;
+    verify(&client, &ids, n, false).await;
 }

@@ -80,7 +80,14 @@ with sync_playwright() as p:
     expect(flaky).to_have_count(2)
     expect(flaky.first).to_contain_text("the read was cut off")
     expect(page.locator("#logs details.attempt")).to_have_count(3)  # `sum` logs nothing
+    # Its chained run (started when it completed), and the way back from there.
+    chained = page.locator('#chained a[data-chained="run-ok-then-approval"]')
+    expect(chained).to_be_visible()
     page.screenshot(path=os.path.join(shots, "dashboard-run.png"), full_page=True)
+    chained.click()
+    expect(page.locator("#chained")).to_contain_text("Started after run-ok")
+    page.goto(ui + "?code=" + key + "#/run/run-ok")
+    expect(page.locator("#run-status [data-status]")).to_have_text("Completed")
 
     # The medallion run: artifacts per layer with row counts, and what each layer logged.
     page.goto(ui + "?code=" + key + "#/run/run-lake")

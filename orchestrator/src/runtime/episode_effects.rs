@@ -6,6 +6,7 @@ use serde_json::Value;
 
 pub use crate::backend::to_instance;
 use crate::backend::{ActivityWorkItem, Outbound, QueueMessage, QueueName, StartCondition};
+use crate::chain::Chain;
 use crate::history::{EventKind, FailureDetails, ParentRef, StartInfo, HISTORY_FORMAT_VERSION};
 use crate::replay::{Action, Episode, ExecutionOutcome};
 use crate::status::{InstanceState, RuntimeStatus};
@@ -61,6 +62,7 @@ pub fn next_state(
 pub fn outbound_messages(
     state: &InstanceState,
     episode: &Episode,
+    chains: &[Chain],
     partitions: u32,
     now: DateTime<Utc>,
 ) -> Vec<Outbound> {
@@ -197,6 +199,24 @@ pub fn outbound_messages(
             partitions,
         ));
     }
+    if parent_result(&episode.outcome).is_some() {
+        // The end of this run starts the chained runs declared for it, each once: a
+        // deterministic instance and execution id, started only where none exists.
+        for chain in chains.iter().filter(|c| c.fires_for(state)) {
+            let start = start_message(
+                state,
+                &chain.instance_id(state),
+                &chain.start,
+                "",
+                &chain.execution_id(state),
+                &chain.input_for(state),
+                None,
+                partitions,
+                now,
+            );
+            out.push(start.with_start_condition(StartCondition::Absent));
+        }
+    }
     if let ExecutionOutcome::ContinuedAsNew { input, carryover } = &episode.outcome {
         let next_execution = uuid::Uuid::new_v5(
             &uuid::Uuid::NAMESPACE_OID,
@@ -238,6 +258,7 @@ pub fn outbound_messages(
 pub fn pending_messages(
     state: &InstanceState,
     history: &[crate::history::HistoryEvent],
+    chains: &[Chain],
     partitions: u32,
     now: DateTime<Utc>,
 ) -> Vec<Outbound> {
@@ -339,7 +360,7 @@ pub fn pending_messages(
         suspended: false,
         start: None,
     };
-    outbound_messages(state, &episode, partitions, now)
+    outbound_messages(state, &episode, chains, partitions, now)
 }
 
 /// What a sub-orchestration reports to its parent, once it has ended.
@@ -470,6 +491,7 @@ mod tests {
         let out = outbound_messages(
             &state,
             &episode(ExecutionOutcome::Running, actions),
+            &[],
             4,
             now(),
         );
@@ -503,6 +525,7 @@ mod tests {
         let out = outbound_messages(
             &child,
             &episode(ExecutionOutcome::Completed(json!("ok")), vec![]),
+            &[],
             4,
             now(),
         );
@@ -525,8 +548,8 @@ mod tests {
             input: json!(2),
             carryover: Vec::new(),
         };
-        let first = outbound_messages(&state, &episode(continued.clone(), vec![]), 4, now());
-        let again = outbound_messages(&state, &episode(continued, vec![]), 4, now());
+        let first = outbound_messages(&state, &episode(continued.clone(), vec![]), &[], 4, now());
+        let again = outbound_messages(&state, &episode(continued, vec![]), &[], 4, now());
         let next = orchestrator_message(&first[0]);
         assert_eq!(
             next.start_if,
@@ -540,5 +563,48 @@ mod tests {
             orchestrator_message(&again[0]).execution_id,
             "the next execution's id is deterministic (a redelivery re-sends the same start)"
         );
+    }
+
+    #[test]
+    fn an_end_starts_its_chained_runs_once_and_a_resend_is_the_same_start() {
+        let chain: Chain = serde_json::from_value(json!({
+            "name": "next", "after": "flow", "start": "after_flow",
+            "input": {"total": "{{output/total}}"}
+        }))
+        .unwrap();
+        let mut done = started(None);
+        done.status = RuntimeStatus::Completed;
+        done.output = json!({"total": 3});
+        done.name = "flow".into();
+        let out = outbound_messages(
+            &done,
+            &episode(ExecutionOutcome::Completed(json!({"total": 3})), vec![]),
+            std::slice::from_ref(&chain),
+            4,
+            now(),
+        );
+        let starts: Vec<&OrchestratorMessage> = out.iter().map(orchestrator_message).collect();
+        assert_eq!(starts.len(), 1);
+        assert_eq!(
+            starts[0].instance_id,
+            format!("{}-then-next", done.instance_id)
+        );
+        assert_eq!(starts[0].start_if, Some(StartCondition::Absent));
+        let resent = pending_messages(&done, &[], std::slice::from_ref(&chain), 4, now());
+        assert_eq!(resent.len(), 1);
+        assert_eq!(
+            orchestrator_message(&resent[0]),
+            starts[0],
+            "the same start, re-derived"
+        );
+        // Still running, or ended another way: nothing.
+        let running = outbound_messages(
+            &started(None),
+            &episode(ExecutionOutcome::Running, vec![]),
+            std::slice::from_ref(&chain),
+            4,
+            now(),
+        );
+        assert!(running.is_empty());
     }
 }

@@ -267,6 +267,7 @@ async fn resend_decided(
     let pending = pending_messages(
         &loaded.state,
         &loaded.history,
+        shared.registry.chains(),
         shared.backend.control_partitions(),
         now,
     );

@@ -155,8 +155,9 @@ impl InstanceTurn {
         let next = next_state(&self.state, &episode, history_len, now);
         let mut inline = Vec::new();
         let mut queued = Vec::new();
-        for outbound in outbound_messages(&next, &episode, shared.backend.control_partitions(), now)
-        {
+        let partitions = shared.backend.control_partitions();
+        let chains = shared.registry.chains();
+        for outbound in outbound_messages(&next, &episode, chains, partitions, now) {
             match outbound.message {
                 QueueMessage::Activity(item) if runs_inline(shared, &item) => inline.push(item),
                 _ => queued.push(outbound),

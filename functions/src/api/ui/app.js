@@ -159,6 +159,7 @@ async function renderRun(id) {
     h("h1", {}, run.instanceId),
     facts,
     actions(run),
+    chained(run.instanceId),
   ];
   if (run.failureDetails) {
     sections.push(h("h2", {}, "Failure"), h("pre", { id: "failure" }, json(run.failureDetails)));
@@ -315,6 +316,20 @@ function placed(bar, left, width) {
   bar.style.left = `${left.toFixed(3)}%`;
   bar.style.width = `${width.toFixed(3)}%`;
   return bar;
+}
+
+// Runs that start runs: a chained run's id is `<this run>-then-<chain>`, so both ends are
+// found from the ids (the run this one was started after, the runs started after it).
+function chained(id) {
+  const box = h("p", { id: "chained", class: "muted" });
+  const after = /^(.+)-then-[A-Za-z0-9_-]+$/.exec(id);
+  if (after) box.append("Started after ", h("a", { href: runLink(after[1]) }, after[1]), ". ");
+  api(`instances?instanceIdPrefix=${encodeURIComponent(`${id}-then-`)}&top=20`).then((reply) => {
+    if (!reply.body.length) return;
+    box.append("Started after this run: ");
+    reply.body.forEach((r, i) => box.append(i ? ", " : "", h("a", { href: runLink(r.instanceId), "data-chained": r.instanceId }, r.instanceId), " ", badge(r.runtimeStatus)));
+  }).catch(() => {});
+  return box;
 }
 
 // What the run's activities logged, per attempt; pages load on demand ("More logs").
