@@ -32,44 +32,6 @@ async fn start(http: &reqwest::Client, base: &str, name: &str, id: &str, input: 
     assert_eq!(reply.status(), 202, "{}", reply.text().await.unwrap());
 }
 
-async fn finished(http: &reqwest::Client, base: &str, id: &str) -> Value {
-    flowforge_orchestrator::testing::eventually(
-        &format!("{id} finished"),
-        Duration::from_secs(60),
-        || async {
-            let reply = http
-                .get(format!("{base}instances/{id}"))
-                .header("x-functions-key", KEY)
-                .send()
-                .await
-                .ok()?;
-            (reply.status() == 200).then_some(())?;
-            reply.json::<Value>().await.ok()
-        },
-    )
-    .await
-}
-
-/// The committed sample in the lake's landing container (the worker uses the same account).
-async fn upload_sample() {
-    let lake = flowforge_activities::DataLake::new(
-        flowforge_azure::azurite::shared()
-            .config("dashboard")
-            .blob_service()
-            .unwrap(),
-    );
-    lake.ensure_containers().await.unwrap();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/sample");
-    for name in [
-        "airlines/airlines.csv",
-        "flights/flights-2013-a.csv",
-        "flights/flights-2013-b.csv",
-    ] {
-        let bytes = std::fs::read(root.join(name)).unwrap();
-        lake.put("landing", name, bytes).await.unwrap();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_in_headless_chromium() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
@@ -99,7 +61,15 @@ async fn the_dashboard_in_headless_chromium() {
     .await;
     start(&http, &base, "demo", "run-bad", json!({"files": 3})).await;
     start(&http, &base, "await_approval", "run-live", json!(3600)).await;
-    upload_sample().await;
+    worker_process::land_sample(
+        "dashboard",
+        &[
+            ("airlines/airlines.csv", "airlines/airlines.csv"),
+            ("flights/flights-2013-a.csv", "flights/flights-2013-a.csv"),
+            ("flights/flights-2013-b.csv", "flights/flights-2013-b.csv"),
+        ],
+    )
+    .await;
     start(
         &http,
         &base,
@@ -109,15 +79,21 @@ async fn the_dashboard_in_headless_chromium() {
     )
     .await;
     assert_eq!(
-        finished(&http, &base, "run-lake").await["runtimeStatus"],
+        server
+            .finished(KEY, "run-lake", Duration::from_secs(60))
+            .await["runtimeStatus"],
         "Completed"
     );
     assert_eq!(
-        finished(&http, &base, "run-ok").await["runtimeStatus"],
+        server
+            .finished(KEY, "run-ok", Duration::from_secs(60))
+            .await["runtimeStatus"],
         "Completed"
     );
     assert_eq!(
-        finished(&http, &base, "run-bad").await["runtimeStatus"],
+        server
+            .finished(KEY, "run-bad", Duration::from_secs(60))
+            .await["runtimeStatus"],
         "Failed"
     );
 

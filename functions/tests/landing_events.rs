@@ -8,7 +8,6 @@
 
 mod worker_process;
 
-use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -19,19 +18,6 @@ const HUB: &str = "landinggrid";
 
 fn subject(path: &str) -> String {
     format!("/blobServices/default/containers/landing/blobs/{path}")
-}
-
-async fn upload(path: &str, local: &str) {
-    let lake = flowforge_activities::DataLake::new(
-        flowforge_azure::azurite::shared()
-            .config(HUB)
-            .blob_service()
-            .unwrap(),
-    );
-    lake.ensure_containers().await.unwrap();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/sample");
-    let bytes = std::fs::read(root.join(local)).unwrap();
-    lake.put("landing", path, bytes).await.unwrap();
 }
 
 async fn deliver(
@@ -50,23 +36,6 @@ async fn deliver(
         .unwrap();
     let status = reply.status().as_u16();
     (status, reply.json().await.unwrap_or(Value::Null))
-}
-
-async fn finished(http: &reqwest::Client, base: &str, id: &str) -> Value {
-    flowforge_orchestrator::testing::eventually(
-        &format!("{id} finished"),
-        Duration::from_secs(120),
-        || async {
-            let reply = http
-                .get(format!("{base}instances/{id}?code={KEY}"))
-                .send()
-                .await
-                .ok()?;
-            (reply.status() == 200).then_some(())?;
-            reply.json::<Value>().await.ok()
-        },
-    )
-    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -111,9 +80,15 @@ async fn blob_created_events_start_one_medallion_run_each_however_often_delivere
         json!({"validationResponse": "512d38b6-c7b8-40c8-89fe-f46f9e9622b6"})
     );
 
-    upload("airlines/airlines.csv", "airlines/airlines.csv").await;
-    upload("flights/grid-a.csv", "flights/flights-2013-a.csv").await;
-    upload("flights/grid-b.csv", "flights/flights-2013-b.csv").await;
+    worker_process::land_sample(
+        HUB,
+        &[
+            ("airlines/airlines.csv", "airlines/airlines.csv"),
+            ("flights/grid-a.csv", "flights/flights-2013-a.csv"),
+            ("flights/grid-b.csv", "flights/flights-2013-b.csv"),
+        ],
+    )
+    .await;
     let grid_id = "831e1650-001e-001b-66ab-eeb76e069631";
     let grid_event = json!([{
         "topic": "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/lake",
@@ -170,7 +145,9 @@ async fn blob_created_events_start_one_medallion_run_each_however_often_delivere
         (grid_id, "flights/grid-a.csv", 1_123u64),
         (cloud_id, "flights/grid-b.csv", 1_123),
     ] {
-        let done = finished(&http, &server.base, &format!("landing-{id}")).await;
+        let done = server
+            .finished(KEY, &format!("landing-{id}"), Duration::from_secs(120))
+            .await;
         assert_eq!(done["runtimeStatus"], "Completed", "{done}");
         assert_eq!(done["input"]["workflow_id"], "landing-files");
         assert_eq!(done["input"]["landing_path"], file);

@@ -76,3 +76,36 @@ impl Server {
         panic!("the worker never answered");
     }
 }
+
+impl Server {
+    /// Polls `GET instances/{id}` with the API key until the instance has finished (200),
+    /// as the web app does; its status.
+    pub async fn finished(&self, key: &str, id: &str, within: Duration) -> serde_json::Value {
+        let http = reqwest::Client::new();
+        flowforge_orchestrator::testing::eventually(&format!("{id} finished"), within, || async {
+            let reply = http
+                .get(format!("{}instances/{id}", self.base))
+                .header("x-functions-key", key)
+                .send()
+                .await
+                .ok()?;
+            (reply.status() == 200).then_some(())?;
+            reply.json::<serde_json::Value>().await.ok()
+        })
+        .await
+    }
+}
+
+/// Puts committed sample files (`data/sample/<local>`) into the landing container of task
+/// hub `hub`'s lake on the shared Azurite (the worker's lake is the same account), as
+/// `(name in landing, local)` pairs.
+pub async fn land_sample(hub: &str, files: &[(&str, &str)]) {
+    let lake =
+        flowforge_activities::DataLake::new(azurite::shared().config(hub).blob_service().unwrap());
+    lake.ensure_containers().await.unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/sample");
+    for (name, local) in files {
+        let bytes = std::fs::read(root.join(local)).unwrap();
+        lake.put("landing", name, bytes).await.unwrap();
+    }
+}
