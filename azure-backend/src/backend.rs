@@ -23,6 +23,7 @@ pub struct AzureBackend {
     pub(crate) table: TableClient,
     pub(crate) dead_letters: TableClient,
     pub(crate) run_logs: TableClient,
+    pub(crate) documents: TableClient,
     queues: QueueServiceClient,
     pub(crate) payloads: ContainerClient,
     pub(crate) counter: Counter,
@@ -57,12 +58,14 @@ impl AzureBackend {
         let table = tables.table_client(format!("{}instances", config.task_hub));
         let dead_letters = tables.table_client(format!("{}deadletters", config.task_hub));
         let run_logs = tables.table_client(format!("{}runlogs", config.task_hub));
+        let documents = tables.table_client(format!("{}documents", config.task_hub));
         let payloads = blobs.container_client(format!("{}-payloads", config.task_hub));
         let backend = Arc::new(Self {
             config,
             table,
             dead_letters,
             run_logs,
+            documents,
             queues,
             payloads,
             counter: Counter::default(),
@@ -78,6 +81,7 @@ impl AzureBackend {
         ignore_exists(self.table.create().await.map(|_| ()), "create table")?;
         ignore_exists(self.dead_letters.create().await.map(|_| ()), "create table")?;
         ignore_exists(self.run_logs.create().await.map(|_| ()), "create table")?;
+        ignore_exists(self.documents.create().await.map(|_| ()), "create table")?;
         for queue in self.all_queue_names() {
             ignore_exists(
                 self.queue_client(&queue).create().await.map(|_| ()),
@@ -101,6 +105,7 @@ impl AzureBackend {
         ignore_missing(self.table.delete().await.map(|_| ()), "delete table")?;
         ignore_missing(self.dead_letters.delete().await.map(|_| ()), "delete table")?;
         ignore_missing(self.run_logs.delete().await.map(|_| ()), "delete table")?;
+        ignore_missing(self.documents.delete().await.map(|_| ()), "delete table")?;
         for queue in self.all_queue_names() {
             ignore_missing(
                 self.queue_client(&queue).delete().await.map(|_| ()),

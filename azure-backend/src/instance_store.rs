@@ -109,8 +109,7 @@ impl AzureBackend {
         self.counter.count("table.write");
         let etag = match op {
             Op::Insert(row) => {
-                let inserted = self
-                    .table
+                let inserted = table
                     .insert::<_, serde_json::Value>(row)
                     .map_err(build)?
                     .await;

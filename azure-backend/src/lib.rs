@@ -19,6 +19,7 @@ mod backend;
 mod config;
 mod counter;
 mod dead_letter_store;
+mod document_store;
 mod error;
 pub mod identity;
 mod instance_store;

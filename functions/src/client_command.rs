@@ -117,7 +117,8 @@ pub enum ClientCommand {
         #[command(subcommand)]
         action: DeadLetterAction,
     },
-    /// Operate a configured schedule (the same `FLOWFORGE_SCHEDULES` the worker reads).
+    /// Operate the task hub's schedules (configured ones are seeded from the same
+    /// `FLOWFORGE_SCHEDULES` the worker reads).
     Schedule {
         /// What to do.
         #[command(subcommand)]
@@ -134,9 +135,45 @@ pub enum ClientCommand {
     },
 }
 
-/// Operations on a configured schedule.
+/// Operations on the task hub's schedules.
 #[derive(Debug, Subcommand)]
 pub enum ScheduleAction {
+    /// List the schedules with their state.
+    List,
+    /// Add a schedule: its spec as JSON (name, cron, orchestration, input, overlap,
+    /// timeZone).
+    Create {
+        /// The spec, or `@file` to read it from a file.
+        spec: String,
+    },
+    /// Replace a schedule's spec (the name stays).
+    Update {
+        /// Schedule name.
+        name: String,
+        /// The spec, or `@file`.
+        spec: String,
+    },
+    /// Stop a schedule's occurrences until it is resumed.
+    Pause {
+        /// Schedule name.
+        name: String,
+        /// Why (shown on the dashboard).
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Resume a paused schedule from its next occurrence.
+    Resume {
+        /// Schedule name.
+        name: String,
+        /// Also run the occurrences that fell in the pause (a backfill of its range).
+        #[arg(long)]
+        catch_up: bool,
+    },
+    /// Delete a schedule (its runs stay).
+    Delete {
+        /// Schedule name.
+        name: String,
+    },
     /// Start every occurrence of a past range that has not run, each once.
     Backfill {
         /// Schedule name.
@@ -213,14 +250,54 @@ pub async fn run(command: ClientCommand, storage: StorageArgs) -> anyhow::Result
     };
     match command {
         ClientCommand::Schedule { action, schedules } => {
-            let schedules = schedules.load()?;
-            let named = |name: &str| {
-                schedules
-                    .iter()
-                    .find(|s| s.name() == name)
-                    .ok_or_else(|| anyhow::anyhow!("no schedule named '{name}' is configured"))
+            let book = crate::schedules::ScheduleBook::new(client.clone(), schedules.load()?);
+            let now = chrono::Utc::now();
+            let spec_of = |text: &str| -> anyhow::Result<crate::schedules::ScheduleSpec> {
+                let text = match text.strip_prefix('@') {
+                    Some(path) => std::fs::read_to_string(path)
+                        .map_err(|e| anyhow::anyhow!("reading {path}: {e}"))?,
+                    None => text.to_owned(),
+                };
+                serde_json::from_str(&text)
+                    .map_err(|e| anyhow::anyhow!("the spec is not a schedule: {e}"))
+            };
+            let record = |entry: crate::schedules::BookEntry| {
+                serde_json::to_value(entry.record).unwrap_or_default()
             };
             match action {
+                ScheduleAction::List => {
+                    let all = book.all().await?;
+                    show(Value::Array(all.into_iter().map(record).collect()));
+                }
+                ScheduleAction::Create { spec } => {
+                    show(record(book.create(spec_of(&spec)?, now).await?));
+                }
+                ScheduleAction::Update { name, spec } => {
+                    show(record(book.update(&name, spec_of(&spec)?, now).await?));
+                }
+                ScheduleAction::Pause { name, reason } => {
+                    show(record(book.pause(&name, &reason, now).await?));
+                }
+                ScheduleAction::Resume { name, catch_up } => {
+                    let (entry, paused_at) = book.resume(&name, now).await?;
+                    if let (true, Some(from)) = (catch_up, paused_at) {
+                        let done = crate::schedules::backfill(
+                            &client,
+                            &entry.schedule,
+                            from,
+                            now,
+                            crate::schedules::MAX_BACKFILL,
+                            false,
+                        )
+                        .await?;
+                        show(serde_json::to_value(done)?);
+                    }
+                    show(record(entry));
+                }
+                ScheduleAction::Delete { name } => {
+                    book.delete(&name, now).await?;
+                    println!("deleted {name}");
+                }
                 ScheduleAction::Backfill {
                     name,
                     from,
@@ -228,9 +305,10 @@ pub async fn run(command: ClientCommand, storage: StorageArgs) -> anyhow::Result
                     limit,
                     dry_run,
                 } => {
+                    let entry = book.get(&name).await?;
                     let done = crate::schedules::backfill(
                         &client,
-                        named(&name)?,
+                        &entry.schedule,
                         from,
                         to,
                         limit,
@@ -240,10 +318,10 @@ pub async fn run(command: ClientCommand, storage: StorageArgs) -> anyhow::Result
                     show(serde_json::to_value(done)?);
                 }
                 ScheduleAction::Trigger { name } => {
-                    let id =
-                        crate::schedules::trigger_now(&client, named(&name)?, chrono::Utc::now())
-                            .await
-                            .map_err(anyhow::Error::msg)?;
+                    let entry = book.get(&name).await?;
+                    let id = crate::schedules::trigger_now(&client, &entry.schedule, now)
+                        .await
+                        .map_err(anyhow::Error::msg)?;
                     println!("started {id}");
                 }
             }

@@ -154,18 +154,19 @@ pub async fn run(args: WorkerArgs, storage: StorageArgs, registry: Registry) -> 
         lease_renewal: std::time::Duration::from_secs(args.lock_timeout_secs.max(3) / 3),
         ..WorkerOptions::default()
     };
-    let schedules = Arc::new(args.schedules.load()?);
+    let client = Client::new(backend.clone());
+    let schedules = crate::schedules::ScheduleBook::new(client.clone(), args.schedules.load()?);
     let state = ApiState {
-        client: Client::new(backend.clone()),
+        client,
         orchestrations: Arc::new(registry.orchestration_names()),
         access,
         base_path: args.base_path(),
         public_url: Some(public_url),
         body_limit: args.body_limit,
         schedules: schedules.clone(),
+        chains: Arc::new(registry.chains().to_vec()),
     };
-    let client = state.client.clone();
-    let ticker = tokio::spawn(fire_schedules(client, schedules.as_ref().clone()));
+    let ticker = tokio::spawn(fire_schedules(schedules));
     let worker = Worker::new(backend, registry, options).start();
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     let stop = tokio::sync::watch::channel(false);
@@ -229,13 +230,11 @@ async fn serve_until(
         .await
 }
 
-/// Fires the schedules at their occurrences: sleeps until the next one (at most a minute),
-/// then starts everything due since the previous tick (a double fire starts an occurrence
-/// once: deterministic ids).
-async fn fire_schedules(client: Client, schedules: Vec<crate::schedules::Schedule>) {
-    if schedules.is_empty() {
-        return;
-    }
+/// Fires the task hub's schedules at their occurrences: sleeps until the next one (at most
+/// a minute; a few seconds while an occurrence is buffered; at once when this process
+/// changes the book), then starts everything due since the previous tick (a double fire —
+/// another worker, the Functions timer — starts an occurrence once: deterministic ids).
+async fn fire_schedules(book: crate::schedules::ScheduleBook) {
     let mut previous_tick: Option<chrono::DateTime<chrono::Utc>> = None;
     loop {
         let now = chrono::Utc::now();
@@ -244,18 +243,31 @@ async fn fire_schedules(client: Client, schedules: Vec<crate::schedules::Schedul
                 .max(crate::schedules::look_back(false)),
             None => crate::schedules::look_back(false),
         };
-        crate::schedules::fire_due(&client, &schedules, now, look_back).await;
-        previous_tick = Some(now);
-        let next = schedules
-            .iter()
-            .filter_map(|s| s.next_occurrence(now))
-            .min()
-            .unwrap_or(now + chrono::Duration::minutes(1));
-        let wait = (next - chrono::Utc::now())
-            .to_std()
-            .unwrap_or_default()
-            .min(std::time::Duration::from_secs(60));
+        let mut wait = std::time::Duration::from_secs(60);
+        match crate::schedules::fire_due(&book, now, look_back).await {
+            Ok(_) => previous_tick = Some(now),
+            // Storage is down: the next tick looks back over what this one missed.
+            Err(error) => {
+                tracing::warn!(error, "schedules not fired");
+                wait = std::time::Duration::from_secs(5);
+            }
+        }
+        if let Ok(entries) = book.all().await {
+            let live = entries.iter().filter(|e| e.record.paused.is_none());
+            for entry in live {
+                if entry.record.buffered.is_some() {
+                    wait = wait.min(std::time::Duration::from_secs(2));
+                }
+                if let Some(next) = entry.schedule.next_occurrence(now) {
+                    let until = (next - chrono::Utc::now()).to_std().unwrap_or_default();
+                    wait = wait.min(until);
+                }
+            }
+        }
         // A few milliseconds past the occurrence, so the clock has reached it on waking.
-        tokio::time::sleep(wait + std::time::Duration::from_millis(20)).await;
+        tokio::select! {
+            _ = tokio::time::sleep(wait + std::time::Duration::from_millis(20)) => {}
+            _ = book.changed() => {}
+        }
     }
 }

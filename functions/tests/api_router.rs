@@ -491,6 +491,9 @@ async fn the_openapi_document_is_served_and_matches_the_routes() {
         "/deadletters/{id}",
         "/deadletters/{id}/requeue",
         "/schedules",
+        "/schedules/{name}",
+        "/schedules/{name}/pause",
+        "/schedules/{name}/resume",
         "/schedules/{name}/backfill",
         "/schedules/{name}/trigger",
         "/eventgrid/landing",
@@ -517,6 +520,11 @@ async fn the_openapi_document_is_served_and_matches_the_routes() {
         let names = name["schema"].as_object_mut().unwrap().remove("enum");
         assert!(names.unwrap().as_array().unwrap().contains(&json!("fan")));
     }
+    let names = served["components"]["schemas"]["ScheduleSpec"]["properties"]["orchestration"]
+        .as_object_mut()
+        .unwrap()
+        .remove("enum");
+    assert!(names.unwrap().as_array().unwrap().contains(&json!("fan")));
     let file: Value = serde_json::from_str(include_str!("../openapi.json")).unwrap();
     assert_eq!(
         file, served,

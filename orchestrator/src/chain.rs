@@ -75,18 +75,28 @@ impl Chain {
 
     /// Whether A's end (its state row as committed) fires this chain.
     pub fn fires_for(&self, a: &InstanceState) -> bool {
-        a.name == self.after
-            && self.on.contains(&a.status)
+        self.fires_on(&a.name, a.status, &a.output)
+    }
+
+    /// Whether an end of orchestration `name` with this status and output fires it.
+    pub fn fires_on(&self, name: &str, status: RuntimeStatus, output: &Value) -> bool {
+        name == self.after
+            && self.on.contains(&status)
             && self
                 .when
                 .as_ref()
-                .is_none_or(|m| a.output.pointer(&m.pointer) == Some(&m.equals))
+                .is_none_or(|m| output.pointer(&m.pointer) == Some(&m.equals))
     }
 
     /// B's instance id: `<A>-then-<chain>`, the same for every re-send of A's end (a name
     /// GUID when that would be too long for an instance id).
     pub fn instance_id(&self, a: &InstanceState) -> String {
-        let id = format!("{}-then-{}", a.instance_id, self.name);
+        self.instance_id_after(&a.instance_id)
+    }
+
+    /// B's instance id after instance `a_id` (see [`Chain::instance_id`]).
+    pub fn instance_id_after(&self, a_id: &str) -> String {
+        let id = format!("{a_id}-then-{}", self.name);
         if id.len() <= 200 {
             id
         } else {

@@ -165,6 +165,11 @@ impl Client {
         self.backend.unreachable_for()
     }
 
+    /// The task hub's shared documents (the schedules live there).
+    pub fn documents(&self) -> &dyn crate::backend::DocumentStore {
+        self.backend.as_ref()
+    }
+
     /// A client on the given clock.
     pub fn with_clock(backend: Arc<dyn Backend>, clock: Arc<dyn Clock>) -> Self {
         Self { backend, clock }

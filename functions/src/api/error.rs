@@ -35,6 +35,12 @@ pub enum ErrorCode {
     PreconditionFailed,
     /// The body is larger than the configured limit (413).
     BodyTooLarge,
+    /// A schedule the schema allows but the engine cannot run: a cron expression its
+    /// parser refuses, an unknown time zone or orchestration (422).
+    InvalidSchedule,
+    /// A backfill range the schema allows but that is backwards or holds more occurrences
+    /// than its limit (422).
+    InvalidRange,
     /// Storage failed in a way a retry will not fix (500).
     StorageFailed,
     /// Storage is unreachable or slow; retry after `Retry-After` (503).
@@ -56,6 +62,8 @@ impl ErrorCode {
             Self::LengthRequired => "LengthRequired",
             Self::PreconditionFailed => "PreconditionFailed",
             Self::BodyTooLarge => "BodyTooLarge",
+            Self::InvalidSchedule => "InvalidSchedule",
+            Self::InvalidRange => "InvalidRange",
             Self::StorageFailed => "StorageFailed",
             Self::StorageUnavailable => "StorageUnavailable",
         }
@@ -73,6 +81,7 @@ impl ErrorCode {
             Self::LengthRequired => StatusCode::LENGTH_REQUIRED,
             Self::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
             Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::InvalidSchedule | Self::InvalidRange => StatusCode::UNPROCESSABLE_ENTITY,
             Self::StorageFailed => StatusCode::INTERNAL_SERVER_ERROR,
             Self::StorageUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }

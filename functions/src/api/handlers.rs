@@ -161,7 +161,9 @@ pub async fn status(
         show_input: params.flag("showInput", true)?,
     };
     let status = state.client.status(&id, options).await?;
-    let body = Json(status_json::status(&status));
+    let mut body = status_json::status(&status);
+    status_json::add_chain_links(&mut body, &status, &state.chains);
+    let body = Json(body);
     if status.runtime_status.is_terminal() {
         return Ok((StatusCode::OK, body).into_response());
     }
@@ -202,7 +204,14 @@ pub async fn list(State(state): State<ApiState>, query: QueryArg, headers: Heade
     let instance_query = query_from(&params, &headers)?;
     let show_input = params.flag("showInput", false)?;
     let (page, next) = state.client.list(&instance_query, show_input).await?;
-    let body: Vec<_> = page.iter().map(status_json::status).collect();
+    let body: Vec<_> = page
+        .iter()
+        .map(|status| {
+            let mut body = status_json::status(status);
+            status_json::add_chain_links(&mut body, status, &state.chains);
+            body
+        })
+        .collect();
     let mut response = (StatusCode::OK, Json(body)).into_response();
     if let Some(token) = next {
         set_header(

@@ -50,8 +50,10 @@ pub struct ApiState {
     pub public_url: Option<String>,
     /// Largest accepted request body, in bytes.
     pub body_limit: usize,
-    /// The configured schedules (shown by `GET schedules`).
-    pub schedules: Arc<Vec<crate::schedules::Schedule>>,
+    /// The task hub's schedules.
+    pub schedules: crate::schedules::ScheduleBook,
+    /// The declared chains (for the links between a run and the runs it starts).
+    pub chains: Arc<Vec<flowforge_orchestrator::chain::Chain>>,
 }
 
 /// The API router.
@@ -91,7 +93,18 @@ pub fn router(state: ApiState) -> Router {
             get(dead_letters::show).delete(dead_letters::delete),
         )
         .route("/deadletters/{id}/requeue", post(dead_letters::requeue))
-        .route("/schedules", get(schedules_view::list))
+        .route(
+            "/schedules",
+            get(schedules_view::list).post(schedules_view::create),
+        )
+        .route(
+            "/schedules/{name}",
+            get(schedules_view::show)
+                .put(schedules_view::update)
+                .delete(schedules_view::delete),
+        )
+        .route("/schedules/{name}/pause", post(schedules_view::pause))
+        .route("/schedules/{name}/resume", post(schedules_view::resume))
         .route("/schedules/{name}/backfill", post(schedules_view::backfill))
         .route("/schedules/{name}/trigger", post(schedules_view::trigger))
         .route(

@@ -1,6 +1,7 @@
 //! The OpenAPI document as served: the one in the repository (`functions/openapi.json`)
-//! with the orchestrations this app registers as the `enum` of the start routes' `name`,
-//! so a client (or a fuzzer) knows which names it may start.
+//! with the orchestrations this app registers as the `enum` of the start routes' `name`
+//! and of a schedule's `orchestration`, so a client (or a fuzzer) knows which names it may
+//! start.
 
 use serde_json::Value;
 
@@ -28,6 +29,11 @@ pub fn served(orchestrations: &[String]) -> String {
                     orchestrations.iter().cloned().map(Value::from).collect();
             }
         }
+    }
+    if let Some(schema) =
+        document.pointer_mut("/components/schemas/ScheduleSpec/properties/orchestration")
+    {
+        schema["enum"] = orchestrations.iter().cloned().map(Value::from).collect();
     }
     document.to_string()
 }
@@ -66,6 +72,13 @@ mod tests {
                 }
             }
         }
+        let orchestration =
+            &mut stripped["components"]["schemas"]["ScheduleSpec"]["properties"]["orchestration"];
+        assert_eq!(
+            orchestration["enum"],
+            serde_json::json!(["demo", "medallion"])
+        );
+        orchestration.as_object_mut().unwrap().remove("enum");
         let file: Value = serde_json::from_str(OPENAPI).unwrap();
         assert_eq!(stripped, file, "nothing else differs from the file");
     }

@@ -2,6 +2,7 @@
 //! PascalCase history fields with `EventType`, timestamps as `YYYY-MM-DDThh:mm:ssZ`.
 
 use chrono::{DateTime, SecondsFormat, Utc};
+use flowforge_orchestrator::chain::Chain;
 use flowforge_orchestrator::history::{EventKind, FailureDetails, HistoryEvent};
 use flowforge_orchestrator::status::InstanceStatus;
 use serde_json::{json, Map, Value};
@@ -40,6 +41,41 @@ pub fn status(status: &InstanceStatus) -> Value {
         map.insert("historyEvents".into(), Value::Array(events));
     }
     body
+}
+
+/// The links of a run to the chained runs around it, derived from the declared chains
+/// (no storage read): `chainedFrom` on a run a chain started (`<A>-then-<chain>`), and
+/// `chainedRuns` on a finished run whose end fires chains (the ids they start).
+pub fn add_chain_links(body: &mut Value, status: &InstanceStatus, chains: &[Chain]) {
+    let Some(map) = body.as_object_mut() else {
+        return;
+    };
+    let from = chains.iter().find_map(|chain| {
+        let parent = status
+            .instance_id
+            .strip_suffix(&format!("-then-{}", chain.name))?;
+        (chain.start == status.name && !parent.is_empty())
+            .then(|| json!({"chain": chain.name, "instanceId": parent}))
+    });
+    if let Some(from) = from {
+        map.insert("chainedFrom".into(), from);
+    }
+    if status.runtime_status.is_terminal() {
+        let runs: Vec<Value> = chains
+            .iter()
+            .filter(|c| c.fires_on(&status.name, status.runtime_status, &status.output))
+            .map(|c| {
+                json!({
+                    "chain": c.name,
+                    "orchestration": c.start,
+                    "instanceId": c.instance_id_after(&status.instance_id),
+                })
+            })
+            .collect();
+        if !runs.is_empty() {
+            map.insert("chainedRuns".into(), Value::Array(runs));
+        }
+    }
 }
 
 /// A failure as the Durable Task SDKs show it (`errorType`, `errorMessage`, …), with its

@@ -32,7 +32,7 @@ use tower::ServiceExt;
 use tracing::warn;
 
 use crate::api::{self, Access, ApiState};
-use crate::schedules::{self, Schedule};
+use crate::schedules::{self, Schedule, ScheduleBook};
 use functions::Trigger;
 
 /// Everything the handler needs.
@@ -44,8 +44,8 @@ pub struct HostState {
     pub worker: Arc<HostedWorker>,
     /// The client (schedules, poison handling).
     pub client: Client,
-    /// The schedules.
-    pub schedules: Arc<Vec<Schedule>>,
+    /// The task hub's schedules.
+    pub schedules: ScheduleBook,
 }
 
 impl HostState {
@@ -58,7 +58,7 @@ impl HostState {
         worker_options: WorkerOptions,
     ) -> Self {
         let client = Client::new(backend.clone());
-        let schedules = Arc::new(schedules);
+        let schedules = ScheduleBook::new(client.clone(), schedules);
         let api_state = ApiState {
             client: client.clone(),
             orchestrations: Arc::new(registry.orchestration_names()),
@@ -67,6 +67,7 @@ impl HostState {
             public_url: None,
             body_limit: 4 * 1024 * 1024,
             schedules: schedules.clone(),
+            chains: Arc::new(registry.chains().to_vec()),
         };
         let worker = HostedWorker::new(backend, registry, worker_options, host);
         Self {
@@ -368,12 +369,11 @@ async fn timer(state: &HostState, data: &Value) -> Result<Value, String> {
     let timer = binding(data).cloned().unwrap_or(Value::Null);
     let past_due = envelope::lenient_bool(timer.get("IsPastDue"));
     let results = schedules::fire_due(
-        &state.client,
         &state.schedules,
         chrono::Utc::now(),
         schedules::look_back(past_due),
     )
-    .await;
+    .await?;
     let logs: Vec<String> = results
         .iter()
         .map(|(name, r)| format!("schedule {name}: {r:?}"))

@@ -23,14 +23,17 @@ pub struct App {
 pub fn app(body_limit: usize) -> App {
     let backend = Arc::new(MemoryBackend::new());
     let registry = flowforge_tests::registry();
+    let client = Client::new(backend.clone());
     let state = ApiState {
-        client: Client::new(backend.clone()),
+        chains: Arc::new(registry.chains().to_vec()),
+        client: client.clone(),
         orchestrations: Arc::new(registry.orchestration_names()),
         access: Access::Key(KEY.into()),
         base_path: "/api/".into(),
         public_url: Some("http://app.test".into()),
         body_limit,
-        schedules: Arc::new(
+        schedules: flowforge::schedules::ScheduleBook::new(
+            client,
             flowforge::schedules::parse_all(
                 r#"[{"name": "nightly", "cron": "0 30 2 * * *", "orchestration": "fan", "input": 3}]"#,
             )

@@ -38,6 +38,7 @@ macro_rules! conformance_tests {
             list_filters_and_pages,
             delete_removes_state_history_and_payloads,
             run_logs_page_in_order_and_go_with_the_purge,
+            documents_are_created_once_and_replaced_under_their_version,
         );
     };
     (@each $factory:expr; $($check:ident),+ $(,)?) => {
@@ -583,4 +584,77 @@ pub async fn run_logs_page_in_order_and_go_with_the_purge(backend: Arc<dyn Backe
     assert!(after_purge.chunks.is_empty() && after_purge.continuation.is_none());
     let kept = backend.read_run_logs("i-logsX", None, 40).await.unwrap();
     assert_eq!(kept.chunks, other, "other instances' logs stay");
+}
+
+/// A document is created once, replaced only under its current version, listed by kind in
+/// name order, and deleted once.
+pub async fn documents_are_created_once_and_replaced_under_their_version(
+    backend: Arc<dyn Backend>,
+) {
+    use super::{Error, WriteCondition};
+    let v1 = backend
+        .write_document("schedule", "nightly", "{\"v\":1}", WriteCondition::Absent)
+        .await
+        .unwrap();
+    assert!(matches!(
+        backend
+            .write_document("schedule", "nightly", "{}", WriteCondition::Absent)
+            .await,
+        Err(Error::Conflict(_))
+    ));
+    backend
+        .write_document("schedule", "hourly", "{}", WriteCondition::Absent)
+        .await
+        .unwrap();
+    backend
+        .write_document("other", "nightly", "{}", WriteCondition::Absent)
+        .await
+        .unwrap();
+    let v2 = backend
+        .write_document(
+            "schedule",
+            "nightly",
+            "{\"v\":2}",
+            WriteCondition::Matches(v1.clone()),
+        )
+        .await
+        .unwrap();
+    assert_ne!(v1, v2);
+    assert!(
+        matches!(
+            backend
+                .write_document("schedule", "nightly", "{}", WriteCondition::Matches(v1))
+                .await,
+            Err(Error::Conflict(_))
+        ),
+        "a stale version must not replace"
+    );
+    let read = backend
+        .read_document("schedule", "nightly")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((read.body.as_str(), &read.etag), ("{\"v\":2}", &v2));
+    let names: Vec<String> = backend
+        .list_documents("schedule")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.name)
+        .collect();
+    assert_eq!(names, ["hourly", "nightly"]);
+    backend
+        .delete_document("schedule", "nightly")
+        .await
+        .unwrap();
+    assert!(matches!(
+        backend.delete_document("schedule", "nightly").await,
+        Err(Error::NotFound(_))
+    ));
+    assert!(backend
+        .read_document("schedule", "nightly")
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(backend.list_documents("other").await.unwrap().len(), 1);
 }

@@ -10,9 +10,10 @@ use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
 
 use super::{
-    ArchivedLetter, Backend, DeadLetter, ETag, EpisodeCommit, Error, HistoryWrite, InstancePage,
-    InstanceQuery, InstanceStore, LoadedInstance, Outbound, PayloadStore, QueueMessage, QueueName,
-    QueueStore, Receipt, Received, RunLogStore,
+    ArchivedLetter, Backend, DeadLetter, Document, DocumentStore, ETag, EpisodeCommit, Error,
+    HistoryWrite, InstancePage, InstanceQuery, InstanceStore, LoadedInstance, Outbound,
+    PayloadStore, QueueMessage, QueueName, QueueStore, Receipt, Received, RunLogStore,
+    WriteCondition,
 };
 use crate::clock::{Clock, SystemClock};
 use crate::history::HistoryEvent;
@@ -43,6 +44,8 @@ struct Inner {
     payloads: BTreeMap<String, Vec<u8>>,
     /// Run-log chunks by (instance id, chunk key).
     run_logs: BTreeMap<(String, String), LogChunk>,
+    /// Documents by (kind, name): body and version.
+    documents: BTreeMap<(String, String), (String, u64)>,
     next_id: u64,
     transactions: BTreeMap<String, u64>,
 }
@@ -530,6 +533,67 @@ impl RunLogStore for MemoryBackend {
             chunks,
             continuation,
         })
+    }
+}
+
+#[async_trait]
+impl DocumentStore for MemoryBackend {
+    async fn list_documents(&self, kind: &str) -> Result<Vec<Document>, Error> {
+        let mut inner = self.lock();
+        inner.count("table.query");
+        Ok(inner
+            .documents
+            .iter()
+            .filter(|((k, _), _)| k == kind)
+            .map(|((_, name), (body, version))| Document {
+                name: name.clone(),
+                body: body.clone(),
+                etag: ETag(version.to_string()),
+            })
+            .collect())
+    }
+
+    async fn read_document(&self, kind: &str, name: &str) -> Result<Option<Document>, Error> {
+        let mut inner = self.lock();
+        inner.count("table.read");
+        Ok(inner
+            .documents
+            .get(&(kind.to_owned(), name.to_owned()))
+            .map(|(body, version)| Document {
+                name: name.to_owned(),
+                body: body.clone(),
+                etag: ETag(version.to_string()),
+            }))
+    }
+
+    async fn write_document(
+        &self,
+        kind: &str,
+        name: &str,
+        body: &str,
+        condition: WriteCondition,
+    ) -> Result<ETag, Error> {
+        let mut inner = self.lock();
+        inner.count("table.write");
+        let key = (kind.to_owned(), name.to_owned());
+        let current = inner.documents.get(&key).map(|(_, v)| ETag(v.to_string()));
+        match (&condition, &current) {
+            (WriteCondition::Absent, None) => {}
+            (WriteCondition::Matches(expected), Some(current)) if expected == current => {}
+            _ => return Err(Error::Conflict(format!("document {kind}/{name} changed"))),
+        }
+        let version = inner.next();
+        inner.documents.insert(key, (body.to_owned(), version));
+        Ok(ETag(version.to_string()))
+    }
+
+    async fn delete_document(&self, kind: &str, name: &str) -> Result<(), Error> {
+        let mut inner = self.lock();
+        inner.count("table.write");
+        match inner.documents.remove(&(kind.to_owned(), name.to_owned())) {
+            Some(_) => Ok(()),
+            None => Err(Error::NotFound(format!("document {kind}/{name}"))),
+        }
     }
 }
 

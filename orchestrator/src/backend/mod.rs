@@ -1,6 +1,7 @@
 //! The storage API of the engine, split by concern: instance state and history
-//! ([`InstanceStore`]), queues ([`QueueStore`]) and large payloads ([`PayloadStore`]) and run logs ([`RunLogStore`]).
-//! [`MemoryBackend`] implements all three in process; the Azure Storage backend implements
+//! ([`InstanceStore`]), queues ([`QueueStore`]), large payloads ([`PayloadStore`]), run
+//! logs ([`RunLogStore`]) and small shared documents such as schedules ([`DocumentStore`]).
+//! [`MemoryBackend`] implements them all in process; the Azure Storage backend implements
 //! them over Tables, Queues and Blobs. Every implementation must pass the conformance suite
 //! (feature `conformance`).
 
@@ -16,6 +17,7 @@ pub use message::{
     QueueMessage, QueueName, Receipt, Received, StartCondition, MESSAGE_FORMAT_VERSION,
 };
 pub use store::{
-    Backend, ETag, EpisodeCommit, Error, HistoryWrite, InstancePage, InstanceQuery, InstanceStore,
-    LoadedInstance, PayloadStore, QueueStore, RunLogStore,
+    Backend, Document, DocumentStore, ETag, EpisodeCommit, Error, HistoryWrite, InstancePage,
+    InstanceQuery, InstanceStore, LoadedInstance, PayloadStore, QueueStore, RunLogStore,
+    WriteCondition,
 };

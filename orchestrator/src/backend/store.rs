@@ -320,8 +320,51 @@ pub trait RunLogStore: Send + Sync {
     ) -> Result<LogPage, Error>;
 }
 
+/// A small named document of the task hub (a schedule), with its version tag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Document {
+    /// Its name, unique within its kind.
+    pub name: String,
+    /// Its body (JSON).
+    pub body: String,
+    /// Its version: the condition of the next replace.
+    pub etag: ETag,
+}
+
+/// When a document write may happen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteCondition {
+    /// Only if no document of that name exists (create).
+    Absent,
+    /// Only if the stored document still has this version (replace).
+    Matches(ETag),
+}
+
+/// Small documents every worker and the Functions app must see alike (schedules), keyed
+/// by kind and name, replaced under optimistic concurrency.
+#[async_trait]
+pub trait DocumentStore: Send + Sync {
+    /// Every document of a kind, in name order.
+    async fn list_documents(&self, kind: &str) -> Result<Vec<Document>, Error>;
+    /// One document, if it exists.
+    async fn read_document(&self, kind: &str, name: &str) -> Result<Option<Document>, Error>;
+    /// Writes a document if the condition holds ([`Error::Conflict`] otherwise); returns
+    /// its new version.
+    async fn write_document(
+        &self,
+        kind: &str,
+        name: &str,
+        body: &str,
+        condition: WriteCondition,
+    ) -> Result<ETag, Error>;
+    /// Deletes a document; [`Error::NotFound`] if there is none.
+    async fn delete_document(&self, kind: &str, name: &str) -> Result<(), Error>;
+}
+
 /// A complete backend.
-pub trait Backend: InstanceStore + QueueStore + PayloadStore + RunLogStore + 'static {
+pub trait Backend:
+    InstanceStore + QueueStore + PayloadStore + RunLogStore + DocumentStore + 'static
+{
     /// Storage transactions so far, by `service.operation`.
     fn transaction_counts(&self) -> BTreeMap<String, u64> {
         BTreeMap::new()

@@ -383,6 +383,67 @@ function historyTable(history) {
 
 // ---- Schedules --------------------------------------------------------------------------
 
+// Pause (with a reason) and resume (optionally running the paused occurrences), delete.
+function scheduleState(s, out) {
+  const name = encodeURIComponent(s.name);
+  const act = async (path, doneText) => {
+    try {
+      const reply = await api(`schedules/${name}/${path}`, { method: "POST" });
+      const caught = (reply.body.caughtUp || []).filter((o) => o.outcome === "started").length;
+      out.replaceChildren(doneText + (caught ? `; ${caught} paused occurrence(s) started` : ""));
+      renderSchedules();
+    } catch (error) { out.replaceChildren(failure(error)); }
+  };
+  const pause = h("button", { type: "button", "data-action": "pause", onclick: () => {
+    const reason = prompt(`Pause ${s.name}: why? (shown here)`, "");
+    if (reason === null) return;
+    act(`pause?${new URLSearchParams({ reason })}`, "Paused");
+  } }, "Pause");
+  const catchUp = h("input", { type: "checkbox", name: "catchUp" });
+  const resume = h("span", {},
+    h("button", { type: "button", "data-action": "resume", onclick: () =>
+      act(`resume?catchUp=${catchUp.checked}`, "Resumed") }, "Resume"),
+    h("label", {}, catchUp, " also run the occurrences missed while paused"));
+  const remove = h("button", { type: "button", "data-action": "delete", onclick: async () => {
+    if (!confirm(`Delete schedule ${s.name}? Its runs stay.`)) return;
+    try {
+      await api(`schedules/${name}`, { method: "DELETE" });
+      renderSchedules();
+    } catch (error) { out.replaceChildren(failure(error)); }
+  } }, "Delete");
+  return h("div", { class: "actions" }, s.paused ? resume : pause, remove);
+}
+
+// A new schedule: name, cron, zone, orchestration, input, overlap policy.
+function newScheduleForm() {
+  const out = h("p", { class: "muted", id: "new-schedule-result" });
+  const form = h("form", { class: "filters", id: "new-schedule", onsubmit: async (e) => {
+    e.preventDefault();
+    const data = new FormData(e.target);
+    let input = null;
+    try { input = data.get("input") ? JSON.parse(data.get("input")) : null; } catch (error) {
+      out.replaceChildren(h("span", { class: "error" }, `The input is not JSON: ${error.message}`));
+      return;
+    }
+    const spec = { name: data.get("name"), cron: data.get("cron"), orchestration: data.get("orchestration"),
+      input, overlap: data.get("overlap") };
+    if (data.get("timeZone")) spec.timeZone = data.get("timeZone");
+    try {
+      await api("schedules", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(spec) });
+      renderSchedules();
+    } catch (error) { out.replaceChildren(failure(error)); }
+  } },
+    h("label", {}, "Name", h("input", { name: "name", required: true, pattern: "[A-Za-z0-9_-]+" })),
+    h("label", {}, "Cron (6 fields)", h("input", { name: "cron", required: true, placeholder: "0 30 2 * * *" })),
+    h("label", {}, "Time zone", h("input", { name: "timeZone", placeholder: "UTC" })),
+    h("label", {}, "Orchestration", h("input", { name: "orchestration", required: true })),
+    h("label", {}, "Input (JSON)", h("input", { name: "input", placeholder: "{}" })),
+    h("label", {}, "If still running", h("select", { name: "overlap" },
+      ["skip", "allow", "bufferOne", "cancelPrevious"].map((o) => h("option", { value: o }, o)))),
+    h("button", { type: "submit" }, "Create"));
+  return h("details", { class: "new-schedule" }, h("summary", {}, "New schedule"), form, out);
+}
+
 // Run now, and backfill a range (a dry run first shows what would start).
 function scheduleActions(s) {
   const out = h("p", { class: "muted", "data-result": s.name });
@@ -416,7 +477,7 @@ function scheduleActions(s) {
     h("label", {}, "at most", h("input", { type: "number", name: "limit", min: 1, max: 1000, value: 100 })),
     h("button", { type: "submit", value: "dry" }, "Dry run"),
     h("button", { type: "submit", value: "run" }, "Backfill"));
-  return h("div", { class: "actions" }, runNow, form, out);
+  return h("div", { class: "actions" }, runNow, scheduleState(s, out), form, out);
 }
 
 async function renderSchedules() {
@@ -430,21 +491,26 @@ async function renderSchedules() {
   const schedules = reply.body;
   if (!schedules.length) {
     show(h("h1", {}, "Schedules"), h("p", { class: "muted", id: "no-schedules" },
-      "No schedules are configured (FLOWFORGE_SCHEDULES or --schedules-file)."));
+      "No schedules yet: create one here, over the API (POST schedules) or the CLI, or configure them (FLOWFORGE_SCHEDULES)."),
+      newScheduleForm());
     return;
   }
   const cards = schedules.map((s) => h("section", { class: "schedule", "data-schedule": s.name },
-    h("h2", {}, s.name),
+    h("h2", {}, s.name, " ", s.paused ? h("span", { class: "badge", "data-paused": "" }, "Paused") : null),
+    s.paused ? h("p", { class: "muted", "data-pause-reason": "" },
+      `Paused ${when(s.pausedAt)}${s.pauseReason ? `: ${s.pauseReason}` : ""}`) : null,
     h("dl", { class: "facts" },
       h("dt", {}, "Cron"), h("dd", {}, h("code", {}, s.cron), ` (${s.timeZone})`),
       h("dt", {}, "Orchestration"), h("dd", {}, s.orchestration),
-      h("dt", {}, "When one is still running"), h("dd", {}, s.overlap),
+      h("dt", {}, "When one is still running"), h("dd", {}, s.overlap,
+        s.buffered ? h("span", { class: "muted" }, ` (held: ${s.buffered})`) : null),
+      h("dt", {}, "Defined by"), h("dd", {}, s.origin === "config" ? "configuration" : "the API / dashboard"),
       h("dt", {}, "Next"), h("dd", {}, h("ul", { class: "next" }, s.next.map((t) => h("li", {}, when(t))))),
       h("dt", {}, "Latest"), h("dd", {}, h("ul", { class: "recent" }, s.recent.map((r) => h("li", {},
         when(r.occurrence), " ",
         r.runtimeStatus ? h("a", { href: runLink(r.instanceId) }, badge(r.runtimeStatus)) : h("span", { class: "muted" }, "not started")))))),
     scheduleActions(s)));
-  show(h("h1", {}, "Schedules"), ...cards);
+  show(h("h1", {}, "Schedules"), ...cards, newScheduleForm());
   schedule(renderSchedules, 30000);
 }
 

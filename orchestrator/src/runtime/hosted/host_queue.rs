@@ -16,9 +16,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::backend::{
-    ArchivedLetter, Backend, DeadLetter, ETag, EpisodeCommit, Error, InstancePage, InstanceQuery,
-    InstanceStore, LoadedInstance, Outbound, PayloadStore, QueueMessage, QueueName, QueueStore,
-    Receipt, Received, RunLogStore,
+    ArchivedLetter, Backend, DeadLetter, Document, DocumentStore, ETag, EpisodeCommit, Error,
+    InstancePage, InstanceQuery, InstanceStore, LoadedInstance, Outbound, PayloadStore,
+    QueueMessage, QueueName, QueueStore, Receipt, Received, RunLogStore, WriteCondition,
 };
 use crate::run_logs::{LogChunk, LogPage};
 use crate::status::InstanceState;
@@ -260,6 +260,31 @@ impl RunLogStore for HostQueue {
         limit: usize,
     ) -> Result<LogPage, Error> {
         self.inner.read_run_logs(instance_id, after, limit).await
+    }
+}
+
+#[async_trait]
+impl DocumentStore for HostQueue {
+    async fn list_documents(&self, kind: &str) -> Result<Vec<Document>, Error> {
+        self.inner.list_documents(kind).await
+    }
+
+    async fn read_document(&self, kind: &str, name: &str) -> Result<Option<Document>, Error> {
+        self.inner.read_document(kind, name).await
+    }
+
+    async fn write_document(
+        &self,
+        kind: &str,
+        name: &str,
+        body: &str,
+        condition: WriteCondition,
+    ) -> Result<ETag, Error> {
+        self.inner.write_document(kind, name, body, condition).await
+    }
+
+    async fn delete_document(&self, kind: &str, name: &str) -> Result<(), Error> {
+        self.inner.delete_document(kind, name).await
     }
 }
 

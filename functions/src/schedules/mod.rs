@@ -15,32 +15,42 @@
 //! clocks jump (at the end of the gap), one in the hour repeated in autumn fires the first
 //! time. (The `cron` crate alone skips the first and fires the second twice.)
 
+mod book;
+mod firing;
+
+pub use book::{BookEntry, BookError, Origin, Paused, ScheduleBook, ScheduleRecord};
+pub use firing::{
+    backfill, fire_due, look_back, trigger_now, BackfillError, Backfilled, Fired, MAX_BACKFILL,
+};
+
 use std::str::FromStr;
 
 use chrono::{DateTime, Duration, NaiveDateTime, TimeZone, Timelike, Utc};
 use chrono_tz::Tz;
-use flowforge_orchestrator::backend::InstanceQuery;
-use flowforge_orchestrator::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tracing::{info, warn};
 
 /// The most occurrences of one schedule a single call starts (the newest ones).
 pub const MAX_CATCH_UP: usize = 100;
 
 /// What to do when the previous run of a schedule is still going.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "camelCase")]
 pub enum Overlap {
     /// Skip the occurrence.
     #[default]
     Skip,
     /// Start it anyway.
     Allow,
+    /// Hold one occurrence back and start it when the previous run ends (later ones, while
+    /// one is held, are skipped).
+    BufferOne,
+    /// Terminate the previous run and start this one.
+    CancelPrevious,
 }
 
 /// One schedule.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScheduleSpec {
     /// Name (letters, digits, `-`, `_`).
@@ -306,241 +316,12 @@ pub fn parse_all(json: &str) -> Result<Vec<Schedule>, String> {
         .collect()
 }
 
-/// What [`fire_due`] did with one occurrence of a schedule.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Fired {
-    /// Started this instance.
-    Started(String),
-    /// The occurrence's instance already exists (a double fire).
-    AlreadyStarted(String),
-    /// Skipped: the previous run (named) is still active.
-    SkippedOverlap {
-        /// The occurrence's instance id, which was not started.
-        skipped: String,
-        /// The run still active.
-        active: String,
-    },
-    /// This many occurrences were older than the [`MAX_CATCH_UP`] newest and not started.
-    Missed(usize),
-}
-
-/// The window [`fire_due`] looks back over: the Functions timer ticks every minute, so two
-/// minutes covers a late tick; a past-due timer (the app was stopped) looks back a day.
-pub fn look_back(past_due: bool) -> Duration {
-    if past_due {
-        Duration::hours(24)
-    } else {
-        Duration::minutes(2)
-    }
-}
-
-/// Starts every due occurrence of every schedule that has not been started, oldest first,
-/// and logs each start, skip and miss.
-pub async fn fire_due(
-    client: &Client,
-    schedules: &[Schedule],
-    now: DateTime<Utc>,
-    look_back: Duration,
-) -> Vec<(String, Result<Fired, String>)> {
-    let mut results = Vec::new();
-    for schedule in schedules {
-        let name = schedule.name().to_owned();
-        let (due, missed) = schedule.due_occurrences(now, look_back, MAX_CATCH_UP);
-        if missed > 0 {
-            warn!(
-                schedule = name,
-                missed, "occurrences older than the catch-up limit were not started"
-            );
-            results.push((name.clone(), Ok(Fired::Missed(missed))));
-        }
-        for occurrence in due {
-            let result = fire_occurrence(client, schedule, occurrence).await;
-            match &result {
-                Ok(Fired::Started(id)) => {
-                    info!(schedule = name, instance_id = id, %occurrence, "schedule fired")
-                }
-                Ok(Fired::SkippedOverlap { skipped, active }) => info!(
-                    schedule = name,
-                    instance_id = skipped,
-                    active_instance_id = active,
-                    %occurrence,
-                    "schedule occurrence skipped: the previous run is still active"
-                ),
-                Ok(_) => {}
-                Err(error) => warn!(schedule = name, %occurrence, error, "schedule failed"),
-            }
-            results.push((name.clone(), result));
-        }
-    }
-    results
-}
-
-async fn fire_occurrence(
-    client: &Client,
-    schedule: &Schedule,
-    occurrence: DateTime<Utc>,
-) -> Result<Fired, String> {
-    let id = schedule.instance_id(occurrence);
-    match client.status(&id, Default::default()).await {
-        Ok(_) => return Ok(Fired::AlreadyStarted(id)),
-        Err(flowforge_orchestrator::client::Error::NotFound(_)) => {}
-        Err(e) => return Err(e.to_string()),
-    }
-    if schedule.spec.overlap == Overlap::Skip {
-        let query = InstanceQuery {
-            statuses: vec![
-                RuntimeStatus::Pending,
-                RuntimeStatus::Running,
-                RuntimeStatus::Suspended,
-                RuntimeStatus::ContinuedAsNew,
-            ],
-            instance_id_prefix: Some(format!("schedule-{}-", schedule.name())),
-            page_size: 1,
-            ..Default::default()
-        };
-        let (active, _) = client
-            .list(&query, false)
-            .await
-            .map_err(|e| e.to_string())?;
-        if let Some(previous) = active.first() {
-            return Ok(Fired::SkippedOverlap {
-                skipped: id,
-                active: previous.instance_id.clone(),
-            });
-        }
-    }
-    start_once(client, schedule, occurrence)
-        .await
-        .map(Fired::Started)
-}
-
-/// Starts an occurrence's instance unless it exists, running or finished: another replica
-/// (or a backfill elsewhere) that started it a moment ago, even one that has already
-/// finished, is not started again.
-async fn start_once(
-    client: &Client,
-    schedule: &Schedule,
-    occurrence: DateTime<Utc>,
-) -> Result<String, String> {
-    let options = StartOptions {
-        if_running: flowforge_orchestrator::client::IfRunning::OncePerId,
-        ..StartOptions::with_instance_id(schedule.instance_id(occurrence))
-    };
-    client
-        .start_value(
-            &schedule.spec.orchestration,
-            options,
-            schedule.input(occurrence),
-        )
-        .await
-        .map_err(|e| e.to_string())
-}
-
-/// Runs a schedule now, as the occurrence of this second (its deterministic id: a second
-/// call within the same second starts nothing more).
-pub async fn trigger_now(
-    client: &Client,
-    schedule: &Schedule,
-    now: DateTime<Utc>,
-) -> Result<String, String> {
-    let occurrence = now.with_nanosecond(0).unwrap_or(now);
-    let id = start_once(client, schedule, occurrence).await?;
-    info!(
-        schedule = schedule.name(),
-        instance_id = id,
-        "schedule triggered by hand"
-    );
-    Ok(id)
-}
-
-/// The most occurrences one backfill may start.
-pub const MAX_BACKFILL: usize = 1_000;
-
-/// One occurrence of a backfill and what became of it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Backfilled {
-    /// The occurrence time.
-    pub occurrence: DateTime<Utc>,
-    /// Its instance id (deterministic: the same as the schedule's own fire would use).
-    pub instance_id: String,
-    /// `started`, `existing` (started before, by the schedule or another backfill), or
-    /// `planned` (a dry run).
-    pub outcome: &'static str,
-}
-
-/// Starts every occurrence of `schedule` in `[from, to]` that has no instance yet, oldest
-/// first, at most `limit` (refused past it, so a backfill is never cut silently); each
-/// occurrence once, whoever else starts it. A dry run starts nothing and says what would
-/// be started. The overlap policy does not apply: a backfill's runs overlap by design.
-pub async fn backfill(
-    client: &Client,
-    schedule: &Schedule,
-    from: DateTime<Utc>,
-    to: DateTime<Utc>,
-    limit: usize,
-    dry_run: bool,
-) -> Result<Vec<Backfilled>, BackfillError> {
-    if to < from {
-        return Err(BackfillError::Range("'to' is before 'from'".into()));
-    }
-    let limit = limit.min(MAX_BACKFILL);
-    // `after` excludes its start: begin a second before `from` so `from` itself counts.
-    let occurrences: Vec<DateTime<Utc>> = schedule
-        .after(from - Duration::seconds(1))
-        .take_while(|t| *t <= to)
-        .take(limit + 1)
-        .collect();
-    if occurrences.len() > limit {
-        return Err(BackfillError::Range(format!(
-            "the range holds more than {limit} occurrences: narrow it or raise the limit (at most {MAX_BACKFILL})"
-        )));
-    }
-    let mut done = Vec::with_capacity(occurrences.len());
-    for occurrence in occurrences {
-        let instance_id = schedule.instance_id(occurrence);
-        let exists = match client.status(&instance_id, Default::default()).await {
-            Ok(_) => true,
-            Err(flowforge_orchestrator::client::Error::NotFound(_)) => false,
-            Err(e) => return Err(BackfillError::Storage(e.to_string())),
-        };
-        let outcome = match (exists, dry_run) {
-            (true, _) => "existing",
-            (false, true) => "planned",
-            (false, false) => {
-                start_once(client, schedule, occurrence)
-                    .await
-                    .map_err(BackfillError::Storage)?;
-                info!(schedule = schedule.name(), instance_id, %occurrence, "backfill started an occurrence");
-                "started"
-            }
-        };
-        done.push(Backfilled {
-            occurrence,
-            instance_id,
-            outcome,
-        });
-    }
-    Ok(done)
-}
-
-/// Why a backfill was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum BackfillError {
-    /// The range is empty the wrong way round or holds too many occurrences.
-    #[error("{0}")]
-    Range(String),
-    /// Storage failed (what was started so far stays started; a retry goes on from there).
-    #[error("storage failed: {0}")]
-    Storage(String),
-}
-
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use chrono::TimeZone;
 
-    fn spec(cron: &str) -> ScheduleSpec {
+    pub(crate) fn spec(cron: &str) -> ScheduleSpec {
         ScheduleSpec {
             name: "nightly".into(),
             cron: cron.into(),
@@ -551,7 +332,7 @@ mod tests {
         }
     }
 
-    fn utc(text: &str) -> DateTime<Utc> {
+    pub(crate) fn utc(text: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(text)
             .unwrap()
             .with_timezone(&Utc)
@@ -628,51 +409,6 @@ mod tests {
                 utc("2027-03-28T01:30:00Z"),
             ]
         );
-    }
-
-    #[tokio::test]
-    async fn a_backfill_starts_each_occurrence_once_and_a_dry_run_nothing() {
-        let backend = std::sync::Arc::new(MemoryBackend::new());
-        let client = Client::new(backend);
-        let hourly = Schedule::parse(spec("0 0 * * * *")).unwrap();
-        let (from, to) = (utc("2026-11-01T00:00:00Z"), utc("2026-11-01T05:00:00Z"));
-        let planned = backfill(&client, &hourly, from, to, 10, true)
-            .await
-            .unwrap();
-        assert_eq!(planned.len(), 6, "both ends included");
-        assert!(planned.iter().all(|b| b.outcome == "planned"));
-        let (listed, _) = client.list(&InstanceQuery::default(), false).await.unwrap();
-        assert!(listed.is_empty(), "a dry run starts nothing");
-        let first = backfill(
-            &client,
-            &hourly,
-            from,
-            utc("2026-11-01T02:00:00Z"),
-            10,
-            false,
-        )
-        .await
-        .unwrap();
-        assert!(first.iter().all(|b| b.outcome == "started"));
-        let again = backfill(&client, &hourly, from, to, 10, false)
-            .await
-            .unwrap();
-        let outcomes: Vec<_> = again.iter().map(|b| b.outcome).collect();
-        assert_eq!(
-            outcomes,
-            ["existing", "existing", "existing", "started", "started", "started"]
-        );
-        assert_eq!(again[0].instance_id, "schedule-nightly-20261101T000000Z");
-        let (listed, _) = client.list(&InstanceQuery::default(), false).await.unwrap();
-        assert_eq!(listed.len(), 6);
-        let too_many = backfill(&client, &hourly, from, to, 5, false)
-            .await
-            .unwrap_err();
-        assert!(matches!(too_many, BackfillError::Range(_)), "{too_many}");
-        let backwards = backfill(&client, &hourly, to, from, 10, false)
-            .await
-            .unwrap_err();
-        assert!(matches!(backwards, BackfillError::Range(_)), "{backwards}");
     }
 
     #[test]
