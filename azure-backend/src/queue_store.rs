@@ -9,8 +9,8 @@ use azure_storage_queues::prelude::*;
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use flowforge_orchestrator::backend::{
-    ArchivedLetter, DeadLetter, Error, Outbound, QueueMessage, QueueName, QueueStore, Receipt,
-    Received,
+    ArchivedLetter, DeadLetter, Error, Outbound, QueueDepth, QueueMessage, QueueName, QueueStore,
+    Receipt, Received,
 };
 
 use crate::backend::AzureBackend;
@@ -203,6 +203,30 @@ impl QueueStore for AzureBackend {
 
     async fn peek_wake(&self) -> Result<Vec<String>, Error> {
         self.peek_wake_ids().await
+    }
+
+    async fn queue_depth(&self, queue: &QueueName) -> Result<QueueDepth, Error> {
+        let client = self.queue_client(&self.queue_name(queue));
+        self.counter.count("queue.metadata");
+        let metadata = client
+            .get_metadata()
+            .await
+            .map_err(|e| classify("queue metadata", e))?;
+        self.counter.count("queue.peek");
+        let peeked = client
+            .peek_messages()
+            .number_of_messages(1)
+            .await
+            .map_err(|e| classify("queue peek", e))?;
+        let now = time::OffsetDateTime::now_utc();
+        let oldest_age = peeked.messages.first().map(|m| {
+            let age = now - m.insertion_time;
+            Duration::from_secs_f64(age.as_seconds_f64().max(0.0))
+        });
+        Ok(QueueDepth {
+            messages: metadata.approximate_messages_count as u64,
+            oldest_age,
+        })
     }
 
     async fn receive(

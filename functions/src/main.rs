@@ -128,14 +128,24 @@ async fn run() -> anyhow::Result<()> {
             .with(RunLogLayer::new().at_info())
             .init();
     }
+    let telemetry =
+        flowforge::telemetry::TelemetrySettings::from_env(&|name| std::env::var(name).ok())
+            .and_then(|settings| flowforge::telemetry::Telemetry::install(&settings))?;
+    let result = run_command(cli, &telemetry).await;
+    telemetry.shutdown();
+    result
+}
+
+async fn run_command(cli: Cli, telemetry: &flowforge::telemetry::Telemetry) -> anyhow::Result<()> {
+    let observe_storage = telemetry.metrics_on();
     match cli.command {
         Command::Demo { files, pause_ms } => run_demo(files, pause_ms).await,
         Command::Worker(args) => {
             let registry = app_registry(cli.storage.lake()?)?;
-            worker_command::run(args, cli.storage, registry).await
+            worker_command::run(args, cli.storage, registry, observe_storage).await
         }
         Command::Pipeline(args) => pipeline_command::run(args).await,
-        Command::Serve(args) => serve_command::run(args, cli.storage).await,
+        Command::Serve(args) => serve_command::run(args, cli.storage, observe_storage).await,
         Command::Client(command) => client_command::run(command, cli.storage).await,
     }
 }

@@ -43,7 +43,11 @@ pub struct ServeArgs {
 }
 
 /// Serves the handler until the host stops it.
-pub async fn run(args: ServeArgs, storage: StorageArgs) -> anyhow::Result<()> {
+pub async fn run(
+    args: ServeArgs,
+    storage: StorageArgs,
+    observe_storage: bool,
+) -> anyhow::Result<()> {
     let port = args
         .port
         .or_else(|| {
@@ -84,6 +88,14 @@ pub async fn run(args: ServeArgs, storage: StorageArgs) -> anyhow::Result<()> {
         let connected = async {
             let registry = crate::app_registry(storage.lake()?)?;
             let backend = storage.connect().await?;
+            if observe_storage {
+                // Runs as long as the handler: the handle is not kept (dropping a
+                // JoinHandle detaches the task).
+                drop(flowforge_orchestrator::telemetry::observe_backend(
+                    backend.clone(),
+                    crate::worker_command::BACKLOG_EVERY,
+                ));
+            }
             anyhow::Ok((backend, registry))
         };
         match connected.await {

@@ -127,7 +127,13 @@ fn origin_of(address: SocketAddr) -> String {
 
 /// Runs the worker and the API until asked to stop; then stops taking work, lets in-flight
 /// work finish (unfinished messages stay queued for the next worker) and returns.
-pub async fn run(args: WorkerArgs, storage: StorageArgs, registry: Registry) -> anyhow::Result<()> {
+/// `observe_storage` reads the queue backlog gauges (when metrics are exported).
+pub async fn run(
+    args: WorkerArgs,
+    storage: StorageArgs,
+    registry: Registry,
+    observe_storage: bool,
+) -> anyhow::Result<()> {
     let access = args.access()?;
     let public_url = args.public_origin()?;
     if let Some(rpc) = args.local_rpc {
@@ -141,6 +147,9 @@ pub async fn run(args: WorkerArgs, storage: StorageArgs, registry: Registry) -> 
         warn!(listen = %args.listen, "no --public-url: the URLs the API hands out name {public_url}");
     }
     let backend = storage.connect().await?;
+    let _backlog = observe_storage.then(|| {
+        flowforge_orchestrator::telemetry::observe_backend(backend.clone(), BACKLOG_EVERY)
+    });
     let options = WorkerOptions {
         activity_concurrency: args.activity_concurrency,
         max_idle_poll: std::time::Duration::from_secs(args.max_idle_poll_secs.max(1)),
@@ -229,6 +238,9 @@ async fn serve_until(
         })
         .await
 }
+
+/// How often the backlog gauges read the queues (two reads per queue).
+pub const BACKLOG_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Fires the task hub's schedules at their occurrences: sleeps until the next one (at most
 /// a minute; a few seconds while an occurrence is buffered; at once when this process

@@ -229,9 +229,17 @@ impl Client {
         };
         let now = self.clock.now();
         let execution_id = uuid::Uuid::new_v4().simple().to_string();
+        // The instance keeps the start's span (a child of the caller's traceparent) as the
+        // parent of every execution's span.
+        let trace_parent = crate::telemetry::spans::create_orchestration(
+            name,
+            &options.version,
+            &id,
+            options.trace_parent.as_deref(),
+        );
         let started = StartInfo {
             version: options.version,
-            trace_parent: options.trace_parent,
+            trace_parent,
             ..StartInfo::new(name, &execution_id, input)
         }
         .into_event();

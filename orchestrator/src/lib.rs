@@ -47,6 +47,7 @@ pub mod replay;
 pub mod run_logs;
 pub mod runtime;
 pub mod status;
+pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
 

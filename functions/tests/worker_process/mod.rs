@@ -42,10 +42,22 @@ impl Server {
 
     /// [`Server::start`] on the storage account of `connection`.
     pub async fn start_on(connection: &str, hub: &str, key: &str, extra: &[&str]) -> Self {
+        Self::start_with_env(connection, hub, key, extra, &[]).await
+    }
+
+    /// [`Server::start_on`] with extra environment variables.
+    pub async fn start_with_env(
+        connection: &str,
+        hub: &str,
+        key: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_flowforge"))
             .args(["worker", "--listen", &format!("127.0.0.1:{port}")])
             .args(extra)
+            .envs(env.iter().copied())
             .env("AzureWebJobsStorage", connection)
             .env("FLOWFORGE_TASK_HUB", hub)
             .env("FLOWFORGE_API_KEY", key)

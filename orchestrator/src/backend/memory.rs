@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
 
+use super::QueueDepth;
 use super::{
     ArchivedLetter, Backend, DeadLetter, Document, DocumentStore, ETag, EpisodeCommit, Error,
     HistoryWrite, InstancePage, InstanceQuery, InstanceStore, LoadedInstance, Outbound,
@@ -31,6 +32,7 @@ struct StoredInstance {
 struct StoredMessage {
     id: String,
     raw: String,
+    enqueued_at: DateTime<Utc>,
     visible_at: DateTime<Utc>,
     dequeue_count: u32,
     pop_receipt: String,
@@ -60,7 +62,13 @@ impl Inner {
         self.next_id
     }
 
-    fn push(&mut self, queue: QueueName, raw: String, visible_at: DateTime<Utc>) {
+    fn push(
+        &mut self,
+        queue: QueueName,
+        raw: String,
+        enqueued_at: DateTime<Utc>,
+        visible_at: DateTime<Utc>,
+    ) {
         let id = format!("m{}", self.next());
         self.queues
             .entry(queue)
@@ -68,6 +76,7 @@ impl Inner {
             .push_back(StoredMessage {
                 id,
                 raw,
+                enqueued_at,
                 visible_at,
                 dequeue_count: 0,
                 pop_receipt: String::new(),
@@ -142,6 +151,7 @@ impl MemoryBackend {
         inner.push(
             outbound.queue.clone(),
             outbound.message.encode(),
+            now,
             visible_at,
         );
         inner.count("queue.put");
@@ -340,12 +350,30 @@ impl QueueStore for MemoryBackend {
     ) -> Result<(), Error> {
         self.injected_send_failure()?;
         let mut inner = self.lock();
-        let at = visible_at.unwrap_or_else(|| self.clock.now());
-        inner.push(queue.clone(), raw.to_owned(), at);
+        let now = self.clock.now();
+        let at = visible_at.unwrap_or(now);
+        inner.push(queue.clone(), raw.to_owned(), now, at);
         inner.count("queue.put");
         drop(inner);
         self.notify.notify_waiters();
         Ok(())
+    }
+
+    async fn queue_depth(&self, queue: &QueueName) -> Result<QueueDepth, Error> {
+        let now = self.clock.now();
+        let mut inner = self.lock();
+        inner.count("queue.metadata");
+        let messages = inner.queues.get(queue);
+        let oldest = messages
+            .into_iter()
+            .flatten()
+            .filter(|m| m.visible_at <= now)
+            .map(|m| m.enqueued_at)
+            .min();
+        Ok(QueueDepth {
+            messages: messages.map_or(0, |m| m.len() as u64),
+            oldest_age: oldest.map(|t| (now - t).to_std().unwrap_or_default()),
+        })
     }
 
     async fn receive(

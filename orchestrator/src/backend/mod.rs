@@ -18,6 +18,6 @@ pub use message::{
 };
 pub use store::{
     Backend, Document, DocumentStore, ETag, EpisodeCommit, Error, HistoryWrite, InstancePage,
-    InstanceQuery, InstanceStore, LoadedInstance, PayloadStore, QueueStore, RunLogStore,
-    WriteCondition,
+    InstanceQuery, InstanceStore, LoadedInstance, PayloadStore, QueueDepth, QueueStore,
+    RunLogStore, WriteCondition,
 };

@@ -254,6 +254,7 @@ pub trait QueueStore: Send + Sync {
             dequeue_count: received.dequeue_count,
         };
         self.put_dead_letter(queue, &letter).await?;
+        crate::telemetry::metrics::dead_lettered(&queue.suffix());
         match self.delete(queue, &received.receipt).await {
             Err(Error::NotFound(_)) | Ok(()) => Ok(()),
             Err(e) => Err(e),
@@ -279,6 +280,11 @@ pub trait QueueStore: Send + Sync {
         false
     }
 
+    /// How many messages a queue holds (approximately, visible or not) and how long its
+    /// oldest visible message has been in it (since it was sent: a durable timer's message
+    /// counts from when the timer was created). For the backlog metrics.
+    async fn queue_depth(&self, queue: &QueueName) -> Result<QueueDepth, Error>;
+
     /// The ids of the wake signals visible now: a look that hides and deletes nothing, so
     /// every worker sees every signal until it expires.
     async fn peek_wake(&self) -> Result<Vec<String>, Error> {
@@ -291,6 +297,15 @@ pub trait QueueStore: Send + Sync {
         let _ = queues;
         tokio::time::sleep(max_wait).await;
     }
+}
+
+/// The backlog of a queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct QueueDepth {
+    /// Messages in the queue (approximate on Azure Storage).
+    pub messages: u64,
+    /// Age of the oldest visible message; `None` when none is visible.
+    pub oldest_age: Option<Duration>,
 }
 
 /// Large payloads by reference.

@@ -16,6 +16,8 @@ use crate::backend::ActivityWorkItem;
 use crate::history::{panic_message, EventKind, FailureDetails, FailureKind};
 use crate::registry::ActivityContext;
 use crate::run_logs::{AttemptCapture, AttemptKey};
+use crate::telemetry::metrics;
+use crate::telemetry::spans::ActivitySpan;
 
 /// What an attempt ends with.
 pub(crate) type ActivityResult = Result<serde_json::Value, FailureDetails>;
@@ -30,8 +32,11 @@ pub(crate) fn attempt(
 ) -> impl Future<Output = ActivityResult> + Send + 'static {
     let activity = shared.registry.find_activity(&item.name, &item.version);
     let capture = AttemptCapture::begin();
+    let otel = ActivitySpan::start(item, delivery, inline);
+    let (trace_id, span_id) = otel.ids();
+    // The log lines of the attempt carry its trace and span ids (correlation in any sink).
     let span = info_span!("activity", instance_id = %item.instance_id, activity = %item.name,
-        activity_id = item.scheduled_id, delivery, inline,
+        activity_id = item.scheduled_id, delivery, inline, trace_id, span_id,
         trace_parent = item.trace_parent.as_deref().unwrap_or(""), run_log = capture.token());
     let key = AttemptKey {
         instance_id: item.instance_id.clone(),
@@ -41,11 +46,15 @@ pub(crate) fn attempt(
         delivery,
         started_at: Utc::now(),
     };
-    let context = activity_context(item, delivery);
+    let mut context = activity_context(item, delivery);
+    if let Some(own) = otel.traceparent() {
+        context.trace_parent = Some(own);
+    }
     let input = item.input.clone();
     let limit = shared.options.activity_timeout;
     let shared = shared.clone();
     async move {
+        let began = std::time::Instant::now();
         let name = key.activity.clone();
         let result = match activity {
             None => Err(FailureDetails::of(
@@ -67,6 +76,12 @@ pub(crate) fn attempt(
         };
         let (lines, dropped) = capture.finish();
         shared.run_logs.write(key.into_chunks(lines, dropped));
+        let outcome = match &result {
+            Ok(_) => "completed",
+            Err(failure) => failure.kind.as_str(),
+        };
+        metrics::activity_attempted(&name, outcome, began.elapsed());
+        otel.end(&result);
         result
     }
     .instrument(span)

@@ -58,6 +58,16 @@ pub fn next_state(
     state
 }
 
+/// The `traceparent` of what an execution starts (activities, sub-orchestrations, chained
+/// runs): its own `orchestration:{name}` span, the same on every worker.
+fn children_trace_parent(state: &InstanceState) -> Option<String> {
+    Some(crate::telemetry::trace_context::orchestration_traceparent(
+        state.trace_parent.as_deref(),
+        &state.instance_id,
+        &state.execution_id,
+    ))
+}
+
 /// The messages an episode decided, addressed to their queues.
 pub fn outbound_messages(
     state: &InstanceState,
@@ -86,7 +96,7 @@ pub fn outbound_messages(
                     name: name.clone(),
                     version: version.clone(),
                     input: input.clone(),
-                    trace_parent: state.trace_parent.clone(),
+                    trace_parent: children_trace_parent(state),
                 }),
                 visible_at: None,
             },
@@ -115,13 +125,13 @@ pub fn outbound_messages(
                     scheduled_id: *id,
                 };
                 start_message(
-                    state,
                     instance_id,
                     name,
                     version,
                     execution_id,
                     input,
                     Some(parent),
+                    children_trace_parent(state),
                     partitions,
                     now,
                 )
@@ -134,13 +144,13 @@ pub fn outbound_messages(
                 input,
                 ..
             } => start_message(
-                state,
                 instance_id,
                 name,
                 version,
                 execution_id,
                 input,
                 None,
+                children_trace_parent(state),
                 partitions,
                 now,
             ),
@@ -204,13 +214,13 @@ pub fn outbound_messages(
         // deterministic instance and execution id, started only where none exists.
         for chain in chains.iter().filter(|c| c.fires_for(state)) {
             let start = start_message(
-                state,
                 &chain.instance_id(state),
                 &chain.start,
                 "",
                 &chain.execution_id(state),
                 &chain.input_for(state),
                 None,
+                children_trace_parent(state),
                 partitions,
                 now,
             );
@@ -224,13 +234,14 @@ pub fn outbound_messages(
         )
         .to_string();
         let next = start_message(
-            state,
             me,
             &state.name,
             &state.version,
             &next_execution,
             input,
             state.parent.clone(),
+            // Every execution of the instance hangs under the start's span.
+            state.trace_parent.clone(),
             partitions,
             now,
         );
@@ -378,20 +389,20 @@ fn parent_result(outcome: &ExecutionOutcome) -> Option<Result<Value, FailureDeta
 
 #[allow(clippy::too_many_arguments)]
 fn start_message(
-    state: &InstanceState,
     instance_id: &str,
     name: &str,
     version: &str,
     execution_id: &str,
     input: &Value,
     parent: Option<ParentRef>,
+    trace_parent: Option<String>,
     partitions: u32,
     now: DateTime<Utc>,
 ) -> Outbound {
     let kind = StartInfo {
         version: version.to_owned(),
         parent,
-        trace_parent: state.trace_parent.clone(),
+        trace_parent,
         ..StartInfo::new(name, execution_id, input.clone())
     }
     .into_event();
@@ -415,10 +426,12 @@ mod tests {
         DateTime::from_timestamp(1_800_000_000, 0).unwrap_or_default()
     }
 
+    const START_TRACE: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+
     fn started(parent: Option<ParentRef>) -> InstanceState {
         let kind = StartInfo {
             parent,
-            trace_parent: Some("00-abc-def-01".into()),
+            trace_parent: Some(START_TRACE.into()),
             ..StartInfo::new("o", "x1", json!(1))
         }
         .into_event();
@@ -501,11 +514,17 @@ mod tests {
             panic!("expected a work item");
         };
         assert_eq!((item.scheduled_id, item.execution_id.as_str()), (0, "x1"));
+        let expected = crate::telemetry::trace_context::orchestration_traceparent(
+            Some(START_TRACE),
+            "i",
+            "x1",
+        );
         assert_eq!(
             item.trace_parent.as_deref(),
-            Some("00-abc-def-01"),
-            "the trace follows the work"
+            Some(expected.as_str()),
+            "the work is a child of the execution's span, in the start's trace"
         );
+        assert!(expected.starts_with("00-0af7651916cd43dd8448eb211c80319c-"));
         assert_eq!(out[1].queue, QueueName::control_for("i", 4));
         assert_eq!(out[1].visible_at, Some(fire_at));
         assert_eq!(

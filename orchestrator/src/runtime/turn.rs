@@ -8,7 +8,7 @@ use crate::backend::{
     ActivityWorkItem, ETag, EpisodeCommit, Error, HistoryWrite, LoadedInstance, Outbound,
     QueueMessage, QueueName,
 };
-use crate::history::HistoryEvent;
+use crate::history::{EventKind, HistoryEvent};
 use crate::replay::{run_episode, ExecutionOutcome, NewEvent, ReplayInput};
 use crate::status::InstanceState;
 
@@ -51,6 +51,8 @@ pub(crate) struct Decided {
     pub inline: Vec<ActivityWorkItem>,
     /// Messages to send after the commit.
     pub queued: Vec<Outbound>,
+    /// When the (first) episode began deciding, for the episode latency metric.
+    pub decided_at: std::time::Instant,
 }
 
 impl Decided {
@@ -63,6 +65,7 @@ impl Decided {
             new_events: self.new_events,
             inline: next.inline,
             queued: self.queued,
+            decided_at: self.decided_at,
         }
     }
 }
@@ -117,6 +120,7 @@ impl InstanceTurn {
 
     /// Replays `events` over the turn (no I/O).
     pub(crate) fn decide(&self, shared: &Shared, events: Vec<NewEvent>) -> Decision {
+        let decided_at = std::time::Instant::now();
         let now = shared.clock.now();
         let replay = || {
             run_episode(
@@ -169,6 +173,7 @@ impl InstanceTurn {
             new_events: episode.new_events,
             inline,
             queued,
+            decided_at,
         }))
     }
 
@@ -202,6 +207,12 @@ impl InstanceTurn {
             // Work items for this process's own activity loop: do not wait for its next poll.
             shared.idle.wake();
         }
+        self.record_committed(
+            shared,
+            &decided.state,
+            &decided.new_events,
+            decided.decided_at,
+        );
         if self.replace_history {
             self.history.clear();
             self.replace_history = false;
@@ -210,6 +221,37 @@ impl InstanceTurn {
         self.state = decided.state;
         self.etag = Some(etag);
         Ok(decided.inline)
+    }
+
+    /// Telemetry of a commit, emitted once it is durable (never while replaying): the
+    /// episode's latency, an execution's start and end (with its span), fired timers' spans.
+    fn record_committed(
+        &self,
+        shared: &Shared,
+        next: &InstanceState,
+        new_events: &[HistoryEvent],
+        decided_at: std::time::Instant,
+    ) {
+        use crate::telemetry::{metrics, spans};
+        metrics::episode_committed(&next.name, decided_at.elapsed());
+        let history: &[HistoryEvent] = if self.replace_history {
+            &[]
+        } else {
+            &self.history
+        };
+        if new_events
+            .iter()
+            .any(|e| matches!(e.kind, EventKind::ExecutionStarted { .. }))
+        {
+            metrics::orchestration_started(&next.name);
+        }
+        let now = shared.clock.now();
+        if let Some(ended) = spans::ended_execution(&self.state, next, history, new_events) {
+            spans::orchestration_ended(&ended, now);
+            let took = (now - ended.started_at).to_std().unwrap_or_default();
+            metrics::execution_ended(&next.name, next.status, took);
+        }
+        spans::timers_fired(next, &spans::fired_timers(history, new_events));
     }
 
     /// Replays `events` over the turn and commits the result.

@@ -15,6 +15,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+use crate::backend::QueueDepth;
 use crate::backend::{
     ArchivedLetter, Backend, DeadLetter, Document, DocumentStore, ETag, EpisodeCommit, Error,
     InstancePage, InstanceQuery, InstanceStore, LoadedInstance, Outbound, PayloadStore,
@@ -91,6 +92,10 @@ impl QueueStore for HostQueue {
 
     async fn send(&self, outbound: &Outbound) -> Result<(), Error> {
         self.inner.send(outbound).await
+    }
+
+    async fn queue_depth(&self, queue: &QueueName) -> Result<QueueDepth, Error> {
+        self.inner.queue_depth(queue).await
     }
 
     async fn send_raw(
