@@ -40,6 +40,15 @@ param functionTimeout string = '00:30:00'
 @description('Start a medallion run for each new CSV in the landing container (Event Grid system topic on the account, subscription to the LandingBlobCreated function, dead letters in the eventgrid-deadletters container). The subscription needs the function to exist: deploy the app package first, then deploy again with this set to true.')
 param landingEvents bool = false
 
+@description('Where the alerts (failure rate, dead letters, oldest queue message) are mailed; empty: they show in the portal only.')
+param alertEmail string = ''
+
+@description('Alert when more than this share of the runs that ended in 15 minutes failed (0-1).')
+param failureRateThreshold string = '0.1'
+
+@description('Alert when the oldest visible message of a queue is older than this many seconds.')
+param oldestMessageSeconds int = 300
+
 var isFlex = hostingPlan == 'FlexConsumption'
 var storageName = take('${namePrefix}lake${uniqueString(resourceGroup().id)}', 24)
 var dataContainers = ['landing', 'bronze', 'silver', 'gold']
@@ -79,11 +88,97 @@ resource containers 'Microsoft.Storage/storageAccounts/blobServices/containers@2
   properties: { publicAccess: 'None' }
 }]
 
+resource logs 'Microsoft.OperationalInsights/workspaces@2023-09-01' = {
+  name: '${namePrefix}-logs'
+  location: location
+  properties: { sku: { name: 'PerGB2018' }, retentionInDays: 30 }
+}
+
+// Workspace-based (classic Application Insights is retired). The app's connection string
+// turns on the engine's OpenTelemetry export (functions/src/telemetry.rs).
 resource insights 'Microsoft.Insights/components@2020-02-02' = {
   name: '${namePrefix}-insights'
   location: location
   kind: 'web'
-  properties: { Application_Type: 'web' }
+  properties: { Application_Type: 'web', WorkspaceResourceId: logs.id }
+}
+
+resource alertGroup 'Microsoft.Insights/actionGroups@2023-01-01' = if (!empty(alertEmail)) {
+  name: '${namePrefix}-alerts'
+  location: 'global'
+  properties: {
+    groupShortName: 'flowforge'
+    enabled: true
+    emailReceivers: [{ name: 'operator', emailAddress: alertEmail, useCommonAlertSchema: true }]
+  }
+}
+
+// Log alerts over the engine's metrics (customMetrics; names as in
+// orchestrator/src/telemetry/metrics.rs), each evaluated every 5 minutes over 15.
+var alertRules = [
+  {
+    name: 'failure-rate'
+    title: 'FlowForge: runs failing'
+    severity: 2
+    measure: 'rate'
+    threshold: json(failureRateThreshold)
+    query: 'customMetrics | where name == "flowforge.orchestrations.ended" | extend status = tostring(customDimensions["status"]) | summarize failed = sumif(valueSum, status == "Failed"), ended = sum(valueSum) | where ended > 0 | extend rate = failed / ended'
+  }
+  {
+    name: 'dead-letters'
+    title: 'FlowForge: messages dead-lettered'
+    severity: 2
+    measure: 'letters'
+    threshold: 0
+    query: 'customMetrics | where name == "flowforge.dead_letters" | summarize letters = sum(valueSum)'
+  }
+  {
+    name: 'queue-age'
+    title: 'FlowForge: work waiting in a queue'
+    severity: 3
+    measure: 'age'
+    threshold: oldestMessageSeconds
+    query: 'customMetrics | where name == "flowforge.queue.oldest_age" | summarize age = max(valueMax)'
+  }
+]
+
+resource alerts 'Microsoft.Insights/scheduledQueryRules@2023-03-15-preview' = [for rule in alertRules: {
+  name: '${namePrefix}-${rule.name}'
+  location: location
+  properties: {
+    displayName: rule.title
+    severity: rule.severity
+    enabled: true
+    evaluationFrequency: 'PT5M'
+    windowSize: 'PT15M'
+    scopes: [insights.id]
+    criteria: {
+      allOf: [
+        {
+          query: rule.query
+          timeAggregation: 'Maximum'
+          metricMeasureColumn: rule.measure
+          operator: 'GreaterThan'
+          threshold: rule.threshold
+          failingPeriods: { numberOfEvaluationPeriods: 1, minFailingPeriodsToAlert: 1 }
+        }
+      ]
+    }
+    actions: { actionGroups: empty(alertEmail) ? [] : [alertGroup.id] }
+  }
+}]
+
+// Runs by status, the slowest activities, queues and dead letters (deploy/workbook.json).
+resource workbook 'Microsoft.Insights/workbooks@2023-06-01' = {
+  name: guid(resourceGroup().id, namePrefix, 'flowforge-workbook')
+  location: location
+  kind: 'shared'
+  properties: {
+    displayName: 'FlowForge Durable'
+    category: 'workbook'
+    sourceId: insights.id
+    serializedData: loadTextContent('workbook.json')
+  }
 }
 
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {

@@ -3,11 +3,13 @@
 //! ```text
 //! cargo run --release -p flowforge-bench --bin bench -- [--backend memory|azurite|both]
 //!     [--runs 3] [--flights PATH] [--idle-secs 60] [--json bench-results.json]
+//!     [--telemetry-cost]
 //! ```
 
 mod measure;
 mod recovery;
 mod scenarios;
+mod telemetry_cost;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -44,6 +46,14 @@ struct Args {
     /// events, idle); all when absent.
     #[arg(long, value_delimiter = ',')]
     scenarios: Vec<String>,
+    /// Export traces and metrics (OTLP/HTTP protobuf, as in production) to a local
+    /// receiver in this process while the scenarios run.
+    #[arg(long)]
+    telemetry: bool,
+    /// Also measure what telemetry costs: chain and fan-out, in two child runs of this
+    /// benchmark, export off and on, side by side.
+    #[arg(long)]
+    telemetry_cost: bool,
     /// Where to write the JSON results.
     #[arg(long, default_value = "bench-results.json")]
     json: PathBuf,
@@ -65,6 +75,12 @@ async fn main() -> anyhow::Result<()> {
         .with(format)
         .with(flowforge_orchestrator::run_logs::RunLogLayer::new().at_info())
         .init();
+    // Before any scenario: the engine's instruments bind to the provider of their first use.
+    let telemetry = if args.telemetry {
+        Some(telemetry_cost::export_locally().await?)
+    } else {
+        None
+    };
     let mut rows: Vec<Value> = Vec::new();
     let azurite = if args.backend != "memory" {
         Some(Azurite::start().map_err(anyhow::Error::msg)?)
@@ -135,6 +151,18 @@ async fn main() -> anyhow::Result<()> {
     }
     if let (Some(flights), Some(azurite)) = (&args.flights, &azurite) {
         rows.push(scenarios::medallion(azurite, flights).await?);
+    }
+    if let Some((telemetry, receiver)) = telemetry {
+        telemetry.shutdown();
+        let (requests, bytes) = receiver.received();
+        eprintln!("telemetry: {requests} exports, {bytes} bytes received");
+    }
+    if args.telemetry_cost {
+        rows.extend(telemetry_cost::compare(
+            &args.backend,
+            args.runs.max(1),
+            args.azurite_runs.max(1),
+        )?);
     }
     measure::print_table(&rows);
     std::fs::write(

@@ -12,7 +12,6 @@ pub mod schedules;
 pub mod serve_command;
 pub mod shutdown;
 pub mod storage;
-pub mod telemetry;
 pub mod worker_command;
 
 use flowforge_activities::DataLake;

@@ -129,14 +129,14 @@ async fn run() -> anyhow::Result<()> {
             .init();
     }
     let telemetry =
-        flowforge::telemetry::TelemetrySettings::from_env(&|name| std::env::var(name).ok())
-            .and_then(|settings| flowforge::telemetry::Telemetry::install(&settings))?;
+        flowforge_telemetry::TelemetrySettings::from_env(&|name| std::env::var(name).ok())
+            .and_then(|settings| flowforge_telemetry::Telemetry::install(&settings))?;
     let result = run_command(cli, &telemetry).await;
     telemetry.shutdown();
     result
 }
 
-async fn run_command(cli: Cli, telemetry: &flowforge::telemetry::Telemetry) -> anyhow::Result<()> {
+async fn run_command(cli: Cli, telemetry: &flowforge_telemetry::Telemetry) -> anyhow::Result<()> {
     let observe_storage = telemetry.metrics_on();
     match cli.command {
         Command::Demo { files, pause_ms } => run_demo(files, pause_ms).await,

@@ -82,3 +82,68 @@ fn main_bicep_is_balanced_and_declares_what_the_app_needs() {
         );
     }
 }
+
+/// The alerts and the workbook query metrics the engine emits, under the names it emits
+/// them (a renamed metric would leave an alert that never fires).
+#[test]
+fn alerts_and_the_workbook_read_the_metrics_the_engine_emits() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let text = bicep();
+    for needle in [
+        "Microsoft.OperationalInsights/workspaces@",
+        "WorkspaceResourceId: logs.id",
+        "Microsoft.Insights/scheduledQueryRules@",
+        "Microsoft.Insights/actionGroups@",
+        "Microsoft.Insights/workbooks@",
+        "serializedData: loadTextContent('workbook.json')",
+        "name: 'failure-rate'",
+        "name: 'dead-letters'",
+        "name: 'queue-age'",
+    ] {
+        assert!(text.contains(needle), "main.bicep lacks {needle}");
+    }
+    let workbook = std::fs::read_to_string(format!("{root}/deploy/workbook.json")).unwrap();
+    let parsed: serde_json::Value = serde_json::from_str(&workbook).unwrap();
+    let titles: Vec<&str> = parsed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|i| i["content"]["title"].as_str())
+        .collect();
+    assert!(
+        titles.iter().any(|t| t.starts_with("Runs by final status")),
+        "{titles:?}"
+    );
+    assert!(
+        titles.iter().any(|t| t.starts_with("Slowest activities")),
+        "{titles:?}"
+    );
+    let emitted = std::fs::read_to_string(format!("{root}/orchestrator/src/telemetry/metrics.rs"))
+        .unwrap()
+        + &std::fs::read_to_string(format!("{root}/orchestrator/src/telemetry/mod.rs")).unwrap();
+    let mut referenced = 0;
+    for source in [&text, &workbook] {
+        for (at, _) in source.match_indices("flowforge.") {
+            let name: String = source[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '.' || *c == '_')
+                .collect();
+            let name = name.trim_end_matches('.');
+            if name.contains('.') && name != "flowforge." {
+                referenced += 1;
+                assert!(
+                    emitted.contains(&format!("\"{name}\"")),
+                    "{name} is queried but not emitted"
+                );
+            }
+        }
+    }
+    assert!(referenced >= 6, "{referenced}");
+    // Activity spans are `activity:{name}` (requests in Application Insights).
+    let spans =
+        std::fs::read_to_string(format!("{root}/orchestrator/src/telemetry/spans.rs")).unwrap();
+    assert!(
+        workbook.contains("startswith \\\"activity:\\\"")
+            && spans.contains("format!(\"activity:{}\"")
+    );
+}

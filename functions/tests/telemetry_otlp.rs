@@ -11,14 +11,11 @@
 mod worker_process;
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::State;
-use axum::routing::post;
-use axum::{Json, Router};
 use flowforge_azure::azurite;
 use flowforge_orchestrator::testing::eventually;
+use flowforge_telemetry::receiver::OtlpReceiver;
 use serde_json::{json, Value};
 use worker_process::Server;
 
@@ -37,12 +34,6 @@ struct Span {
     attributes: BTreeMap<String, String>,
 }
 
-#[derive(Clone, Default)]
-struct Received {
-    spans: Arc<Mutex<Vec<Span>>>,
-    metrics: Arc<Mutex<HashSet<String>>>,
-}
-
 fn attribute_text(value: &Value) -> String {
     for kind in ["stringValue", "intValue", "boolValue", "doubleValue"] {
         if let Some(v) = value.get(kind) {
@@ -52,63 +43,28 @@ fn attribute_text(value: &Value) -> String {
     value.to_string()
 }
 
-async fn traces(State(received): State<Received>, Json(body): Json<Value>) -> Json<Value> {
-    let mut spans = received.spans.lock().unwrap();
-    for resource in body["resourceSpans"].as_array().into_iter().flatten() {
-        for scope in resource["scopeSpans"].as_array().into_iter().flatten() {
-            for span in scope["spans"].as_array().into_iter().flatten() {
-                let attributes = span["attributes"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|a| {
-                        (
-                            a["key"].as_str().unwrap().to_owned(),
-                            attribute_text(&a["value"]),
-                        )
-                    })
-                    .collect();
-                spans.push(Span {
-                    trace_id: span["traceId"].as_str().unwrap_or_default().to_lowercase(),
-                    span_id: span["spanId"].as_str().unwrap_or_default().to_lowercase(),
-                    parent: span["parentSpanId"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_lowercase(),
-                    name: span["name"].as_str().unwrap_or_default().to_owned(),
-                    failed: span["status"]["code"] == json!(2)
-                        || span["status"]["code"] == json!("STATUS_CODE_ERROR"),
-                    attributes,
-                });
-            }
-        }
+/// A span as OTLP/JSON carries it.
+fn span_of(span: &Value) -> Span {
+    let text = |key: &str| span[key].as_str().unwrap_or_default().to_lowercase();
+    Span {
+        trace_id: text("traceId"),
+        span_id: text("spanId"),
+        parent: text("parentSpanId"),
+        name: span["name"].as_str().unwrap_or_default().to_owned(),
+        failed: span["status"]["code"] == json!(2)
+            || span["status"]["code"] == json!("STATUS_CODE_ERROR"),
+        attributes: span["attributes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|a| {
+                (
+                    a["key"].as_str().unwrap_or_default().to_owned(),
+                    attribute_text(&a["value"]),
+                )
+            })
+            .collect(),
     }
-    Json(json!({}))
-}
-
-async fn metrics(State(received): State<Received>, Json(body): Json<Value>) -> Json<Value> {
-    let mut names = received.metrics.lock().unwrap();
-    for resource in body["resourceMetrics"].as_array().into_iter().flatten() {
-        for scope in resource["scopeMetrics"].as_array().into_iter().flatten() {
-            for metric in scope["metrics"].as_array().into_iter().flatten() {
-                names.insert(metric["name"].as_str().unwrap_or_default().to_owned());
-            }
-        }
-    }
-    Json(json!({}))
-}
-
-/// An OTLP/HTTP receiver on loopback; its base URL.
-async fn receiver() -> (String, Received) {
-    let received = Received::default();
-    let app = Router::new()
-        .route("/v1/traces", post(traces))
-        .route("/v1/metrics", post(metrics))
-        .with_state(received.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (format!("http://{address}"), received)
 }
 
 async fn worker(hub: &str, endpoint: &str) -> Server {
@@ -143,24 +99,22 @@ async fn start(server: &Server, name: &str, id: &str, input: Value) {
     assert_eq!(reply.status(), 202, "{}", reply.text().await.unwrap());
 }
 
-fn spans_of(received: &Received, instance_id: &str) -> Vec<Span> {
+fn spans_of(received: &OtlpReceiver, instance_id: &str) -> Vec<Span> {
     received
-        .spans
-        .lock()
-        .unwrap()
+        .spans()
         .iter()
+        .map(span_of)
         .filter(|s| {
             s.attributes
                 .get("durabletask.task.instance_id")
                 .map(String::as_str)
                 == Some(instance_id)
         })
-        .cloned()
         .collect()
 }
 
 /// Waits until the execution's own span has arrived (it is emitted after the last commit).
-async fn wait_for_orchestration_span(received: &Received, instance_id: &str, name: &str) {
+async fn wait_for_orchestration_span(received: &OtlpReceiver, instance_id: &str, name: &str) {
     let wanted = format!("orchestration:{name}");
     eventually(
         &format!("the span {wanted} of {instance_id}"),
@@ -261,7 +215,8 @@ fn check_tree(spans: &[Span], name: &str) -> BTreeMap<String, Vec<Span>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_span_tree_of_the_medallion_and_a_retrying_fan_out_is_one_trace_per_run() {
-    let (endpoint, received) = receiver().await;
+    let received = OtlpReceiver::start().await.unwrap();
+    let endpoint = received.endpoint.clone();
     let server = worker("oteltrees", &endpoint).await;
     worker_process::land_sample(
         "oteltrees",
@@ -331,7 +286,7 @@ async fn the_span_tree_of_the_medallion_and_a_retrying_fan_out_is_one_trace_per_
 
     // Metrics arrive too, from the same process.
     eventually("the engine's metrics", Duration::from_secs(30), || async {
-        let names = received.metrics.lock().unwrap().clone();
+        let names = received.metric_names();
         [
             "flowforge.episodes",
             "flowforge.activity.attempts",
@@ -339,7 +294,7 @@ async fn the_span_tree_of_the_medallion_and_a_retrying_fan_out_is_one_trace_per_
             "flowforge.queue.backlog",
         ]
         .iter()
-        .all(|m| names.contains(*m))
+        .all(|m| names.iter().any(|n| n == m))
         .then_some(())
     })
     .await;
@@ -347,7 +302,8 @@ async fn the_span_tree_of_the_medallion_and_a_retrying_fan_out_is_one_trace_per_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_finished_by_a_second_worker_after_a_sigkill_stays_one_trace() {
-    let (endpoint, received) = receiver().await;
+    let received = OtlpReceiver::start().await.unwrap();
+    let endpoint = received.endpoint.clone();
     let first = worker("otelkill", &endpoint).await;
     // A long pause: the kill lands while the run waits on its durable timer, after the
     // measure attempts (whose spans the first worker exported) and before `sum`.

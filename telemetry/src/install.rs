@@ -1,4 +1,4 @@
-//! Where traces and metrics go: the OpenTelemetry SDK, installed as the global provider
+//! The OpenTelemetry SDK, installed as the global provider
 //! when the environment names a destination, and not at all otherwise (the engine's
 //! instrumentation then stays OpenTelemetry's no-op: nothing is built or sent).
 //!
@@ -10,7 +10,7 @@
 //!   exceptions; metrics custom metrics), with no collector beside the app — which a
 //!   Functions app cannot run.
 //!
-//! Both may be set. The SDK's own variables apply (`OTEL_SERVICE_NAME`,
+//! Both may be set; `OTEL_SDK_DISABLED=true` turns everything off. The SDK's own variables apply (`OTEL_SERVICE_NAME`,
 //! `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_BSP_SCHEDULE_DELAY`, `OTEL_METRIC_EXPORT_INTERVAL`, …).
 //! Exports run on the SDK's own threads with a blocking client, off the request path.
 
@@ -38,6 +38,13 @@ impl TelemetrySettings {
     /// Reads the settings; a protocol that is not built in is refused with what to set.
     pub fn from_env(env: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
         let set = |name: &str| env(name).filter(|v| !v.trim().is_empty());
+        // The SDK's switch: everything off, whatever else is set.
+        if set("OTEL_SDK_DISABLED").is_some_and(|v| v.trim().eq_ignore_ascii_case("true")) {
+            return Ok(Self {
+                service_name: "flowforge".into(),
+                ..Self::default()
+            });
+        }
         let endpoint = [
             "OTEL_EXPORTER_OTLP_ENDPOINT",
             "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
