@@ -51,7 +51,7 @@ param oldestMessageSeconds int = 300
 
 var isFlex = hostingPlan == 'FlexConsumption'
 var storageName = take('${namePrefix}lake${uniqueString(resourceGroup().id)}', 24)
-var dataContainers = ['landing', 'bronze', 'silver', 'gold']
+var dataContainers = ['landing', 'bronze', 'silver', 'gold', 'rejects']
 var packageContainer = 'deployments'
 var eventDeadLetterContainer = 'eventgrid-deadletters'
 var packageUri = 'https://${storageName}.blob.${environment().suffixes.storage}/${packageContainer}/flowforge-app.zip'

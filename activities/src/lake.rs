@@ -1,13 +1,13 @@
 //! The data lake through the Blob API (Azurite locally, ADLS Gen2 in Azure, which accepts
 //! the Blob API), with the engine's credentials: containers `landing`, `bronze`, `silver`,
-//! `gold`.
+//! `gold`, and `rejects` (what silver left out, outside its path).
 
 use azure_storage_blobs::prelude::{BlobServiceClient, ContainerClient};
 use flowforge_orchestrator::history::{FailureDetails, FailureKind};
 use futures::StreamExt;
 
 /// The containers of the lake.
-pub const CONTAINERS: [&str; 4] = ["landing", "bronze", "silver", "gold"];
+pub const CONTAINERS: [&str; 5] = ["landing", "bronze", "silver", "gold", "rejects"];
 
 /// Blob access for the activities.
 #[derive(Clone)]

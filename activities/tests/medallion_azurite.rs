@@ -317,13 +317,29 @@ async fn bad_input_fails_clearly_or_lands_in_rejects_and_a_fixed_rerun_succeeds(
     assert_eq!(good.runtime_status, RuntimeStatus::Completed);
     let good: MedallionOutput = serde_json::from_value(good.output).unwrap();
     let good_gold = p.lake.get("gold", &good.gold.path).await.unwrap();
+    // Bronze keeps the text as landed: the sample's 35 `NA` departure times are `NA`, not null.
+    let bronze = p.parquet("bronze", &good.bronze[0].path).await;
+    let dep_time = bronze.column("dep_time").unwrap().str().unwrap().clone();
+    assert_eq!((0..dep_time.len()).filter(|i| dep_time.get(*i) == Some("NA")).count(), 35);
+    assert_eq!(dep_time.null_count(), 0);
+    // Silver reads them as missing (cancelled flights), not as rejects: only the five
+    // diverted flights of the sample are rejected, by their rule.
+    assert_eq!(
+        good.silver.rejected,
+        BTreeMap::from([("rule: departed_flights_have_an_arrival_delay".to_owned(), 5)])
+    );
 
-    // A non-numeric value in a numeric column: the row lands in the rejects with its reason.
+    // A non-numeric value, NaN and inf in a numeric column: each row lands in the rejects
+    // table with its reason; a repeated row is dropped into the duplicates table.
     let non_numeric = sample_with(|s| {
         let mut lines: Vec<String> = s.lines().map(str::to_owned).collect();
-        let mut fields: Vec<String> = lines[1].split(',').map(str::to_owned).collect();
-        fields[5] = "late".into(); // dep_delay
-        lines[1] = fields.join(",");
+        for (line, value) in [(1, "late"), (2, "NaN"), (3, "inf")] {
+            let mut fields: Vec<String> = lines[line].split(',').map(str::to_owned).collect();
+            fields[5] = value.into(); // dep_delay
+            lines[line] = fields.join(",");
+        }
+        let repeated = lines[10].clone();
+        lines.push(repeated);
         lines.join("\n")
     });
     p.lake
@@ -338,14 +354,28 @@ async fn bad_input_fails_clearly_or_lands_in_rejects_and_a_fixed_rerun_succeeds(
     assert_eq!(status.runtime_status, RuntimeStatus::Completed);
     let out: MedallionOutput = serde_json::from_value(status.output).unwrap();
     assert_eq!(
-        out.silver.rejected.get("cast: dep_delay is not float64"),
-        Some(&1),
-        "{:?}",
-        out.silver.rejected
+        out.silver.rejected,
+        BTreeMap::from([
+            ("cast: dep_delay is not float64".to_owned(), 1),
+            ("value: dep_delay is not a finite number".to_owned(), 2),
+            ("rule: departed_flights_have_an_arrival_delay".to_owned(), 5),
+        ]),
     );
-    let rejects = p
-        .parquet("silver", out.silver.rejects_path.as_deref().unwrap())
+    assert_eq!(out.silver.duplicates, 1);
+    // Both tables are outside silver's path, with reason, source file and run id.
+    let duplicates = p
+        .parquet("rejects", out.silver.duplicates_path.as_deref().unwrap())
         .await;
+    assert_eq!(duplicates.height(), 1);
+    for column in ["_reject_reason", "_source_file", "_run_id"] {
+        assert!(duplicates.column(column).is_ok(), "duplicates lack {column}");
+    }
+    assert!(p.lake.list("silver", "").await.unwrap().iter().all(|n| !n.contains("reject")));
+    let rejects = p
+        .parquet("rejects", out.silver.rejects_path.as_deref().unwrap())
+        .await;
+    assert_eq!(rejects.height(), 8);
+    assert_eq!(rejects.column("_run_id").unwrap().str().unwrap().get(0), Some("numeric"));
     let reasons = rejects
         .column("_reject_reason")
         .unwrap()
@@ -354,18 +384,34 @@ async fn bad_input_fails_clearly_or_lands_in_rejects_and_a_fixed_rerun_succeeds(
         .clone();
     assert!((0..reasons.len()).any(|i| reasons.get(i) == Some("cast: dep_delay is not float64")));
 
-    // A wrong column, an empty file, a file that is not CSV: clear failures in the status.
+    // A wrong column, an empty file, a header without rows, a file that is not text: clear
+    // failures in the status, with the exact message, and nothing written for the run.
     let wrong_column = sample_with(|s| s.replacen("dep_delay", "departure_delay", 1));
-    let cases: [(&str, Vec<u8>, &[&str]); 3] = [
-        ("column", wrong_column.into_bytes(), &["MissingColumns"]),
-        ("empty", Vec::new(), &["EmptyFile"]),
+    let header_only = sample_with(|s| format!("{}\n", s.lines().next().unwrap()));
+    let mut png = vec![0x89, b'P', b'N', b'G', 0, 0xff, 0xfe];
+    png.extend((0..4096u32).map(|i| (i % 251) as u8));
+    let cases: [(&str, Vec<u8>, &str, &str); 4] = [
+        (
+            "column",
+            wrong_column.into_bytes(),
+            "MissingColumns",
+            "landing file bad/column/flights.csv lacks columns [\"dep_delay\"]",
+        ),
+        ("empty", Vec::new(), "EmptyFile", "landing file bad/empty/flights.csv is empty"),
+        (
+            "header",
+            header_only.into_bytes(),
+            "NoRows",
+            "landing file bad/header/flights.csv has a header but no rows",
+        ),
         (
             "notcsv",
-            vec![0x89, b'P', b'N', b'G', 0, 0xff, 0xfe, 1, 2, 3],
-            &["NotCsv", "MissingColumns"],
+            png,
+            "NotCsv",
+            "landing file bad/notcsv/flights.csv is not CSV text: byte 0x00 at offset 4 (binary content?)",
         ),
     ];
-    for (job, bytes, kinds) in cases {
+    for (job, bytes, kind, message) in cases {
         p.lake
             .put("landing", &format!("bad/{job}/flights.csv"), bytes)
             .await
@@ -374,7 +420,16 @@ async fn bad_input_fails_clearly_or_lands_in_rejects_and_a_fixed_rerun_succeeds(
         assert_eq!(status.runtime_status, RuntimeStatus::Failed, "{job}");
         let failure = status.failure.unwrap();
         let root = failure.inner.as_deref().unwrap_or(&failure);
-        assert!(kinds.contains(&root.kind.as_str()), "{job}: {failure}");
+        assert_eq!(root.kind.as_str(), kind, "{job}: {failure}");
+        assert!(root.message.starts_with(message), "{job}: {}", root.message);
+        assert!(root.message.len() < 400, "{job}: a short message: {}", root.message);
+        for container in ["bronze", "silver", "gold", "rejects"] {
+            let written = p.lake.list(container, "").await.unwrap();
+            assert!(
+                written.iter().all(|n| !n.contains(&format!("run_id={job}"))),
+                "{job} wrote to {container}: {written:?}"
+            );
+        }
         assert!(
             status.output.as_str().unwrap().contains("flights.csv"),
             "{job}: the status names the file: {}",

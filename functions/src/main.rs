@@ -141,10 +141,17 @@ async fn run_command(cli: Cli, telemetry: &flowforge_telemetry::Telemetry) -> an
     match cli.command {
         Command::Demo { files, pause_ms } => run_demo(files, pause_ms).await,
         Command::Worker(args) => {
-            let registry = app_registry(cli.storage.lake()?)?;
+            let lake = cli.storage.lake()?;
+            if let Some(lake) = &lake {
+                // The medallion's containers (landing, bronze, silver, gold), if missing.
+                lake.ensure_containers()
+                    .await
+                    .map_err(|f| anyhow::anyhow!("creating the lake's containers: {f}"))?;
+            }
+            let registry = app_registry(lake)?;
             worker_command::run(args, cli.storage, registry, observe_storage).await
         }
-        Command::Pipeline(args) => pipeline_command::run(args).await,
+        Command::Pipeline(args) => pipeline_command::run(args, cli.storage).await,
         Command::Serve(args) => serve_command::run(args, cli.storage, observe_storage).await,
         Command::Client(command) => client_command::run(command, cli.storage).await,
     }

@@ -1,6 +1,9 @@
-//! `flowforge pipeline`: the main job. Starts a private Azurite, uploads the landing files
-//! (the sample shipped in `data/sample/`, or the full flights file), runs a worker in this
-//! process, runs the `medallion` orchestration end to end, and prints what each layer holds.
+//! `flowforge pipeline`: the main job. Uploads the landing files (the sample shipped in
+//! `data/sample/`, or the full flights file), runs a worker in this process, runs the
+//! `medallion` orchestration end to end, and prints what each layer holds. On a private
+//! Azurite it starts (and throws away) itself, unless a storage account is given
+//! (`--storage`, `--storage-account`, or the same settings in the environment): then on
+//! that account, whose outputs stay.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -30,16 +33,29 @@ pub struct PipelineArgs {
 }
 
 /// Runs the main job.
-pub async fn run(args: PipelineArgs) -> anyhow::Result<()> {
+pub async fn run(args: PipelineArgs, storage: crate::storage::StorageArgs) -> anyhow::Result<()> {
     let started = Instant::now();
-    let azurite = Azurite::start()
-        .map_err(anyhow::Error::msg)
-        .context("starting Azurite")?;
-    println!(
-        "Azurite up on ports {}/{}/{} (blob/queue/table)",
-        azurite.blob_port, azurite.queue_port, azurite.table_port
+    anyhow::ensure!(
+        !storage.in_memory,
+        "the pipeline needs blob storage for its lake: give --storage or --storage-account, or nothing (a private Azurite)"
     );
-    let config = azurite.config("flowforge");
+    let (config, azurite) = if storage.is_configured() {
+        let config = storage.azure_config()?;
+        println!(
+            "on the configured storage account (task hub '{}'); the outputs stay",
+            config.task_hub
+        );
+        (config, None)
+    } else {
+        let azurite = Azurite::start()
+            .map_err(anyhow::Error::msg)
+            .context("starting Azurite")?;
+        println!(
+            "Azurite up on ports {}/{}/{} (blob/queue/table)",
+            azurite.blob_port, azurite.queue_port, azurite.table_port
+        );
+        (azurite.config(&storage.task_hub), Some(azurite))
+    };
     let lake = DataLake::new(config.blob_service().map_err(anyhow::Error::msg)?);
     lake.ensure_containers()
         .await
@@ -214,13 +230,17 @@ fn print_summary(output: &MedallionOutput) {
     );
     let rejected: usize = s.rejected.values().sum();
     println!(
-        "| silver rejects | {rejected} | silver/{} |",
+        "| silver rejects | {rejected} | rejects/{} |",
         s.rejects_path.as_deref().unwrap_or("(none)")
     );
     for (reason, n) in &s.rejected {
         println!("|   {reason} | {n} | |");
     }
-    println!("| silver duplicates dropped | {} | |", s.duplicates);
+    println!(
+        "| silver duplicates dropped | {} | rejects/{} |",
+        s.duplicates,
+        s.duplicates_path.as_deref().unwrap_or("(none)")
+    );
     println!(
         "| gold | {} | gold/{} (manifest gold/{}) |",
         output.gold.rows, output.gold.path, output.gold.manifest_path

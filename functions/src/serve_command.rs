@@ -86,7 +86,13 @@ pub async fn run(
     let (ready, lazy) = tokio::sync::watch::channel(None);
     tokio::spawn(async move {
         let connected = async {
-            let registry = crate::app_registry(storage.lake()?)?;
+            let lake = storage.lake()?;
+            if let Some(lake) = &lake {
+                lake.ensure_containers()
+                    .await
+                    .map_err(|f| anyhow::anyhow!("creating the lake's containers: {f}"))?;
+            }
+            let registry = crate::app_registry(lake)?;
             let backend = storage.connect().await?;
             if observe_storage {
                 // Runs as long as the handler: the handle is not kept (dropping a

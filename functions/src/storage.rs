@@ -74,6 +74,18 @@ impl StorageArgs {
         Ok(config)
     }
 
+    /// Whether a storage account is configured at all (a connection string, the
+    /// identity-based settings, or an account name), as opposed to none.
+    pub fn is_configured(&self) -> bool {
+        let env = |name: &str| std::env::var(name).ok();
+        self.storage.as_deref().is_some_and(|s| !s.trim().is_empty())
+            || self.storage_account.is_some()
+            || matches!(
+                AzureConfig::from_identity_settings(&self.task_hub, &env, CONNECTION),
+                Ok(Some(_)) | Err(_)
+            )
+    }
+
     /// The data lake on the same account and credentials (none in memory).
     pub fn lake(&self) -> anyhow::Result<Option<flowforge_activities::DataLake>> {
         if self.in_memory {

@@ -25,7 +25,7 @@ fn main_bicep_is_balanced_and_declares_what_the_app_needs() {
     for needle in [
         "isHnsEnabled: true",
         "allowSharedKeyAccess: false",
-        "'landing', 'bronze', 'silver', 'gold'",
+        "'landing', 'bronze', 'silver', 'gold', 'rejects'",
         "kind: 'functionapp,linux'",
         "type: 'SystemAssigned'",
         "'FUNCTIONS_WORKER_RUNTIME', value: 'custom'",

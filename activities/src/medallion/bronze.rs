@@ -1,6 +1,8 @@
 //! bronze: a landing file as it came, plus lineage columns, as parquet under
 //! `bronze/<dataset>/ingest_date=…/run_id=…/<file>.parquet`. Same run id, same path: a
-//! re-run overwrites.
+//! re-run overwrites. Every value is kept as the text that landed (`NA` stays `NA`); only
+//! an empty field becomes null. A file that is empty, binary, header-only or lacks a
+//! column of the schema fails before anything is written.
 
 use flowforge_orchestrator::history::FailureDetails;
 use polars::prelude::*;
@@ -48,14 +50,13 @@ struct Lineage<'a> {
 
 /// One piece of a landing file (after its header) as text columns with lineage.
 fn bronze_frame(
-    spec: &DatasetSpec,
     header: &[u8],
     piece: &[u8],
     lineage: &Lineage,
 ) -> Result<DataFrame, FailureDetails> {
     let file = lineage.file;
     let text = [header, piece].concat();
-    let df = read_landing(spec, file, &text)?;
+    let df = read_landing(file, &text)?;
     df.lazy()
         .with_columns([
             lit(lineage.ingested_at).alias("_ingested_at"),
@@ -66,9 +67,10 @@ fn bronze_frame(
         .map_err(|e| failure("BronzeFailed", "adding lineage", e))
 }
 
-/// CSV text of a landing file as text columns, or `NotCsv`.
-fn read_landing(spec: &DatasetSpec, file: &str, text: &[u8]) -> Result<DataFrame, FailureDetails> {
-    read_csv_as_text(text, &spec.landing.null_values).map_err(|e| {
+/// CSV text of a landing file as text columns (as landed: no null markers applied), or
+/// `NotCsv`.
+fn read_landing(file: &str, text: &[u8]) -> Result<DataFrame, FailureDetails> {
+    read_csv_as_text(text, &[]).map_err(|e| {
         failure(
             "NotCsv",
             &format!("landing file {file} is not readable CSV"),
@@ -77,9 +79,39 @@ fn read_landing(spec: &DatasetSpec, file: &str, text: &[u8]) -> Result<DataFrame
     })
 }
 
+/// How much of a file is looked at to tell text from binary.
+const SNIFF_BYTES: usize = 64 << 10;
+
+/// Fails (`NotCsv`) when the start of a file is not text: a NUL byte, or bytes that are
+/// not UTF-8 (a cut multi-byte character at the very end of the window is fine).
+fn check_text(file: &str, bytes: &[u8]) -> Result<(), FailureDetails> {
+    let window = &bytes[..bytes.len().min(SNIFF_BYTES)];
+    let bad = match (window.iter().position(|b| *b == 0), std::str::from_utf8(window)) {
+        (Some(at), _) => Some(at),
+        (None, Err(e)) if e.error_len().is_some() || window.len() == bytes.len() => {
+            Some(e.valid_up_to())
+        }
+        _ => None,
+    };
+    match bad {
+        Some(at) => Err(FailureDetails::non_retryable(
+            "NotCsv",
+            format!(
+                "landing file {file} is not CSV text: byte 0x{:02x} at offset {at} (binary content?)",
+                window[at.min(window.len().saturating_sub(1))]
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// At most this many of a header's names go into a message, each at most this long.
+const NAMES_SHOWN: usize = 30;
+const NAME_CHARS: usize = 40;
+
 /// Fails when the landing file's header lacks a column of the schema.
 fn check_columns(spec: &DatasetSpec, file: &str, header: &[u8]) -> Result<(), FailureDetails> {
-    let df = read_landing(spec, file, header)?;
+    let df = read_landing(file, header)?;
     let found: Vec<String> = df
         .get_column_names()
         .iter()
@@ -92,9 +124,20 @@ fn check_columns(spec: &DatasetSpec, file: &str, header: &[u8]) -> Result<(), Fa
         .filter(|c| !found.iter().any(|f| f == c))
         .collect();
     if !missing.is_empty() {
+        let mut shown: Vec<String> = found
+            .iter()
+            .take(NAMES_SHOWN)
+            .map(|name| match name.char_indices().nth(NAME_CHARS) {
+                Some((cut, _)) => format!("{}…", &name[..cut]),
+                None => name.clone(),
+            })
+            .collect();
+        if found.len() > NAMES_SHOWN {
+            shown.push(format!("… {} more", found.len() - NAMES_SHOWN));
+        }
         return Err(FailureDetails::non_retryable(
             "MissingColumns",
-            format!("landing file {file} lacks columns {missing:?}; it has {found:?}"),
+            format!("landing file {file} lacks columns {missing:?}; it has {shown:?}"),
         ));
     }
     Ok(())
@@ -122,9 +165,17 @@ pub async fn bronze(lake: DataLake, input: BronzeInput) -> Result<BronzeOutput, 
         "{}/ingest_date={date}/run_id={}/{stem}.parquet",
         spec.name, input.run_id
     );
+    check_text(&input.file, &bytes)?;
     let file = input.file.clone();
     let (parquet, rows) = blocking(move || {
         let (header, body) = bytes.split_at(rows_reaching(&bytes, 1));
+        if body.iter().all(u8::is_ascii_whitespace) {
+            check_columns(&spec, &file, header)?;
+            return Err(FailureDetails::non_retryable(
+                "NoRows",
+                format!("landing file {file} has a header but no rows"),
+            ));
+        }
         let lineage = Lineage {
             file: &file,
             ingested_at: &input.ingested_at,
@@ -133,7 +184,7 @@ pub async fn bronze(lake: DataLake, input: BronzeInput) -> Result<BronzeOutput, 
         let mut pieces = csv_pieces(body, PIECE_BYTES).into_iter();
         let first = pieces.next().unwrap_or_default();
         check_columns(&spec, &file, header)?;
-        let mut frame = bronze_frame(&spec, header, first, &lineage)?;
+        let mut frame = bronze_frame(header, first, &lineage)?;
         let written = |e| failure("BronzeFailed", "writing parquet", e);
         let mut parquet = Vec::new();
         let mut writer = ParquetPieces::new(&mut parquet, frame.schema()).map_err(written)?;
@@ -142,7 +193,7 @@ pub async fn bronze(lake: DataLake, input: BronzeInput) -> Result<BronzeOutput, 
             rows += frame.height();
             writer.write(&mut frame).map_err(written)?;
             match pieces.next() {
-                Some(piece) => frame = bronze_frame(&spec, header, piece, &lineage)?,
+                Some(piece) => frame = bronze_frame(header, piece, &lineage)?,
                 None => break,
             }
         }
@@ -152,4 +203,24 @@ pub async fn bronze(lake: DataLake, input: BronzeInput) -> Result<BronzeOutput, 
     .await?;
     lake.put("bronze", &path, parquet).await?;
     Ok(BronzeOutput { path, rows })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binary_files_are_told_from_text() {
+        let png = [0x89, b'P', b'N', b'G', 0, 0xff, 0xfe, 1, 2, 3];
+        let error = check_text("flights/x.csv", &png).unwrap_err();
+        assert_eq!(error.kind.as_str(), "NotCsv");
+        assert!(error.message.contains("0x00 at offset 4"), "{}", error.message);
+        let latin1 = b"year,month\n2013,\xe9\n";
+        assert!(check_text("f.csv", latin1).is_err());
+        assert!(check_text("f.csv", "year,city\n2013,Zürich\n".as_bytes()).is_ok());
+        // A multi-byte character cut by the sniffing window is not an error.
+        let mut long = vec![b'a'; SNIFF_BYTES - 1];
+        long.extend("é and more".as_bytes());
+        assert!(check_text("f.csv", &long).is_ok());
+    }
 }

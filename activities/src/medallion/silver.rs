@@ -1,6 +1,9 @@
-//! silver: bronze cast to the schema, quality rules applied (rejects with a reason column
-//! under `silver/_rejects/<dataset>/…`), duplicates removed on the primary key, written as
-//! parquet partitioned by the spec's partition columns.
+//! silver: bronze cast to the schema (the landing's null markers, such as `NA`, read as
+//! missing), quality rules applied, duplicates removed on the primary key, written as
+//! parquet partitioned by the spec's partition columns. What is left out goes to the
+//! `rejects` container, outside silver's path, with the reason, source file and run id:
+//! `rejects/<dataset>/run_id=…/rejects.parquet` (the rows as text, with `_reject_reason`)
+//! and `…/duplicates.parquet` (typed rows dropped as repeats of an earlier row's key).
 
 use std::collections::BTreeMap;
 
@@ -37,8 +40,11 @@ pub struct SilverOutput {
     pub duplicates: usize,
     /// Partition files written.
     pub partitions: Vec<String>,
-    /// The rejects file, if any row was rejected.
+    /// The rejects file (container `rejects`), if any row was rejected.
     pub rejects_path: Option<String>,
+    /// The dropped duplicates file (container `rejects`), if any row was dropped.
+    #[serde(default)]
+    pub duplicates_path: Option<String>,
 }
 
 /// The polars type of a schema type.
@@ -68,6 +74,13 @@ fn reject_reason(spec: &DatasetSpec) -> Expr {
             checks.push((
                 col(name).is_not_null().and(typed(spec, name).is_null()),
                 format!("cast: {name} is not {:?}", column.kind).to_lowercase(),
+            ));
+        }
+        if column.kind == ColumnType::Float64 {
+            // "NaN" and "inf" parse as floats; no measurement here is either.
+            checks.push((
+                typed(spec, name).is_finite().not(),
+                format!("value: {name} is not a finite number"),
             ));
         }
         if !column.nullable {
@@ -123,13 +136,61 @@ struct SilverFrames {
     rows_in: usize,
     rejects: DataFrame,
     good: DataFrame,
-    duplicates: usize,
+    /// The rows dropped as repeats of an earlier row's primary key.
+    dropped: DataFrame,
+}
+
+/// The landing's null markers (`NA`, …) as missing values, in every schema column: bronze
+/// keeps them as text.
+fn null_markers(spec: &DatasetSpec) -> Vec<Expr> {
+    let markers: Vec<&str> = spec
+        .landing
+        .null_values
+        .iter()
+        .map(String::as_str)
+        .collect();
+    spec.schema
+        .iter()
+        .map(|c| {
+            let name = c.name.as_str();
+            let is_marker = markers
+                .iter()
+                .map(|m| col(name).eq(lit(*m)))
+                .reduce(|a, b| a.or(b))
+                .unwrap_or(lit(false));
+            when(is_marker.fill_null(lit(false)))
+                .then(lit(NULL).cast(DataType::String))
+                .otherwise(col(name))
+                .alias(name)
+        })
+        .collect()
+}
+
+/// Which rows repeat the primary key of an earlier row (in order). Only called when the
+/// distinct count says there are some.
+fn repeats(valid: &DataFrame, key: &[String]) -> PolarsResult<BooleanChunked> {
+    let columns: Vec<&Column> = key
+        .iter()
+        .map(|k| valid.column(k.as_str()))
+        .collect::<PolarsResult<_>>()?;
+    let mut seen = std::collections::HashSet::with_capacity(valid.height());
+    let mut repeated = Vec::with_capacity(valid.height());
+    for row in 0..valid.height() {
+        let mut text = String::new();
+        for column in &columns {
+            text.push_str(&column.get(row)?.to_string());
+            text.push('\u{1f}');
+        }
+        repeated.push(!seen.insert(text));
+    }
+    Ok(BooleanChunked::from_slice("_repeat".into(), &repeated))
 }
 
 /// Casts and checks bronze one slice at a time (text columns are dropped as soon as a slice
 /// is typed), then removes duplicates of the primary key.
 fn transform(spec: &DatasetSpec, bronze: Vec<Vec<u8>>) -> PolarsResult<SilverFrames> {
     let reason = reject_reason(spec).alias("_reject_reason");
+    let markers = null_markers(spec);
     let mut keep: Vec<Expr> = spec
         .schema
         .iter()
@@ -142,7 +203,11 @@ fn transform(spec: &DatasetSpec, bronze: Vec<Vec<u8>>) -> PolarsResult<SilverFra
     for file in bronze {
         parquet_slices(&file, SLICE_ROWS, |slice| {
             rows_in += slice.height();
-            let checked = slice.lazy().with_column(reason.clone()).collect()?;
+            let checked = slice
+                .lazy()
+                .with_columns(markers.clone())
+                .with_column(reason.clone())
+                .collect()?;
             rejects.push(
                 checked
                     .clone()
@@ -172,20 +237,19 @@ fn transform(spec: &DatasetSpec, bronze: Vec<Vec<u8>>) -> PolarsResult<SilverFra
         .unique_generic(None, UniqueKeepStrategy::Any)
         .collect()?
         .height();
-    let duplicates = valid.height() - distinct;
-    let good = if duplicates == 0 {
-        valid
+    let (good, dropped) = if valid.height() == distinct {
+        let dropped = valid.clear();
+        (valid, dropped)
     } else {
-        valid
-            .lazy()
-            .unique_stable_generic(Some(key), UniqueKeepStrategy::First)
-            .collect()?
+        let repeated = repeats(&valid, &spec.primary_key)?;
+        let dropped = valid.filter(&repeated)?;
+        (valid.filter(&!&repeated)?, dropped)
     };
     Ok(SilverFrames {
         rows_in,
         rejects,
         good,
-        duplicates,
+        dropped,
     })
 }
 
@@ -246,7 +310,7 @@ pub async fn silver(lake: DataLake, input: SilverInput) -> Result<SilverOutput, 
     }
     let run_id = input.run_id.clone();
     let work_spec = spec.clone();
-    let (files, rejects_file, output) = blocking(move || {
+    let (files, left_out, output) = blocking(move || {
         let spec = work_spec;
         let result = transform(&spec, frames_bytes)
             .map_err(|e| failure("SilverFailed", "transforming", e))?;
@@ -261,26 +325,35 @@ pub async fn silver(lake: DataLake, input: SilverInput) -> Result<SilverOutput, 
             let mut part = result.good.take(&rows).map_err(written)?;
             files.push((path, to_parquet(&mut part).map_err(written)?));
         }
-        let rejects_file = if result.rejects.height() > 0 {
-            let mut rejects = result.rejects.clone();
-            let bytes = to_parquet(&mut rejects)
-                .map_err(|e| failure("SilverFailed", "writing rejects", e))?;
-            Some((
-                format!("_rejects/{}/run_id={run_id}/rejects.parquet", spec.name),
-                bytes,
-            ))
-        } else {
-            None
+        let table = |frame: &DataFrame, name: &str| -> Result<Option<(String, Vec<u8>)>, FailureDetails> {
+            if frame.height() == 0 {
+                return Ok(None);
+            }
+            let mut frame = frame.clone();
+            let bytes = to_parquet(&mut frame)
+                .map_err(|e| failure("SilverFailed", &format!("writing {name}"), e))?;
+            Ok(Some((format!("{}/run_id={run_id}/{name}.parquet", spec.name), bytes)))
         };
+        let rejects_file = table(&result.rejects, "rejects")?;
+        let dropped = result
+            .dropped
+            .clone()
+            .lazy()
+            .with_column(lit("duplicate: the primary key of an earlier row").alias("_reject_reason"))
+            .collect()
+            .map_err(|e| failure("SilverFailed", "marking duplicates", e))?;
+        let duplicates_file = table(&dropped, "duplicates")?;
         let output = SilverOutput {
             rows_in: result.rows_in,
             rows_out: result.good.height(),
             rejected,
-            duplicates: result.duplicates,
+            duplicates: result.dropped.height(),
             partitions: files.iter().map(|(p, _)| p.clone()).collect(),
             rejects_path: rejects_file.as_ref().map(|(p, _)| p.clone()),
+            duplicates_path: duplicates_file.as_ref().map(|(p, _)| p.clone()),
         };
-        Ok((files, rejects_file, output))
+        let left_out: Vec<(String, Vec<u8>)> = rejects_file.into_iter().chain(duplicates_file).collect();
+        Ok((files, left_out, output))
     })
     .await?;
     // A re-run of the same run id replaces its files, never adds beside them.
@@ -294,12 +367,12 @@ pub async fn silver(lake: DataLake, input: SilverInput) -> Result<SilverOutput, 
         lake.put("silver", &path, bytes).await?;
     }
     lake.delete_prefix(
-        "silver",
-        &format!("_rejects/{}/run_id={}/", spec.name, input.run_id),
+        "rejects",
+        &format!("{}/run_id={}/", spec.name, input.run_id),
     )
     .await?;
-    if let Some((path, bytes)) = rejects_file {
-        lake.put("silver", &path, bytes).await?;
+    for (path, bytes) in left_out {
+        lake.put("rejects", &path, bytes).await?;
     }
     Ok(output)
 }
