@@ -317,10 +317,15 @@ async fn bad_input_fails_clearly_or_lands_in_rejects_and_a_fixed_rerun_succeeds(
     assert_eq!(good.runtime_status, RuntimeStatus::Completed);
     let good: MedallionOutput = serde_json::from_value(good.output).unwrap();
     let good_gold = p.lake.get("gold", &good.gold.path).await.unwrap();
-    // Bronze keeps the text as landed: the sample's 35 `NA` departure times are `NA`, not null.
+    // Bronze keeps the text as landed: the sample's 30 `NA` departure times are `NA`, not null.
     let bronze = p.parquet("bronze", &good.bronze[0].path).await;
     let dep_time = bronze.column("dep_time").unwrap().str().unwrap().clone();
-    assert_eq!((0..dep_time.len()).filter(|i| dep_time.get(*i) == Some("NA")).count(), 35);
+    assert_eq!(
+        (0..dep_time.len())
+            .filter(|i| dep_time.get(*i) == Some("NA"))
+            .count(),
+        30
+    );
     assert_eq!(dep_time.null_count(), 0);
     // Silver reads them as missing (cancelled flights), not as rejects: only the five
     // diverted flights of the sample are rejected, by their rule.
@@ -368,14 +373,26 @@ async fn bad_input_fails_clearly_or_lands_in_rejects_and_a_fixed_rerun_succeeds(
         .await;
     assert_eq!(duplicates.height(), 1);
     for column in ["_reject_reason", "_source_file", "_run_id"] {
-        assert!(duplicates.column(column).is_ok(), "duplicates lack {column}");
+        assert!(
+            duplicates.column(column).is_ok(),
+            "duplicates lack {column}"
+        );
     }
-    assert!(p.lake.list("silver", "").await.unwrap().iter().all(|n| !n.contains("reject")));
+    assert!(p
+        .lake
+        .list("silver", "")
+        .await
+        .unwrap()
+        .iter()
+        .all(|n| !n.contains("reject")));
     let rejects = p
         .parquet("rejects", out.silver.rejects_path.as_deref().unwrap())
         .await;
     assert_eq!(rejects.height(), 8);
-    assert_eq!(rejects.column("_run_id").unwrap().str().unwrap().get(0), Some("numeric"));
+    assert_eq!(
+        rejects.column("_run_id").unwrap().str().unwrap().get(0),
+        Some("numeric")
+    );
     let reasons = rejects
         .column("_reject_reason")
         .unwrap()
@@ -422,11 +439,17 @@ async fn bad_input_fails_clearly_or_lands_in_rejects_and_a_fixed_rerun_succeeds(
         let root = failure.inner.as_deref().unwrap_or(&failure);
         assert_eq!(root.kind.as_str(), kind, "{job}: {failure}");
         assert!(root.message.starts_with(message), "{job}: {}", root.message);
-        assert!(root.message.len() < 400, "{job}: a short message: {}", root.message);
+        assert!(
+            root.message.len() < 400,
+            "{job}: a short message: {}",
+            root.message
+        );
         for container in ["bronze", "silver", "gold", "rejects"] {
             let written = p.lake.list(container, "").await.unwrap();
             assert!(
-                written.iter().all(|n| !n.contains(&format!("run_id={job}"))),
+                written
+                    .iter()
+                    .all(|n| !n.contains(&format!("run_id={job}"))),
                 "{job} wrote to {container}: {written:?}"
             );
         }

@@ -230,16 +230,20 @@ fn print_summary(output: &MedallionOutput) {
     );
     let rejected: usize = s.rejected.values().sum();
     println!(
-        "| silver rejects | {rejected} | rejects/{} |",
-        s.rejects_path.as_deref().unwrap_or("(none)")
+        "| silver rejects | {rejected} | {} |",
+        s.rejects_path
+            .as_deref()
+            .map_or_else(|| "(none)".to_owned(), |p| format!("rejects/{p}"))
     );
     for (reason, n) in &s.rejected {
         println!("|   {reason} | {n} | |");
     }
     println!(
-        "| silver duplicates dropped | {} | rejects/{} |",
+        "| silver duplicates dropped | {} | {} |",
         s.duplicates,
-        s.duplicates_path.as_deref().unwrap_or("(none)")
+        s.duplicates_path
+            .as_deref()
+            .map_or_else(|| "(none)".to_owned(), |p| format!("rejects/{p}"))
     );
     println!(
         "| gold | {} | gold/{} (manifest gold/{}) |",

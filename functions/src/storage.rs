@@ -78,7 +78,9 @@ impl StorageArgs {
     /// identity-based settings, or an account name), as opposed to none.
     pub fn is_configured(&self) -> bool {
         let env = |name: &str| std::env::var(name).ok();
-        self.storage.as_deref().is_some_and(|s| !s.trim().is_empty())
+        self.storage
+            .as_deref()
+            .is_some_and(|s| !s.trim().is_empty())
             || self.storage_account.is_some()
             || matches!(
                 AzureConfig::from_identity_settings(&self.task_hub, &env, CONNECTION),

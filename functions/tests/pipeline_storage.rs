@@ -11,7 +11,13 @@ async fn the_main_job_runs_on_the_account_it_is_given_and_leaves_its_outputs() {
     let shared = azurite::shared();
     let landing = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/sample");
     let out = Command::new(env!("CARGO_BIN_EXE_flowforge"))
-        .args(["pipeline", "--job-id", "given-account-1", "--task-hub", "pipelinegiven"])
+        .args([
+            "pipeline",
+            "--job-id",
+            "given-account-1",
+            "--task-hub",
+            "pipelinegiven",
+        ])
         .arg("--landing")
         .arg(&landing)
         .arg("--storage")
@@ -21,16 +27,23 @@ async fn the_main_job_runs_on_the_account_it_is_given_and_leaves_its_outputs() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("on the configured storage account"), "{stdout}");
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("on the configured storage account"),
+        "{stdout}"
+    );
     assert!(!stdout.contains("Azurite up"), "{stdout}");
     // The outputs are on the given account, after the process has gone.
-    let lake = flowforge_activities::DataLake::new(
-        shared.config("pipelinegiven").blob_service().unwrap(),
-    );
+    let lake =
+        flowforge_activities::DataLake::new(shared.config("pipelinegiven").blob_service().unwrap());
     let gold = lake.list("gold", "").await.unwrap();
     assert!(
-        gold.iter().any(|name| name.contains("run_id=given-account-1")),
+        gold.iter()
+            .any(|name| name.contains("run_id=given-account-1")),
         "{gold:?}"
     );
 }

@@ -86,7 +86,10 @@ const SNIFF_BYTES: usize = 64 << 10;
 /// not UTF-8 (a cut multi-byte character at the very end of the window is fine).
 fn check_text(file: &str, bytes: &[u8]) -> Result<(), FailureDetails> {
     let window = &bytes[..bytes.len().min(SNIFF_BYTES)];
-    let bad = match (window.iter().position(|b| *b == 0), std::str::from_utf8(window)) {
+    let bad = match (
+        window.iter().position(|b| *b == 0),
+        std::str::from_utf8(window),
+    ) {
         (Some(at), _) => Some(at),
         (None, Err(e)) if e.error_len().is_some() || window.len() == bytes.len() => {
             Some(e.valid_up_to())
@@ -214,7 +217,11 @@ mod tests {
         let png = [0x89, b'P', b'N', b'G', 0, 0xff, 0xfe, 1, 2, 3];
         let error = check_text("flights/x.csv", &png).unwrap_err();
         assert_eq!(error.kind.as_str(), "NotCsv");
-        assert!(error.message.contains("0x00 at offset 4"), "{}", error.message);
+        assert!(
+            error.message.contains("0x00 at offset 4"),
+            "{}",
+            error.message
+        );
         let latin1 = b"year,month\n2013,\xe9\n";
         assert!(check_text("f.csv", latin1).is_err());
         assert!(check_text("f.csv", "year,city\n2013,Zürich\n".as_bytes()).is_ok());

@@ -325,21 +325,27 @@ pub async fn silver(lake: DataLake, input: SilverInput) -> Result<SilverOutput, 
             let mut part = result.good.take(&rows).map_err(written)?;
             files.push((path, to_parquet(&mut part).map_err(written)?));
         }
-        let table = |frame: &DataFrame, name: &str| -> Result<Option<(String, Vec<u8>)>, FailureDetails> {
-            if frame.height() == 0 {
-                return Ok(None);
-            }
-            let mut frame = frame.clone();
-            let bytes = to_parquet(&mut frame)
-                .map_err(|e| failure("SilverFailed", &format!("writing {name}"), e))?;
-            Ok(Some((format!("{}/run_id={run_id}/{name}.parquet", spec.name), bytes)))
-        };
+        let table =
+            |frame: &DataFrame, name: &str| -> Result<Option<(String, Vec<u8>)>, FailureDetails> {
+                if frame.height() == 0 {
+                    return Ok(None);
+                }
+                let mut frame = frame.clone();
+                let bytes = to_parquet(&mut frame)
+                    .map_err(|e| failure("SilverFailed", &format!("writing {name}"), e))?;
+                Ok(Some((
+                    format!("{}/run_id={run_id}/{name}.parquet", spec.name),
+                    bytes,
+                )))
+            };
         let rejects_file = table(&result.rejects, "rejects")?;
         let dropped = result
             .dropped
             .clone()
             .lazy()
-            .with_column(lit("duplicate: the primary key of an earlier row").alias("_reject_reason"))
+            .with_column(
+                lit("duplicate: the primary key of an earlier row").alias("_reject_reason"),
+            )
             .collect()
             .map_err(|e| failure("SilverFailed", "marking duplicates", e))?;
         let duplicates_file = table(&dropped, "duplicates")?;
@@ -352,7 +358,8 @@ pub async fn silver(lake: DataLake, input: SilverInput) -> Result<SilverOutput, 
             rejects_path: rejects_file.as_ref().map(|(p, _)| p.clone()),
             duplicates_path: duplicates_file.as_ref().map(|(p, _)| p.clone()),
         };
-        let left_out: Vec<(String, Vec<u8>)> = rejects_file.into_iter().chain(duplicates_file).collect();
+        let left_out: Vec<(String, Vec<u8>)> =
+            rejects_file.into_iter().chain(duplicates_file).collect();
         Ok((files, left_out, output))
     })
     .await?;
