@@ -486,7 +486,9 @@ impl Client {
         Ok(deleted)
     }
 
-    /// Waits until the instance finishes (Completed, Failed or Terminated).
+    /// Waits until the instance finishes (Completed, Failed or Terminated): woken at once
+    /// when a worker of this process commits the end, else reading the status again at
+    /// growing intervals (5 ms up to 250 ms).
     pub async fn wait_for_completion(
         &self,
         id: &str,
@@ -494,6 +496,8 @@ impl Client {
     ) -> Result<InstanceStatus, Error> {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut pause = Duration::from_millis(5);
+        // Subscribed before the first read: an end committed in between is not missed.
+        let mut endings = crate::runtime::endings::subscribe();
         loop {
             let status = self
                 .status(
@@ -514,8 +518,13 @@ impl Client {
                     status: status.runtime_status,
                 });
             }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_millis(250));
+            let nap = pause.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
+            tokio::select! {
+                _ = tokio::time::sleep(nap) => {
+                    pause = (pause * 2).min(Duration::from_millis(250));
+                }
+                _ = crate::runtime::endings::ended(&mut endings, id) => {}
+            }
         }
     }
 

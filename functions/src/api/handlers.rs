@@ -35,31 +35,49 @@ pub(super) fn params(arg: QueryArg) -> Result<Params, ApiError> {
         .map_err(|e| ApiError::bad_request(e.body_text()))
 }
 
-/// `POST orchestrators/{name}`: start with a new instance id.
+/// The longest a request may wait for an instance to finish (`waitSeconds`).
+pub const MAX_WAIT_SECONDS: usize = 60;
+
+/// `waitSeconds` of a request: how long to wait for the instance to finish (0: not at all).
+fn wait_of(params: &Params) -> Result<std::time::Duration, ApiError> {
+    let seconds = params.count("waitSeconds")?.unwrap_or(0);
+    if seconds > MAX_WAIT_SECONDS {
+        return Err(ApiError::bad_request(format!(
+            "waitSeconds must be between 0 and {MAX_WAIT_SECONDS}"
+        )));
+    }
+    Ok(std::time::Duration::from_secs(seconds as u64))
+}
+
+/// `POST orchestrators/{name}[?waitSeconds=]`: start with a new instance id.
 pub async fn start(
     State(state): State<ApiState>,
     name: PathArg<String>,
+    query: QueryArg,
     uri: Uri,
     headers: HeaderMap,
     origin: OriginArg,
     body: Bytes,
 ) -> ApiResult {
+    let wait = wait_of(&params(query)?)?;
     let request = Caller::new(&uri, &headers, origin);
-    start_instance(&state, path(name)?, None, &request, &body).await
+    start_instance(&state, path(name)?, None, &request, &body, wait).await
 }
 
-/// `POST orchestrators/{name}/{instanceId}`: start with the given id.
+/// `POST orchestrators/{name}/{instanceId}[?waitSeconds=]`: start with the given id.
 pub async fn start_with_id(
     State(state): State<ApiState>,
     args: PathArg<(String, String)>,
+    query: QueryArg,
     uri: Uri,
     headers: HeaderMap,
     origin: OriginArg,
     body: Bytes,
 ) -> ApiResult {
+    let wait = wait_of(&params(query)?)?;
     let (name, id) = path(args)?;
     let request = Caller::new(&uri, &headers, origin);
-    start_instance(&state, name, Some(id), &request, &body).await
+    start_instance(&state, name, Some(id), &request, &body, wait).await
 }
 
 /// The request's origin under the Functions host (see [`RequestOrigin`]).
@@ -104,6 +122,7 @@ async fn start_instance(
     instance_id: Option<String>,
     request: &Caller<'_>,
     body: &[u8],
+    wait: std::time::Duration,
 ) -> ApiResult {
     let headers = request.headers;
     let input = json_body(headers, body)?;
@@ -126,7 +145,35 @@ async fn start_instance(
         ..StartOptions::default()
     };
     let id = state.client.start_value(&name, options, input).await?;
+    // Durable Functions' waitForCompletionOrCreateCheckStatusResponse, on the server: the
+    // status (200) if it finishes within the wait, else the usual 202.
+    if !wait.is_zero() {
+        if let Some(status) = finished_within(state, &id, wait, StatusOptions::default()).await? {
+            return Ok((StatusCode::OK, Json(status_body(state, &status))).into_response());
+        }
+    }
     Ok(accepted_with_check_status(state, request, &id))
+}
+
+/// The status once finished, if it finishes within `wait` (woken at once by an end
+/// committed in this process); `None` when it is still going.
+async fn finished_within(
+    state: &ApiState,
+    id: &str,
+    wait: std::time::Duration,
+    options: StatusOptions,
+) -> Result<Option<flowforge_orchestrator::status::InstanceStatus>, ApiError> {
+    match state.client.wait_for_completion(id, wait).await {
+        Ok(_) => Ok(Some(state.client.status(id, options).await?)),
+        Err(flowforge_orchestrator::client::Error::Timeout { .. }) => Ok(None),
+        Err(error) => Err(error.into()),
+    }
+}
+
+fn status_body(state: &ApiState, status: &flowforge_orchestrator::status::InstanceStatus) -> serde_json::Value {
+    let mut body = status_json::status(status);
+    status_json::add_chain_links(&mut body, status, &state.chains);
+    body
 }
 
 fn accepted_with_check_status(state: &ApiState, request: &Caller<'_>, id: &str) -> Response {
@@ -144,7 +191,8 @@ pub(super) fn set_header(response: &mut Response, name: header::HeaderName, valu
     }
 }
 
-/// `GET instances/{id}`: 200 when finished, 202 with `Location` while running.
+/// `GET instances/{id}[?waitSeconds=]`: 200 when finished, 202 with `Location` while
+/// running; with `waitSeconds`, first waits up to that long for it to finish.
 pub async fn status(
     State(state): State<ApiState>,
     id: PathArg<String>,
@@ -160,10 +208,14 @@ pub async fn status(
         show_history_output: params.flag("showHistoryOutput", false)?,
         show_input: params.flag("showInput", true)?,
     };
-    let status = state.client.status(&id, options).await?;
-    let mut body = status_json::status(&status);
-    status_json::add_chain_links(&mut body, &status, &state.chains);
-    let body = Json(body);
+    let wait = wait_of(&params)?;
+    let mut status = state.client.status(&id, options).await?;
+    if !wait.is_zero() && !status.runtime_status.is_terminal() {
+        if let Some(finished) = finished_within(&state, &id, wait, options).await? {
+            status = finished;
+        }
+    }
+    let body = Json(status_body(&state, &status));
     if status.runtime_status.is_terminal() {
         return Ok((StatusCode::OK, body).into_response());
     }
@@ -204,14 +256,7 @@ pub async fn list(State(state): State<ApiState>, query: QueryArg, headers: Heade
     let instance_query = query_from(&params, &headers)?;
     let show_input = params.flag("showInput", false)?;
     let (page, next) = state.client.list(&instance_query, show_input).await?;
-    let body: Vec<_> = page
-        .iter()
-        .map(|status| {
-            let mut body = status_json::status(status);
-            status_json::add_chain_links(&mut body, status, &state.chains);
-            body
-        })
-        .collect();
+    let body: Vec<_> = page.iter().map(|status| status_body(&state, status)).collect();
     let mut response = (StatusCode::OK, Json(body)).into_response();
     if let Some(token) = next {
         set_header(

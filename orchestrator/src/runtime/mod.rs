@@ -3,6 +3,7 @@
 
 mod activity_attempt;
 mod activity_worker;
+pub(crate) mod endings;
 pub mod episode_effects;
 mod hosted;
 mod idle;

@@ -247,6 +247,9 @@ impl InstanceTurn {
         }
         let now = shared.clock.now();
         if let Some(ended) = spans::ended_execution(&self.state, next, history, new_events) {
+            if next.status.is_terminal() {
+                super::endings::announce(&next.instance_id);
+            }
             spans::orchestration_ended(&ended, now);
             let took = (now - ended.started_at).to_std().unwrap_or_default();
             metrics::execution_ended(&next.name, next.status, took);
