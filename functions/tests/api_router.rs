@@ -616,19 +616,31 @@ async fn wait_seconds_answers_with_the_finished_status_instead_of_a_poll() {
     let app = app(1 << 20);
     // Start and wait: the finished status, 200, instead of the check-status 202.
     let started = app
-        .call("POST", "/api/orchestrators/fan/waited-fan?waitSeconds=30", Some("3"))
+        .call(
+            "POST",
+            "/api/orchestrators/fan/waited-fan?waitSeconds=30",
+            Some("3"),
+        )
         .await;
     assert_eq!(started.status, StatusCode::OK, "{:?}", started.body);
     assert_eq!(started.body["runtimeStatus"], "Completed");
     assert_eq!(started.body["output"], json!(flowforge_tests::fan_sum(3)));
     // A long poll on a run waiting for an event answers once the event finishes it.
     let started = app
-        .call("POST", "/api/orchestrators/collect/waited-collect?waitSeconds=0", Some("1"))
+        .call(
+            "POST",
+            "/api/orchestrators/collect/waited-collect?waitSeconds=0",
+            Some("1"),
+        )
         .await;
     assert_eq!(started.status, StatusCode::ACCEPTED);
     let (polled, raised) = tokio::join!(
         app.call("GET", "/api/instances/waited-collect?waitSeconds=30", None),
-        app.call("POST", "/api/instances/waited-collect/raiseEvent/item", Some("\"x\"")),
+        app.call(
+            "POST",
+            "/api/instances/waited-collect/raiseEvent/item",
+            Some("\"x\"")
+        ),
     );
     assert_eq!(raised.status, StatusCode::ACCEPTED);
     assert_eq!(polled.status, StatusCode::OK, "{:?}", polled.body);

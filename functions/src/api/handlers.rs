@@ -40,12 +40,18 @@ pub const MAX_WAIT_SECONDS: usize = 60;
 
 /// `waitSeconds` of a request: how long to wait for the instance to finish (0: not at all).
 fn wait_of(params: &Params) -> Result<std::time::Duration, ApiError> {
-    let seconds = params.count("waitSeconds")?.unwrap_or(0);
-    if seconds > MAX_WAIT_SECONDS {
-        return Err(ApiError::bad_request(format!(
-            "waitSeconds must be between 0 and {MAX_WAIT_SECONDS}"
-        )));
-    }
+    let seconds = match params.text("waitSeconds") {
+        None => 0,
+        Some(text) => text
+            .parse::<usize>()
+            .ok()
+            .filter(|n| *n <= MAX_WAIT_SECONDS)
+            .ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "waitSeconds must be a whole number from 0 to {MAX_WAIT_SECONDS}, not '{text}'"
+                ))
+            })?,
+    };
     Ok(std::time::Duration::from_secs(seconds as u64))
 }
 
@@ -170,7 +176,10 @@ async fn finished_within(
     }
 }
 
-fn status_body(state: &ApiState, status: &flowforge_orchestrator::status::InstanceStatus) -> serde_json::Value {
+fn status_body(
+    state: &ApiState,
+    status: &flowforge_orchestrator::status::InstanceStatus,
+) -> serde_json::Value {
     let mut body = status_json::status(status);
     status_json::add_chain_links(&mut body, status, &state.chains);
     body
@@ -256,7 +265,10 @@ pub async fn list(State(state): State<ApiState>, query: QueryArg, headers: Heade
     let instance_query = query_from(&params, &headers)?;
     let show_input = params.flag("showInput", false)?;
     let (page, next) = state.client.list(&instance_query, show_input).await?;
-    let body: Vec<_> = page.iter().map(|status| status_body(&state, status)).collect();
+    let body: Vec<_> = page
+        .iter()
+        .map(|status| status_body(&state, status))
+        .collect();
     let mut response = (StatusCode::OK, Json(body)).into_response();
     if let Some(token) = next {
         set_header(
