@@ -37,7 +37,16 @@ pub enum Error {
 
 /// Checks an instance id.
 pub fn validate_instance_id(id: &str) -> Result<(), Error> {
-    validate("instance id", id, MAX_INSTANCE_ID_LEN)
+    validate("instance id", id, MAX_INSTANCE_ID_LEN)?;
+    // An instance id is a table key: the storage SDK puts it in entity URLs unescaped, so
+    // an id with a quote could be started but never read back.
+    if id.contains('\'') {
+        return Err(Error::ForbiddenCharacter {
+            what: "instance id",
+            found: "\"'\"".into(),
+        });
+    }
+    Ok(())
 }
 
 /// Checks an orchestration, activity or event name.
@@ -95,5 +104,10 @@ mod tests {
         ));
         let message = validate_instance_id("a#b").unwrap_err().to_string();
         assert!(message.contains("'#'"), "{message}");
+        // A quote breaks the table service's entity URLs: started, never read back.
+        assert!(matches!(
+            validate_instance_id("it's"),
+            Err(Error::ForbiddenCharacter { .. })
+        ));
     }
 }

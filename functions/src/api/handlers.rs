@@ -169,9 +169,13 @@ async fn finished_within(
     wait: std::time::Duration,
     options: StatusOptions,
 ) -> Result<Option<flowforge_orchestrator::status::InstanceStatus>, ApiError> {
+    use flowforge_orchestrator::client::Error;
     match state.client.wait_for_completion(id, wait).await {
         Ok(_) => Ok(Some(state.client.status(id, options).await?)),
-        Err(flowforge_orchestrator::client::Error::Timeout { .. }) => Ok(None),
+        Err(Error::Timeout { .. }) => Ok(None),
+        // Purged by someone else meanwhile: the start itself succeeded, so the caller gets
+        // the 202 it would get without a wait.
+        Err(Error::NotFound(_)) => Ok(None),
         Err(error) => Err(error.into()),
     }
 }
