@@ -2,17 +2,31 @@
 //! the Blob API), with the engine's credentials: containers `landing`, `bronze`, `silver`,
 //! `gold`, and `rejects` (what silver left out, outside its path).
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use azure_storage_blobs::prelude::{BlobServiceClient, ContainerClient};
+use flowforge_azure::{AccountAccess, AzureConfig};
 use flowforge_orchestrator::history::{FailureDetails, FailureKind};
 use futures::StreamExt;
+use object_store::ObjectStore;
+
+use crate::lineage::LineageEndpoint;
+use crate::tables::{container_store, Table};
 
 /// The containers of the lake.
 pub const CONTAINERS: [&str; 5] = ["landing", "bronze", "silver", "gold", "rejects"];
 
-/// Blob access for the activities.
+/// Blob access for the activities, and the Delta tables of the lake.
 #[derive(Clone)]
 pub struct DataLake {
     service: BlobServiceClient,
+    access: AccountAccess,
+    /// A folder inside each container under which the tables live ("" by default): lets
+    /// several environments, or tests, share one account.
+    tables_root: String,
+    stores: Arc<Mutex<HashMap<String, Arc<dyn ObjectStore>>>>,
+    lineage: Option<LineageEndpoint>,
 }
 
 fn storage_failure(what: &str, error: azure_core::Error) -> FailureDetails {
@@ -23,9 +37,83 @@ fn storage_failure(what: &str, error: azure_core::Error) -> FailureDetails {
 }
 
 impl DataLake {
-    /// A lake over a Blob service client.
-    pub fn new(service: BlobServiceClient) -> Self {
-        Self { service }
+    /// The lake of the storage account `config` names, with its credentials.
+    pub fn from_config(config: &AzureConfig) -> Result<Self, String> {
+        Ok(Self {
+            service: config.blob_service()?,
+            access: config.account_access()?,
+            tables_root: String::new(),
+            stores: Arc::default(),
+            lineage: None,
+        })
+    }
+
+    /// The same lake, emitting each run's OpenLineage event to `endpoint` too.
+    pub fn with_lineage_endpoint(mut self, endpoint: Option<LineageEndpoint>) -> Self {
+        self.lineage = endpoint;
+        self
+    }
+
+    /// Where lineage events are emitted, if anywhere.
+    pub fn lineage_endpoint(&self) -> Option<&LineageEndpoint> {
+        self.lineage.as_ref()
+    }
+
+    /// The address of a folder of a container as other tools name it: `abfss://…` on
+    /// Azure (ADLS Gen2's DFS endpoint), the blob URL on an emulator.
+    pub fn location(&self, container: &str, path: &str) -> String {
+        let path = path.trim_matches('/');
+        match &self.access.blob_endpoint {
+            Some(endpoint) => format!("{endpoint}/{container}/{path}"),
+            None => format!(
+                "abfss://{container}@{}.dfs.core.windows.net/{path}",
+                self.access.account
+            ),
+        }
+        .trim_end_matches('/')
+        .to_owned()
+    }
+
+    /// The same lake with its tables under `root` (a folder) in each container.
+    pub fn with_tables_root(mut self, root: &str) -> Self {
+        let root = root.trim_matches('/');
+        self.tables_root = if root.is_empty() {
+            String::new()
+        } else {
+            format!("{root}/")
+        };
+        self
+    }
+
+    /// The folder of the tables inside each container (`""` or ending in `/`).
+    pub fn tables_root(&self) -> &str {
+        &self.tables_root
+    }
+
+    /// The Delta table at `path` (under the tables' root) of `container`.
+    pub fn table(&self, container: &str, path: &str) -> Result<Table, FailureDetails> {
+        let store = {
+            let mut stores = self.stores.lock().unwrap_or_else(|p| p.into_inner());
+            match stores.get(container) {
+                Some(store) => store.clone(),
+                None => {
+                    let store = container_store(&self.access, container)
+                        .map_err(|e| FailureDetails::non_retryable("LakeMisconfigured", e))?;
+                    stores.insert(container.to_owned(), store.clone());
+                    store
+                }
+            }
+        };
+        Ok(Table::new(
+            container,
+            &format!("{}{path}", self.tables_root),
+            store,
+        ))
+    }
+
+    /// A blob's name under the tables' root (for files beside the tables).
+    pub fn under_root(&self, name: &str) -> String {
+        format!("{}{name}", self.tables_root)
     }
 
     fn container(&self, name: &str) -> ContainerClient {

@@ -4,8 +4,10 @@
 //! polars lives in this crate only, so that the engine and its tests build without it.
 
 pub mod lake;
+pub mod lineage;
 pub mod medallion;
 pub mod spec;
+pub mod tables;
 
 use flowforge_orchestrator::history::FailureDetails;
 use flowforge_orchestrator::registry::Registry;
@@ -44,7 +46,7 @@ pub fn register(registry: Registry, lake: DataLake) -> Registry {
                 let written = medallion::silver::silver(lake, input).await;
                 if let Ok(out) = &written {
                     info!(rows_in = out.rows_in, rows_out = out.rows_out,
-                        duplicates = out.duplicates, partitions = out.partitions.len(),
+                        duplicates = out.duplicates, files = out.table.files.len(), version = ?out.table.version,
                         "silver: written");
                     for (reason, rows) in &out.rejected {
                         warn!(reason = %reason, rows, "silver: rows rejected");
@@ -56,10 +58,10 @@ pub fn register(registry: Registry, lake: DataLake) -> Registry {
         .activity("gold", move |_ctx, input: GoldInput| {
             let lake = l4.clone();
             async move {
-                info!(silver_rows = input.silver_rows, "gold: aggregating silver");
+                info!(silver_rows = input.silver.rows_out, "gold: aggregating silver");
                 let written = medallion::gold::gold(lake, input).await;
                 if let Ok(out) = &written {
-                    info!(path = %out.path, rows = out.rows, manifest = %out.manifest_path, "gold: written");
+                    info!(table = %out.table.table, version = ?out.table.version, rows = out.rows, manifest = %out.manifest_path, "gold: written");
                 }
                 logged_failure("gold", written)
             }

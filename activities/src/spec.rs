@@ -54,6 +54,9 @@ pub enum ColumnType {
     Float64,
     /// UTF-8 text.
     String,
+    /// An instant, landed as RFC 3339 text (`2013-01-01T10:00:00Z`), stored in UTC
+    /// (Delta's `timestamp`).
+    Timestamp,
 }
 
 /// One column of the schema.

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flowforge_activities::medallion::orchestration::{MedallionInput, MedallionOutput};
+use flowforge_activities::tables::read_table;
 use flowforge_activities::DataLake;
 use flowforge_azure::{azurite, AzureBackend};
 use flowforge_orchestrator::prelude::*;
@@ -25,7 +26,9 @@ struct Pipeline {
 /// shared by all tests, so each test uses its own landing prefix through its dataset files.
 async fn pipeline(hub: &str) -> Pipeline {
     let config = azurite::shared().config(hub);
-    let lake = DataLake::new(config.blob_service().unwrap());
+    let lake = DataLake::from_config(&config)
+        .unwrap()
+        .with_tables_root(hub);
     lake.ensure_containers().await.unwrap();
     let backend = AzureBackend::connect(config).await.unwrap();
     let registry = flowforge_activities::register(Registry::new(), lake.clone());
@@ -66,6 +69,35 @@ impl Pipeline {
             .await
             .unwrap();
         self.client.wait_for_completion(&id, WAIT).await.unwrap()
+    }
+
+    /// A Delta table's current rows (under this test's root).
+    async fn table(&self, container: &str, path: &str) -> DataFrame {
+        read_table(&self.lake.table(container, path).unwrap(), None)
+            .await
+            .unwrap()
+    }
+
+    /// A Delta table's current version (`None`: no table).
+    async fn version(&self, container: &str, path: &str) -> Option<u64> {
+        flowforge_activities::tables::open(&self.lake.table(container, path).unwrap())
+            .await
+            .unwrap()
+            .version()
+    }
+
+    /// The versions of the dataset's four tables.
+    async fn versions(&self) -> Vec<Option<u64>> {
+        let mut all = Vec::new();
+        for (container, path) in [
+            ("silver", "flights"),
+            ("gold", "flights/carrier_month"),
+            ("rejects", "flights/rejects"),
+            ("rejects", "flights/duplicates"),
+        ] {
+            all.push(self.version(container, path).await);
+        }
+        all
     }
 
     async fn parquet(&self, container: &str, path: &str) -> DataFrame {
@@ -223,7 +255,12 @@ async fn full_flights_file_matches_an_independent_computation() {
     );
     assert_eq!(output.silver.rows_out, 336_776 - rejected);
 
-    let gold = p.parquet("gold", &output.gold.path).await;
+    let gold = p.table("gold", "flights/carrier_month").await;
+    assert_eq!(
+        output.gold.table.version,
+        Some(0),
+        "the table's first commit"
+    );
     assert_eq!(gold.height(), expected.len());
     let carrier = gold.column("carrier").unwrap().str().unwrap().clone();
     let name = gold.column("carrier_name").unwrap().str().unwrap().clone();
@@ -316,7 +353,7 @@ async fn bad_input_fails_clearly_or_lands_in_rejects_and_a_fixed_rerun_succeeds(
     let good = p.run("good", "bad/good/").await;
     assert_eq!(good.runtime_status, RuntimeStatus::Completed);
     let good: MedallionOutput = serde_json::from_value(good.output).unwrap();
-    let good_gold = p.lake.get("gold", &good.gold.path).await.unwrap();
+    assert_eq!(good.gold.table.version, Some(0));
     // Bronze keeps the text as landed: the sample's 30 `NA` departure times are `NA`, not null.
     let bronze = p.parquet("bronze", &good.bronze[0].path).await;
     let dep_time = bronze.column("dep_time").unwrap().str().unwrap().clone();
@@ -368,9 +405,7 @@ async fn bad_input_fails_clearly_or_lands_in_rejects_and_a_fixed_rerun_succeeds(
     );
     assert_eq!(out.silver.duplicates, 1);
     // Both tables are outside silver's path, with reason, source file and run id.
-    let duplicates = p
-        .parquet("rejects", out.silver.duplicates_path.as_deref().unwrap())
-        .await;
+    let duplicates = p.table("rejects", "flights/duplicates").await;
     assert_eq!(duplicates.height(), 1);
     for column in ["_reject_reason", "_source_file", "_run_id"] {
         assert!(
@@ -385,14 +420,13 @@ async fn bad_input_fails_clearly_or_lands_in_rejects_and_a_fixed_rerun_succeeds(
         .unwrap()
         .iter()
         .all(|n| !n.contains("reject")));
-    let rejects = p
-        .parquet("rejects", out.silver.rejects_path.as_deref().unwrap())
-        .await;
+    let rejects = p.table("rejects", "flights/rejects").await;
+    let rejects = rejects
+        .lazy()
+        .filter(col("_run_id").eq(lit("numeric")))
+        .collect()
+        .unwrap();
     assert_eq!(rejects.height(), 8);
-    assert_eq!(
-        rejects.column("_run_id").unwrap().str().unwrap().get(0),
-        Some("numeric")
-    );
     let reasons = rejects
         .column("_reject_reason")
         .unwrap()
@@ -400,6 +434,8 @@ async fn bad_input_fails_clearly_or_lands_in_rejects_and_a_fixed_rerun_succeeds(
         .unwrap()
         .clone();
     assert!((0..reasons.len()).any(|i| reasons.get(i) == Some("cast: dep_delay is not float64")));
+    let gold_before = p.table("gold", "flights/carrier_month").await;
+    let versions_before = p.versions().await;
 
     // A wrong column, an empty file, a header without rows, a file that is not text: clear
     // failures in the status, with the exact message, and nothing written for the run.
@@ -444,24 +480,25 @@ async fn bad_input_fails_clearly_or_lands_in_rejects_and_a_fixed_rerun_succeeds(
             "{job}: a short message: {}",
             root.message
         );
-        for container in ["bronze", "silver", "gold", "rejects"] {
+        for container in ["bronze", "gold"] {
             let written = p.lake.list(container, "").await.unwrap();
             assert!(
-                written
-                    .iter()
-                    .all(|n| !n.contains(&format!("run_id={job}"))),
+                written.iter().all(|n| !n.contains(&format!("run_id={job}"))
+                    && !n.contains(&format!("/{job}.json"))),
                 "{job} wrote to {container}: {written:?}"
             );
         }
+        assert_eq!(p.versions().await, versions_before, "{job}: no table moved");
         assert!(
             status.output.as_str().unwrap().contains("flights.csv"),
             "{job}: the status names the file: {}",
             status.output
         );
     }
-    assert_eq!(
-        p.lake.get("gold", &good.gold.path).await.unwrap(),
-        good_gold,
+    assert!(
+        p.table("gold", "flights/carrier_month")
+            .await
+            .equals_missing(&gold_before),
         "earlier output untouched"
     );
 

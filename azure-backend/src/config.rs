@@ -55,6 +55,40 @@ pub struct Endpoints {
     pub table: Option<String>,
 }
 
+/// An account's address and credential, for a storage client other than the SDK's.
+#[derive(Clone)]
+pub struct AccountAccess {
+    /// Account name.
+    pub account: String,
+    /// Blob endpoint (`http://127.0.0.1:10000/devstoreaccount1` on Azurite); `None`: public.
+    pub blob_endpoint: Option<String>,
+    /// The credential.
+    pub credential: AccountCredential,
+}
+
+/// The credential of an [`AccountAccess`].
+#[derive(Clone)]
+pub enum AccountCredential {
+    /// The account key (never logged).
+    SharedKey(String),
+    /// An Entra ID token source (scope `https://storage.azure.com/.default`).
+    Token(std::sync::Arc<dyn azure_core::auth::TokenCredential>),
+}
+
+impl std::fmt::Debug for AccountAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self.credential {
+            AccountCredential::SharedKey(_) => "shared key",
+            AccountCredential::Token(_) => "Entra ID token",
+        };
+        f.debug_struct("AccountAccess")
+            .field("account", &self.account)
+            .field("blob_endpoint", &self.blob_endpoint)
+            .field("credential", &kind)
+            .finish()
+    }
+}
+
 /// Configuration of the Azure Storage backend.
 #[derive(Debug, Clone)]
 pub struct AzureConfig {
@@ -250,6 +284,26 @@ impl AzureConfig {
             credentials,
         )
         .blob_service_client())
+    }
+
+    /// How another storage client (the Delta tables' object store) reaches this account:
+    /// the blob endpoint (`None`: the public cloud's) and the credential.
+    pub fn account_access(&self) -> Result<AccountAccess, String> {
+        let credential = match &self.credentials {
+            Credentials::SharedKey { key, .. } => AccountCredential::SharedKey(key.clone()),
+            Credentials::EntraId { credential, .. } => {
+                AccountCredential::Token(identity::build_credential(credential)?)
+            }
+        };
+        Ok(AccountAccess {
+            account: self.account().to_owned(),
+            blob_endpoint: self
+                .endpoints
+                .blob
+                .as_ref()
+                .map(|uri| uri.trim_end_matches('/').to_owned()),
+            credential,
+        })
     }
 
     pub(crate) fn account(&self) -> &str {

@@ -33,4 +33,6 @@ mod storage_health;
 mod wake;
 
 pub use backend::AzureBackend;
-pub use config::{AzureConfig, Credentials, Endpoints, AZURITE_ACCOUNT};
+pub use config::{
+    AccountAccess, AccountCredential, AzureConfig, Credentials, Endpoints, AZURITE_ACCOUNT,
+};

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use clap::Args;
 use flowforge_activities::medallion::orchestration::{MedallionInput, MedallionOutput};
+use flowforge_activities::tables::TableCommit;
 use flowforge_activities::DataLake;
 use flowforge_azure::azurite::Azurite;
 use flowforge_azure::AzureBackend;
@@ -56,7 +57,7 @@ pub async fn run(args: PipelineArgs, storage: crate::storage::StorageArgs) -> an
         );
         (azurite.config(&storage.task_hub), Some(azurite))
     };
-    let lake = DataLake::new(config.blob_service().map_err(anyhow::Error::msg)?);
+    let lake = crate::storage::lake_on(&config)?;
     lake.ensure_containers()
         .await
         .map_err(|f| anyhow::anyhow!("{f}"))?;
@@ -223,17 +224,34 @@ fn print_summary(output: &MedallionOutput) {
         output.bronze.first().map(|b| b.path.as_str()).unwrap_or("")
     );
     let s = &output.silver;
+    let version = |c: &TableCommit| {
+        c.version.map_or_else(
+            || "committed earlier".to_owned(),
+            |v| format!("version {v}"),
+        )
+    };
+    let already = |c: &TableCommit| {
+        if c.already_committed {
+            " (this run was already committed: nothing new)"
+        } else {
+            ""
+        }
+    };
     println!(
-        "| silver | {} | {} partition file(s) under silver/flights/ |",
+        "| silver | {} | Delta table {}, {}, {} file(s){} |",
         s.rows_out,
-        s.partitions.len()
+        s.table.table,
+        version(&s.table),
+        s.table.files.len(),
+        already(&s.table)
     );
     let rejected: usize = s.rejected.values().sum();
     println!(
         "| silver rejects | {rejected} | {} |",
-        s.rejects_path
-            .as_deref()
-            .map_or_else(|| "(none)".to_owned(), |p| format!("rejects/{p}"))
+        s.rejects.as_ref().map_or_else(
+            || "(none)".to_owned(),
+            |c| format!("Delta table {}, {}", c.table, version(c))
+        )
     );
     for (reason, n) in &s.rejected {
         println!("|   {reason} | {n} | |");
@@ -241,12 +259,19 @@ fn print_summary(output: &MedallionOutput) {
     println!(
         "| silver duplicates dropped | {} | {} |",
         s.duplicates,
-        s.duplicates_path
-            .as_deref()
-            .map_or_else(|| "(none)".to_owned(), |p| format!("rejects/{p}"))
+        s.duplicate_rows.as_ref().map_or_else(
+            || "(none)".to_owned(),
+            |c| format!("Delta table {}, {}", c.table, version(c))
+        )
     );
+    let g = &output.gold;
     println!(
-        "| gold | {} | gold/{} (manifest gold/{}) |",
-        output.gold.rows, output.gold.path, output.gold.manifest_path
+        "| gold | {} | Delta table {}, {}{} (manifest gold/{}, lineage gold/{}) |",
+        g.rows,
+        g.table.table,
+        version(&g.table),
+        already(&g.table),
+        g.manifest_path,
+        g.lineage_path
     );
 }

@@ -93,11 +93,7 @@ impl StorageArgs {
         if self.in_memory {
             return Ok(None);
         }
-        let service = self
-            .azure_config()?
-            .blob_service()
-            .map_err(anyhow::Error::msg)?;
-        Ok(Some(flowforge_activities::DataLake::new(service)))
+        lake_on(&self.azure_config()?).map(Some)
     }
 
     /// Connects the backend.
@@ -110,4 +106,17 @@ impl StorageArgs {
         let backend = AzureBackend::connect(self.azure_config()?).await?;
         Ok(backend)
     }
+}
+
+/// The lake on `config`'s account: tables under `FLOWFORGE_LAKE_ROOT` (a folder in each
+/// container, none by default), lineage events also to `OPENLINEAGE_URL` when set.
+pub fn lake_on(config: &AzureConfig) -> anyhow::Result<flowforge_activities::DataLake> {
+    let env = |name: &str| std::env::var(name).ok();
+    let root = env("FLOWFORGE_LAKE_ROOT").unwrap_or_default();
+    Ok(flowforge_activities::DataLake::from_config(config)
+        .map_err(anyhow::Error::msg)?
+        .with_tables_root(&root)
+        .with_lineage_endpoint(flowforge_activities::lineage::LineageEndpoint::from_env(
+            &env,
+        )))
 }

@@ -613,12 +613,11 @@ async fn the_handler_killed_mid_way_loses_nothing() {
 async fn the_medallion_runs_under_the_host() {
     let _one = one_at_a_time().await;
     let hub = "strictlake";
-    let lake = flowforge_activities::DataLake::new(
-        flowforge_azure::azurite::shared()
-            .config(hub)
-            .blob_service()
-            .unwrap(),
-    );
+    let lake = flowforge_activities::DataLake::from_config(
+        &flowforge_azure::azurite::shared().config(hub),
+    )
+    .unwrap()
+    .with_tables_root(hub);
     lake.ensure_containers().await.unwrap();
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/sample");
     let put = |local: std::path::PathBuf, name: &'static str| {
@@ -649,7 +648,7 @@ async fn the_medallion_runs_under_the_host() {
             2_246
         }
     };
-    let host = Host::start(hub, settings(), &[]).await;
+    let host = Host::start(hub, settings(), &[("FLOWFORGE_LAKE_ROOT", hub)]).await;
     let check = start(
         &host,
         "/api/orchestrators/medallion/medallion-harness",

@@ -23,6 +23,7 @@ async fn the_main_job_runs_on_the_account_it_is_given_and_leaves_its_outputs() {
         .arg("--storage")
         .arg(shared.connection_string())
         .env_remove("AzureWebJobsStorage")
+        .env("FLOWFORGE_LAKE_ROOT", "pipelinegiven")
         .env("RUST_LOG", "warn")
         .output()
         .unwrap();
@@ -38,12 +39,18 @@ async fn the_main_job_runs_on_the_account_it_is_given_and_leaves_its_outputs() {
     );
     assert!(!stdout.contains("Azurite up"), "{stdout}");
     // The outputs are on the given account, after the process has gone.
-    let lake =
-        flowforge_activities::DataLake::new(shared.config("pipelinegiven").blob_service().unwrap());
-    let gold = lake.list("gold", "").await.unwrap();
-    assert!(
-        gold.iter()
-            .any(|name| name.contains("run_id=given-account-1")),
-        "{gold:?}"
-    );
+    let lake = flowforge_activities::DataLake::from_config(&shared.config("pipelinegiven"))
+        .unwrap()
+        .with_tables_root("pipelinegiven");
+    let gold = lake.list("gold", "pipelinegiven/").await.unwrap();
+    for written in [
+        "pipelinegiven/flights/carrier_month/_delta_log/00000000000000000000.json",
+        "pipelinegiven/_catalog/flights/carrier_month/runs/given-account-1.json",
+        "pipelinegiven/_lineage/flights/given-account-1.json",
+    ] {
+        assert!(
+            gold.iter().any(|name| name == written),
+            "{written}: {gold:?}"
+        );
+    }
 }

@@ -1,16 +1,21 @@
-//! gold: silver joined with its dimensions and aggregated as the spec says, written as
-//! parquet under `gold/<dataset>/<table>/run_id=…/` with a `_manifest.json` (schema, row
-//! counts, files, source run) for a catalog or a serverless SQL external table.
+//! gold: silver joined with its dimensions and aggregated as the spec says, committed to
+//! the Delta table `gold/<dataset>/<table>` (partitioned by the spec's partition columns
+//! that gold groups by; the run replaces the partitions it covers), with a catalog
+//! manifest per run and a current one (`gold/_catalog/<dataset>/<table>/`) and the run's
+//! OpenLineage event (`gold/_lineage/<dataset>/`).
 
 use flowforge_orchestrator::history::FailureDetails;
 use polars::prelude::*;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
-use super::frames::{blocking, failure, from_parquet, read_csv_as_text, to_parquet};
+use super::frames::{blocking, failure, from_parquet, read_csv_as_text};
+use super::silver::{dtype, partition_files, SilverOutput};
 use super::spec_for;
 use crate::lake::DataLake;
+use crate::lineage::{self, RunFacts};
 use crate::spec::{Aggregation, DatasetSpec};
+use crate::tables::schema::table_columns;
+use crate::tables::{write_run, TableCommit, TableWrite, WriteMode};
 
 /// Input of `gold`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -19,21 +24,25 @@ pub struct GoldInput {
     pub dataset: String,
     /// Run id.
     pub run_id: String,
-    /// This run's silver partition files.
-    pub silver_paths: Vec<String>,
-    /// Rows silver wrote (for the manifest).
-    pub silver_rows: usize,
+    /// What silver committed for this run (gold reads its files).
+    pub silver: SilverOutput,
+    /// The landing files of the run (for the lineage).
+    #[serde(default)]
+    pub sources: Vec<String>,
 }
 
 /// Output of `gold`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GoldOutput {
-    /// The parquet file written.
-    pub path: String,
+    /// The gold table's commit for this run.
+    pub table: TableCommit,
     /// Its rows.
     pub rows: usize,
-    /// The manifest.
+    /// The run's catalog manifest (container `gold`); `manifest.json` beside it is the
+    /// table's current one.
     pub manifest_path: String,
+    /// The run's OpenLineage event (container `gold`).
+    pub lineage_path: String,
 }
 
 /// The silver columns gold reads: group keys, metric inputs and join keys that silver has
@@ -110,26 +119,71 @@ fn aggregate(
         .collect()
 }
 
+/// The columns gold's table is partitioned by: the spec's partition columns it groups by.
+pub fn gold_partitions(spec: &DatasetSpec) -> Vec<String> {
+    spec.partition_by
+        .iter()
+        .filter(|p| spec.gold.group_by.contains(p))
+        .cloned()
+        .collect()
+}
+
+/// The non-nullable columns of gold: group keys the schema says are never missing, and
+/// the counts.
+fn required_columns(spec: &DatasetSpec) -> Vec<String> {
+    let keys = spec
+        .gold
+        .group_by
+        .iter()
+        .filter(|g| spec.column(g).is_some_and(|c| !c.nullable))
+        .cloned();
+    let counts = spec
+        .gold
+        .metrics
+        .iter()
+        .filter(|m| matches!(m.agg, Aggregation::Count | Aggregation::NullCount))
+        .map(|m| m.name.clone());
+    keys.chain(counts).collect()
+}
+
 /// The gold activity.
 pub async fn gold(lake: DataLake, input: GoldInput) -> Result<GoldOutput, FailureDetails> {
     let spec = spec_for(&input.dataset)?;
+    let silver_table = lake.table("silver", &spec.name)?;
     let mut silver_bytes = Vec::new();
-    for path in &input.silver_paths {
-        silver_bytes.push(lake.get("silver", path).await?);
+    for file in &input.silver.table.files {
+        let bytes = lake
+            .get("silver", &format!("{}/{}", silver_table.path(), file.path))
+            .await?;
+        silver_bytes.push((bytes, file.partition_values.clone()));
     }
     let mut dimension_bytes = Vec::new();
     for dimension in &spec.dimensions {
         dimension_bytes.push(lake.get("landing", &dimension.landing).await?);
     }
-    let dir = format!("{}/{}", spec.name, spec.gold.table);
-    let path = format!("{dir}/run_id={}/part-0.parquet", input.run_id);
     let work_spec = spec.clone();
-    let (bytes, table) = blocking(move || {
+    let run_id = input.run_id.clone();
+    let (write, table) = blocking(move || {
         let spec = work_spec;
-        let columns = silver_columns_used(&spec);
+        let columns: Vec<String> = silver_columns_used(&spec)
+            .into_iter()
+            .filter(|c| !spec.partition_by.contains(c))
+            .collect();
         let silver = silver_bytes
             .iter()
-            .map(|bytes| from_parquet(bytes, Some(columns.clone())))
+            .map(|(bytes, values)| {
+                let frame = from_parquet(bytes, Some(columns.clone()))?;
+                // Partition columns live in the table's log, not in its files.
+                let partition_columns: Vec<Expr> = values
+                    .iter()
+                    .filter_map(|(name, value)| {
+                        let kind = dtype(spec.column(name)?.kind);
+                        let value = value.clone().map_or(lit(NULL), lit);
+                        Some(value.cast(kind).alias(name.as_str()))
+                    })
+                    .collect();
+                frame.lazy().with_columns(partition_columns).collect()
+            })
             .collect::<PolarsResult<Vec<_>>>()
             .map_err(|e| failure("GoldFailed", "reading silver", e))?;
         let dimensions = dimension_bytes
@@ -140,38 +194,50 @@ pub async fn gold(lake: DataLake, input: GoldInput) -> Result<GoldOutput, Failur
                     .map_err(|e| failure("GoldFailed", &format!("reading dimension {}", d.name), e))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let mut table = aggregate(&spec, silver, dimensions)
-            .map_err(|e| failure("GoldFailed", "aggregating", e))?;
-        let bytes =
-            to_parquet(&mut table).map_err(|e| failure("GoldFailed", "writing parquet", e))?;
-        Ok((bytes, table))
+        let table = if silver.is_empty() {
+            DataFrame::empty()
+        } else {
+            aggregate(&spec, silver, dimensions)
+                .map_err(|e| failure("GoldFailed", "aggregating", e))?
+        };
+        let required = required_columns(&spec);
+        let required: Vec<&str> = required.iter().map(String::as_str).collect();
+        let partition_by = gold_partitions(&spec);
+        let files = partition_files(&partition_by, &table)
+            .map_err(|e| failure("GoldFailed", "writing parquet", e))?;
+        let columns = table_columns(table.schema(), &required)
+            .map_err(|e| FailureDetails::non_retryable("GoldFailed", e))?;
+        let mut facts = serde_json::Map::new();
+        facts.insert("flowforge.rows".into(), table.height().into());
+        let write = TableWrite {
+            columns,
+            partition_by,
+            mode: WriteMode::ReplacePartitions,
+            run_id,
+            files,
+            run_facts: facts,
+        };
+        Ok((write, table))
     })
     .await?;
-    lake.put("gold", &path, bytes).await?;
-    let schema: Vec<_> = table
-        .schema()
-        .iter()
-        .map(|(name, dtype)| json!({"name": name.as_str(), "type": dtype.to_string()}))
-        .collect();
-    let manifest = json!({
-        "dataset": spec.name,
-        "table": spec.gold.table,
-        "format": "parquet",
-        "source_run": input.run_id,
-        "files": [path],
-        "location": format!("gold/{dir}/run_id={}/", input.run_id),
-        "partitions": [],
-        "row_count": table.height(),
-        "source_rows": input.silver_rows,
-        "schema": schema,
-    });
-    let manifest_path = format!("{dir}/_manifest.json");
-    let text = serde_json::to_vec_pretty(&manifest)
-        .map_err(|e| FailureDetails::non_retryable("GoldFailed", e.to_string()))?;
-    lake.put("gold", &manifest_path, text).await?;
+    let columns = write.columns.clone();
+    let gold_table = lake.table("gold", &format!("{}/{}", spec.name, spec.gold.table))?;
+    let committed = write_run(&gold_table, write).await?;
+    let partitions = gold_partitions(&spec);
+    let facts = RunFacts {
+        dataset: &spec.name,
+        run_id: &input.run_id,
+        sources: &input.sources,
+        silver: &input.silver,
+        gold: &committed,
+        gold_columns: &columns,
+        gold_partitions: &partitions,
+    };
+    let published = lineage::publish(&lake, &spec, &facts).await?;
     Ok(GoldOutput {
-        path,
         rows: table.height(),
-        manifest_path,
+        table: committed,
+        manifest_path: published.manifest_path,
+        lineage_path: published.lineage_path,
     })
 }

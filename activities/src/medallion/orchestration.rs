@@ -128,8 +128,8 @@ pub async fn medallion(
             GoldInput {
                 dataset: input.dataset.clone(),
                 run_id: run_id.clone(),
-                silver_paths: silver.partitions.clone(),
-                silver_rows: silver.rows_out,
+                silver: silver.clone(),
+                sources: files.clone(),
             },
             storage_retry(),
         )

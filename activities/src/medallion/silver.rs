@@ -1,9 +1,11 @@
 //! silver: bronze cast to the schema (the landing's null markers, such as `NA`, read as
-//! missing), quality rules applied, duplicates removed on the primary key, written as
-//! parquet partitioned by the spec's partition columns. What is left out goes to the
-//! `rejects` container, outside silver's path, with the reason, source file and run id:
-//! `rejects/<dataset>/run_id=…/rejects.parquet` (the rows as text, with `_reject_reason`)
-//! and `…/duplicates.parquet` (typed rows dropped as repeats of an earlier row's key).
+//! missing; timestamps as UTC instants), quality rules applied, duplicates removed on the
+//! primary key, committed to the Delta table `silver/<dataset>` partitioned by the spec's
+//! partition columns (the run replaces the partitions it covers). What is left out goes to
+//! Delta tables of the `rejects` container, outside silver's path, appended per run with
+//! the reason, source file and run id: `rejects/<dataset>/rejects` (the schema's columns as
+//! landed, as text, with `_reject_reason`) and `rejects/<dataset>/duplicates` (typed rows
+//! dropped as repeats of an earlier row's key).
 
 use std::collections::BTreeMap;
 
@@ -15,6 +17,11 @@ use super::frames::{blocking, failure, parquet_slices, stack, to_parquet};
 use super::spec_for;
 use crate::lake::DataLake;
 use crate::spec::{ColumnType, DatasetSpec, Rule};
+use crate::tables::schema::table_columns;
+use crate::tables::{write_run, EncodedFile, TableCommit, TableFile, TableWrite, WriteMode};
+
+/// The columns bronze adds to every row, never null.
+pub const LINEAGE_COLUMNS: [&str; 3] = ["_ingested_at", "_source_file", "_run_id"];
 
 /// Input of `silver`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -38,13 +45,13 @@ pub struct SilverOutput {
     pub rejected: BTreeMap<String, usize>,
     /// Rows dropped as duplicates of the primary key.
     pub duplicates: usize,
-    /// Partition files written.
-    pub partitions: Vec<String>,
-    /// The rejects file (container `rejects`), if any row was rejected.
-    pub rejects_path: Option<String>,
-    /// The dropped duplicates file (container `rejects`), if any row was dropped.
+    /// The silver table's commit for this run (its files are what gold reads).
+    pub table: TableCommit,
+    /// The rejects table's commit, if any row was rejected.
+    pub rejects: Option<TableCommit>,
+    /// The dropped duplicates table's commit, if any row was dropped.
     #[serde(default)]
-    pub duplicates_path: Option<String>,
+    pub duplicate_rows: Option<TableCommit>,
 }
 
 /// The polars type of a schema type.
@@ -54,11 +61,32 @@ pub fn dtype(kind: ColumnType) -> DataType {
         ColumnType::Int64 => DataType::Int64,
         ColumnType::Float64 => DataType::Float64,
         ColumnType::String => DataType::String,
+        ColumnType::Timestamp => DataType::Datetime(TimeUnit::Microseconds, Some(TimeZone::UTC)),
     }
+}
+
+/// RFC 3339 text (`2013-01-01T10:00:00Z`, `…T10:00:00.5+01:00`) as a UTC instant; null when
+/// it is not one.
+pub fn instant(text: Expr) -> Expr {
+    text.str()
+        .replace(lit("Z$"), lit("+00:00"), false)
+        .str()
+        .to_datetime(
+            Some(TimeUnit::Microseconds),
+            Some(TimeZone::UTC),
+            StrptimeOptions {
+                format: Some("%Y-%m-%dT%H:%M:%S%.f%:z".into()),
+                strict: false,
+                exact: true,
+                cache: true,
+            },
+            lit("raise"),
+        )
 }
 
 fn typed(spec: &DatasetSpec, name: &str) -> Expr {
     match spec.column(name) {
+        Some(column) if column.kind == ColumnType::Timestamp => instant(col(name)),
         Some(column) => col(name).cast(dtype(column.kind)),
         None => col(name),
     }
@@ -196,7 +224,12 @@ fn transform(spec: &DatasetSpec, bronze: Vec<Vec<u8>>) -> PolarsResult<SilverFra
         .iter()
         .map(|c| typed(spec, &c.name).alias(c.name.as_str()))
         .collect();
-    keep.extend(["_ingested_at", "_source_file", "_run_id"].map(col));
+    keep.push(instant(col("_ingested_at")).alias("_ingested_at"));
+    keep.extend(["_source_file", "_run_id"].map(col));
+    // The rejects keep the schema's columns as landed (text), whatever else the file had.
+    let mut as_landed: Vec<Expr> = spec.schema.iter().map(|c| col(c.name.as_str())).collect();
+    as_landed.push(instant(col("_ingested_at")).alias("_ingested_at"));
+    as_landed.extend(["_source_file", "_run_id", "_reject_reason"].map(col));
     let mut rows_in = 0;
     let mut rejects = Vec::new();
     let mut valid = Vec::new();
@@ -213,6 +246,7 @@ fn transform(spec: &DatasetSpec, bronze: Vec<Vec<u8>>) -> PolarsResult<SilverFra
                     .clone()
                     .lazy()
                     .filter(col("_reject_reason").is_not_null())
+                    .select(as_landed.clone())
                     .collect()?,
             );
             valid.push(
@@ -253,26 +287,55 @@ fn transform(spec: &DatasetSpec, bronze: Vec<Vec<u8>>) -> PolarsResult<SilverFra
     })
 }
 
+/// A partition's values, `(column, value as text)` in the spec's order.
+type PartitionValues = Vec<(String, Option<String>)>;
+
 /// The rows of each partition (by the spec's partition columns, in order of first
-/// appearance) with its path segment, without copying the frame.
-fn partitions(spec: &DatasetSpec, good: &DataFrame) -> PolarsResult<Vec<(String, IdxCa)>> {
-    if spec.partition_by.is_empty() {
+/// appearance) with its values, without copying the frame.
+fn partitions(
+    partition_by: &[String],
+    good: &DataFrame,
+) -> PolarsResult<Vec<(PartitionValues, IdxCa)>> {
+    if partition_by.is_empty() {
         let all = IdxCa::from_vec("_row".into(), (0..good.height() as IdxSize).collect());
-        return Ok(vec![(String::new(), all)]);
+        return Ok(vec![(Vec::new(), all)]);
     }
     let index = good
-        .select(spec.partition_by.iter().map(String::as_str))?
+        .select(partition_by.iter().map(String::as_str))?
         .with_row_index("_row".into(), None)?;
     index
-        .partition_by_stable(spec.partition_by.iter().map(String::as_str), true)?
+        .partition_by_stable(partition_by.iter().map(String::as_str), true)?
         .into_iter()
         .map(|part| {
             Ok((
-                partition_dir(spec, &part)?,
+                partition_values(partition_by, &part)?,
                 part.column("_row")?.idx()?.clone(),
             ))
         })
         .collect()
+}
+
+/// The partition files of a frame: each partition's rows without the partition columns
+/// (Delta keeps their values in the log), as parquet.
+pub fn partition_files(
+    partition_by: &[String],
+    frame: &DataFrame,
+) -> PolarsResult<Vec<EncodedFile>> {
+    let mut files = Vec::new();
+    if frame.height() == 0 {
+        return Ok(files);
+    }
+    for (values, rows) in partitions(partition_by, frame)? {
+        let mut part = frame
+            .take(&rows)?
+            .drop_many(partition_by.iter().map(String::as_str));
+        files.push(EncodedFile {
+            partition_values: values,
+            rows: part.height(),
+            bytes: to_parquet(&mut part)?,
+        });
+    }
+    Ok(files)
 }
 
 fn count_reasons(rejects: &DataFrame) -> PolarsResult<BTreeMap<String, usize>> {
@@ -286,19 +349,52 @@ fn count_reasons(rejects: &DataFrame) -> PolarsResult<BTreeMap<String, usize>> {
     Ok(counts)
 }
 
-/// Partition path segment values (`year=2013/month=1`) of a one-partition frame.
-fn partition_dir(spec: &DatasetSpec, part: &DataFrame) -> PolarsResult<String> {
-    let mut segments = Vec::new();
-    for name in &spec.partition_by {
-        let value = part.column(name)?.get(0)?;
-        let text = match value {
-            AnyValue::String(s) => s.to_owned(),
-            AnyValue::Null => "__null__".to_owned(),
-            other => other.to_string(),
+/// The partition values of a one-partition frame, as Delta writes them (text).
+fn partition_values(partition_by: &[String], part: &DataFrame) -> PolarsResult<PartitionValues> {
+    let mut values = Vec::new();
+    for name in partition_by {
+        let value = match part.column(name)?.get(0)? {
+            AnyValue::Null => None,
+            AnyValue::String(s) => Some(s.to_owned()),
+            other => Some(other.to_string()),
         };
-        segments.push(format!("{name}={text}"));
+        values.push((name.clone(), value));
     }
-    Ok(segments.join("/"))
+    Ok(values)
+}
+
+/// The non-nullable columns of silver: the spec's and the lineage columns.
+fn required_columns(spec: &DatasetSpec) -> Vec<&str> {
+    spec.schema
+        .iter()
+        .filter(|c| !c.nullable)
+        .map(|c| c.name.as_str())
+        .chain(LINEAGE_COLUMNS)
+        .collect()
+}
+
+/// A run's write of `frame` to a table.
+fn table_write(
+    frame: &DataFrame,
+    required: &[&str],
+    partition_by: &[String],
+    mode: WriteMode,
+    run_id: &str,
+) -> Result<TableWrite, FailureDetails> {
+    let columns = table_columns(frame.schema(), required)
+        .map_err(|e| FailureDetails::non_retryable("SilverFailed", e))?;
+    let files = partition_files(partition_by, frame)
+        .map_err(|e| failure("SilverFailed", "writing parquet", e))?;
+    let mut facts = serde_json::Map::new();
+    facts.insert("flowforge.rows".into(), frame.height().into());
+    Ok(TableWrite {
+        columns,
+        partition_by: partition_by.to_vec(),
+        mode,
+        run_id: run_id.to_owned(),
+        files,
+        run_facts: facts,
+    })
 }
 
 /// The silver activity.
@@ -310,35 +406,33 @@ pub async fn silver(lake: DataLake, input: SilverInput) -> Result<SilverOutput, 
     }
     let run_id = input.run_id.clone();
     let work_spec = spec.clone();
-    let (files, left_out, output) = blocking(move || {
+    let (counts, silver_write, rejects_write, duplicates_write) = blocking(move || {
         let spec = work_spec;
         let result = transform(&spec, frames_bytes)
             .map_err(|e| failure("SilverFailed", "transforming", e))?;
         let rejected = count_reasons(&result.rejects)
             .map_err(|e| failure("SilverFailed", "counting rejects", e))?;
-        let mut files = Vec::new();
-        let parts = partitions(&spec, &result.good)
-            .map_err(|e| failure("SilverFailed", "partitioning", e))?;
-        for (dir, rows) in parts {
-            let path = format!("{}/{dir}/run_id={run_id}.parquet", spec.name).replace("//", "/");
-            let written = |e| failure("SilverFailed", "writing parquet", e);
-            let mut part = result.good.take(&rows).map_err(written)?;
-            files.push((path, to_parquet(&mut part).map_err(written)?));
-        }
-        let table =
-            |frame: &DataFrame, name: &str| -> Result<Option<(String, Vec<u8>)>, FailureDetails> {
-                if frame.height() == 0 {
-                    return Ok(None);
-                }
-                let mut frame = frame.clone();
-                let bytes = to_parquet(&mut frame)
-                    .map_err(|e| failure("SilverFailed", &format!("writing {name}"), e))?;
-                Ok(Some((
-                    format!("{}/run_id={run_id}/{name}.parquet", spec.name),
-                    bytes,
-                )))
-            };
-        let rejects_file = table(&result.rejects, "rejects")?;
+        let required = required_columns(&spec);
+        let silver = table_write(
+            &result.good,
+            &required,
+            &spec.partition_by,
+            WriteMode::ReplacePartitions,
+            &run_id,
+        )?;
+        let mut left_out_required = LINEAGE_COLUMNS.to_vec();
+        left_out_required.push("_reject_reason");
+        let rejects = (result.rejects.height() > 0)
+            .then(|| {
+                table_write(
+                    &result.rejects,
+                    &left_out_required,
+                    &[],
+                    WriteMode::Append,
+                    &run_id,
+                )
+            })
+            .transpose()?;
         let dropped = result
             .dropped
             .clone()
@@ -348,38 +442,54 @@ pub async fn silver(lake: DataLake, input: SilverInput) -> Result<SilverOutput, 
             )
             .collect()
             .map_err(|e| failure("SilverFailed", "marking duplicates", e))?;
-        let duplicates_file = table(&dropped, "duplicates")?;
-        let output = SilverOutput {
-            rows_in: result.rows_in,
-            rows_out: result.good.height(),
+        let mut dropped_required = required.clone();
+        dropped_required.push("_reject_reason");
+        let duplicates = (dropped.height() > 0)
+            .then(|| table_write(&dropped, &dropped_required, &[], WriteMode::Append, &run_id))
+            .transpose()?;
+        let counts = (
+            result.rows_in,
+            result.good.height(),
             rejected,
-            duplicates: result.dropped.height(),
-            partitions: files.iter().map(|(p, _)| p.clone()).collect(),
-            rejects_path: rejects_file.as_ref().map(|(p, _)| p.clone()),
-            duplicates_path: duplicates_file.as_ref().map(|(p, _)| p.clone()),
-        };
-        let left_out: Vec<(String, Vec<u8>)> =
-            rejects_file.into_iter().chain(duplicates_file).collect();
-        Ok((files, left_out, output))
+            result.dropped.height(),
+        );
+        Ok((counts, silver, rejects, duplicates))
     })
     .await?;
-    // A re-run of the same run id replaces its files, never adds beside them.
-    let suffix = format!("run_id={}.parquet", input.run_id);
-    for stale in lake.list("silver", &format!("{}/", spec.name)).await? {
-        if stale.ends_with(&suffix) && !output.partitions.contains(&stale) {
-            lake.delete_prefix("silver", &stale).await?;
-        }
-    }
-    for (path, bytes) in files {
-        lake.put("silver", &path, bytes).await?;
-    }
-    lake.delete_prefix(
-        "rejects",
-        &format!("{}/run_id={}/", spec.name, input.run_id),
-    )
-    .await?;
-    for (path, bytes) in left_out {
-        lake.put("rejects", &path, bytes).await?;
-    }
-    Ok(output)
+    let (rows_in, rows_out, rejected, duplicates) = counts;
+    let table = write_run(&lake.table("silver", &spec.name)?, silver_write).await?;
+    let rejects = match rejects_write {
+        Some(write) => Some(
+            write_run(
+                &lake.table("rejects", &format!("{}/rejects", spec.name))?,
+                write,
+            )
+            .await?,
+        ),
+        None => None,
+    };
+    let duplicate_rows = match duplicates_write {
+        Some(write) => Some(
+            write_run(
+                &lake.table("rejects", &format!("{}/duplicates", spec.name))?,
+                write,
+            )
+            .await?,
+        ),
+        None => None,
+    };
+    Ok(SilverOutput {
+        rows_in,
+        rows_out,
+        rejected,
+        duplicates,
+        table,
+        rejects,
+        duplicate_rows,
+    })
+}
+
+/// The silver files gold reads, with their partition values.
+pub fn files_of(output: &SilverOutput) -> &[TableFile] {
+    &output.table.files
 }

@@ -60,6 +60,7 @@ impl Server {
             .envs(env.iter().copied())
             .env("AzureWebJobsStorage", connection)
             .env("FLOWFORGE_TASK_HUB", hub)
+            .env("FLOWFORGE_LAKE_ROOT", hub)
             .env("FLOWFORGE_API_KEY", key)
             .env("FLOWFORGE_MAX_IDLE_POLL_SECS", "1")
             .env("RUST_LOG", "warn")
@@ -112,8 +113,9 @@ impl Server {
 /// hub `hub`'s lake on the shared Azurite (the worker's lake is the same account), as
 /// `(name in landing, local)` pairs.
 pub async fn land_sample(hub: &str, files: &[(&str, &str)]) {
-    let lake =
-        flowforge_activities::DataLake::new(azurite::shared().config(hub).blob_service().unwrap());
+    let lake = flowforge_activities::DataLake::from_config(&azurite::shared().config(hub))
+        .unwrap()
+        .with_tables_root(hub);
     lake.ensure_containers().await.unwrap();
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/sample");
     for (name, local) in files {

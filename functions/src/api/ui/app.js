@@ -222,23 +222,29 @@ function actions(run) {
   return h("div", {}, h("div", { class: "actions", id: "actions" }, buttons), raise);
 }
 
-// A medallion run's output: per layer its paths and row counts, silver's rejects by reason
-// and dropped duplicates, gold's manifest. Other outputs have no artifacts section.
+// A medallion run's output: bronze files, the Delta tables (silver, rejects, duplicates,
+// gold) with the version that holds the run, silver's rejects by reason, gold's manifest
+// and lineage event. Other outputs have no artifacts section.
 function artifacts(output) {
   if (!output || typeof output !== "object" || !output.silver || !output.gold || !Array.isArray(output.bronze)) return null;
   const row = (layer, path, rows) => h("tr", {}, h("td", {}, layer), h("td", { class: "id" }, path), h("td", {}, String(rows)));
+  const table = (commit) => {
+    const version = commit.version === null || commit.version === undefined ? "committed earlier" : `version ${commit.version}`;
+    return `${commit.table} (Delta, ${version}${commit.already_committed ? ", already committed" : ""})`;
+  };
   const silver = output.silver;
   const rejected = Object.entries(silver.rejected || {});
   return h("div", { id: "artifacts" },
     h("div", { class: "table-wrap" }, h("table", {},
-      h("thead", {}, h("tr", {}, h("th", {}, "Layer"), h("th", {}, "Path"), h("th", {}, "Rows"))),
+      h("thead", {}, h("tr", {}, h("th", {}, "Layer"), h("th", {}, "Where"), h("th", {}, "Rows"))),
       h("tbody", {},
         output.bronze.map((b) => row("bronze", b.path, b.rows)),
-        (silver.partitions || []).map((p, i) => row(i === 0 ? "silver" : "", p, i === 0 ? `${silver.rows_out} of ${silver.rows_in}` : "")),
-        silver.rejects_path ? row("rejects", silver.rejects_path, rejected.reduce((n, [, c]) => n + c, 0)) : null,
-        silver.duplicates_path ? row("duplicates dropped", silver.duplicates_path, silver.duplicates || 0) : null,
-        row("gold", output.gold.path, output.gold.rows),
-        row("gold manifest", output.gold.manifest_path, "")))),
+        silver.table ? row("silver", table(silver.table), `${silver.rows_out} of ${silver.rows_in}`) : null,
+        silver.rejects ? row("rejects", table(silver.rejects), rejected.reduce((n, [, c]) => n + c, 0)) : null,
+        silver.duplicate_rows ? row("duplicates dropped", table(silver.duplicate_rows), silver.duplicates || 0) : null,
+        output.gold.table ? row("gold", table(output.gold.table), output.gold.rows) : null,
+        row("gold manifest", output.gold.manifest_path, ""),
+        output.gold.lineage_path ? row("lineage (OpenLineage)", output.gold.lineage_path, "") : null))),
     h("p", {}, `Duplicates dropped: ${silver.duplicates || 0}. Rejects by reason: `,
       rejected.length ? rejected.map(([reason, n]) => `${reason} ${n}`).join(", ") : "none"));
 }
