@@ -51,13 +51,18 @@ async fn pipeline(hub: &str) -> Pipeline {
 
 impl Pipeline {
     async fn run(&self, job: &str, landing: &str) -> InstanceStatus {
+        self.run_as(job, landing, None).await
+    }
+
+    /// Job `job` (instance `medallion-<job>`) as run `run_id` (the job's id when `None`).
+    async fn run_as(&self, job: &str, landing: &str, run_id: Option<&str>) -> InstanceStatus {
         let input = MedallionInput {
             workflow_id: "test".into(),
             job_id: job.into(),
             dataset: "flights".into(),
             landing_path: Some(landing.into()),
             run_date: None,
-            run_id: None,
+            run_id: run_id.map(str::to_owned),
         };
         let id = format!("medallion-{job}");
         let options = StartOptions {
@@ -518,4 +523,171 @@ async fn bad_input_fails_clearly_or_lands_in_rejects_and_a_fixed_rerun_succeeds(
     let out: MedallionOutput = serde_json::from_value(status.output).unwrap();
     assert_eq!(out.gold.rows, good.gold.rows);
     p.worker.shutdown().await;
+}
+
+/// The tables read by delta-rs's Python package (installed by `scripts/test` from PyPI),
+/// after two runs over different files and a rerun of the first run: the current version
+/// holds the latest run's rows only, version 0 the first run's, and the rerun committed
+/// nothing (no third version).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_independent_reader_sees_one_commit_per_run_and_travels_back() {
+    let p = pipeline("deltaread").await;
+    let sample = |name: &str| {
+        std::fs::read(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../data/sample/flights")
+                .join(name),
+        )
+        .unwrap()
+    };
+    p.lake
+        .put(
+            "landing",
+            "airlines/airlines.csv",
+            AIRLINES.as_bytes().to_vec(),
+        )
+        .await
+        .unwrap();
+    for (dir, file) in [("a", "flights-2013-a.csv"), ("b", "flights-2013-b.csv")] {
+        p.lake
+            .put(
+                "landing",
+                &format!("deltaread/{dir}/flights.csv"),
+                sample(file),
+            )
+            .await
+            .unwrap();
+    }
+    let output = |status: InstanceStatus| -> MedallionOutput {
+        assert_eq!(
+            status.runtime_status,
+            RuntimeStatus::Completed,
+            "{}",
+            status.output
+        );
+        serde_json::from_value(status.output).unwrap()
+    };
+    let first = output(p.run("first", "deltaread/a/").await);
+    let second = output(p.run("second", "deltaread/b/").await);
+    let rerun = output(p.run_as("first-again", "deltaread/a/", Some("first")).await);
+    assert_eq!(
+        (first.silver.table.version, second.silver.table.version),
+        (Some(0), Some(1))
+    );
+    assert!(rerun.silver.table.already_committed && rerun.gold.table.already_committed);
+    assert_eq!(
+        rerun.silver.table.version,
+        Some(0),
+        "the version holding run 'first'"
+    );
+    assert_eq!(rerun.gold.table.version, Some(0));
+
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let python = std::env::var("FLOWFORGE_PYTHON")
+        .map_or_else(|_| root.join(".venv/bin/python"), std::path::PathBuf::from);
+    let silver = "az://silver/deltaread/flights";
+    let gold = "az://gold/deltaread/flights/carrier_month";
+    let read = std::process::Command::new(&python)
+        .arg(root.join("activities/tests/lake/read_delta.py"))
+        .arg(azurite::shared().connection_string())
+        .args([silver, gold])
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e} (scripts/test makes the venv)", python.display()));
+    assert!(
+        read.status.success(),
+        "{}",
+        String::from_utf8_lossy(&read.stderr)
+    );
+    let seen: serde_json::Value = serde_json::from_slice(&read.stdout).unwrap();
+    let (silver, gold) = (&seen[silver], &seen[gold]);
+
+    assert_eq!(silver["version"], 1, "two runs, two commits: {silver}");
+    assert_eq!(
+        silver["operations"],
+        serde_json::json!(["CREATE TABLE", "WRITE"])
+    );
+    assert_eq!(
+        silver["partition_columns"],
+        serde_json::json!(["year", "month"])
+    );
+    assert_eq!(
+        silver["fields"]["year"],
+        serde_json::json!(["integer", false])
+    );
+    assert_eq!(
+        silver["fields"]["dep_time"],
+        serde_json::json!(["integer", true])
+    );
+    assert_eq!(
+        silver["fields"]["time_hour"],
+        serde_json::json!(["timestamp", false])
+    );
+    assert_eq!(
+        silver["fields"]["_ingested_at"],
+        serde_json::json!(["timestamp", false])
+    );
+    assert_eq!(silver["current"]["rows"], second.silver.rows_out);
+    assert_eq!(silver["current"]["run_ids"], serde_json::json!(["second"]));
+    assert_eq!(silver["versions"]["0"]["rows"], first.silver.rows_out);
+    assert_eq!(
+        silver["versions"]["0"]["run_ids"],
+        serde_json::json!(["first"])
+    );
+    assert_eq!(
+        silver["versions"]["0"]["first_time_hour"], "2013-01-01 10:00:00+00:00",
+        "time_hour is an instant: {silver}"
+    );
+
+    assert_eq!(gold["version"], 1, "{gold}");
+    assert_eq!(
+        gold["partition_columns"],
+        serde_json::json!(["year", "month"])
+    );
+    assert_eq!(
+        gold["fields"]["flights"],
+        serde_json::json!(["long", false])
+    );
+    assert_eq!(gold["current"]["rows"], second.gold.rows);
+    assert_eq!(gold["current"]["flights"], second.silver.rows_out);
+    assert_eq!(gold["versions"]["0"]["rows"], first.gold.rows);
+    assert_eq!(gold["versions"]["0"]["flights"], first.silver.rows_out);
+    // Our own reader agrees with delta-rs on the current rows.
+    let ours = p.table("gold", "flights/carrier_month").await;
+    assert_eq!(ours.height(), second.gold.rows);
+
+    // The current manifest names the table's current version; each run has its own.
+    let current = gold_json(
+        &p.lake,
+        "deltaread/_catalog/flights/carrier_month/manifest.json",
+    )
+    .await;
+    assert_eq!(current["format"], "delta");
+    assert_eq!(current["table_version"], 1);
+    assert_eq!(current["source_run"], "second");
+    assert_eq!(
+        current["partition_columns"],
+        serde_json::json!(["year", "month"])
+    );
+    let of_first = gold_json(&p.lake, &first.gold.manifest_path).await;
+    assert_eq!(of_first["table_version"], 0);
+    let lineage = gold_json(&p.lake, &second.gold.lineage_path).await;
+    assert_eq!(lineage["eventType"], "COMPLETE");
+    assert_eq!(lineage["job"]["name"], "medallion.flights");
+    assert_eq!(lineage["inputs"][0]["name"], "deltaread/b/flights.csv");
+    let outputs: Vec<&str> = lineage["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        outputs.contains(&"deltaread/flights/carrier_month"),
+        "{outputs:?}"
+    );
+    p.worker.shutdown().await;
+}
+
+/// A JSON file of the gold container.
+async fn gold_json(lake: &DataLake, path: &str) -> serde_json::Value {
+    serde_json::from_slice(&lake.get("gold", path).await.unwrap()).unwrap()
 }

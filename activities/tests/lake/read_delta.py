@@ -1,0 +1,60 @@
+"""Reads the lake's Delta tables with delta-rs's Python package (an independent reader) and
+prints what the Rust test asserts on, as JSON.
+
+usage: read_delta.py <connection string> <table url> [<table url> ...]
+"""
+import json
+import sys
+
+import pyarrow.compute as pc
+from deltalake import DeltaTable
+
+
+def storage_options(connection: str) -> dict:
+    parts = dict(p.split("=", 1) for p in connection.split(";") if "=" in p)
+    return {
+        "account_name": parts["AccountName"],
+        "account_key": parts["AccountKey"],
+        "azure_storage_endpoint": parts["BlobEndpoint"].rstrip("/"),
+        "allow_http": "true",
+    }
+
+
+def rows_of(table: DeltaTable) -> dict:
+    data = table.to_pyarrow_table()
+    out = {"rows": data.num_rows}
+    if "_run_id" in data.column_names:
+        out["run_ids"] = sorted(set(data.column("_run_id").to_pylist()))
+    if "flights" in data.column_names:
+        out["flights"] = pc.sum(data.column("flights")).as_py()
+    if "time_hour" in data.column_names:
+        out["first_time_hour"] = str(pc.min(data.column("time_hour")).as_py())
+    return out
+
+
+def describe(url: str, options: dict) -> dict:
+    table = DeltaTable(url, storage_options=options)
+    version = table.version()
+    schema = json.loads(table.schema().to_json())
+    history = table.history()
+    out = {
+        "version": version,
+        "partition_columns": table.metadata().partition_columns,
+        "fields": {f["name"]: [f["type"], f["nullable"]] for f in schema["fields"]},
+        "operations": [h.get("operation") for h in reversed(history)],
+        "current": rows_of(table),
+        "versions": {},
+    }
+    for v in range(version + 1):
+        old = DeltaTable(url, storage_options=options, version=v)
+        out["versions"][str(v)] = rows_of(old)
+    return out
+
+
+def main() -> None:
+    options = storage_options(sys.argv[1])
+    print(json.dumps({url: describe(url, options) for url in sys.argv[2:]}))
+
+
+if __name__ == "__main__":
+    main()
