@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use flowforge_activities::lineage::LineageEndpoint;
 use flowforge_activities::medallion::orchestration::{MedallionInput, MedallionOutput};
 use flowforge_activities::tables::read_table;
 use flowforge_activities::DataLake;
@@ -25,10 +26,17 @@ struct Pipeline {
 /// A worker with the medallion registered on its own task hub; the lake's containers are
 /// shared by all tests, so each test uses its own landing prefix through its dataset files.
 async fn pipeline(hub: &str) -> Pipeline {
+    pipeline_with(hub, |lake| lake).await
+}
+
+/// [`pipeline`] with the worker's lake changed by `edit`.
+async fn pipeline_with(hub: &str, edit: impl FnOnce(DataLake) -> DataLake) -> Pipeline {
     let config = azurite::shared().config(hub);
-    let lake = DataLake::from_config(&config)
-        .unwrap()
-        .with_tables_root(hub);
+    let lake = edit(
+        DataLake::from_config(&config)
+            .unwrap()
+            .with_tables_root(hub),
+    );
     lake.ensure_containers().await.unwrap();
     let backend = AzureBackend::connect(config).await.unwrap();
     let registry = flowforge_activities::register(Registry::new(), lake.clone());
@@ -531,7 +539,15 @@ async fn bad_input_fails_clearly_or_lands_in_rejects_and_a_fixed_rerun_succeeds(
 /// nothing (no third version).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_independent_reader_sees_one_commit_per_run_and_travels_back() {
-    let p = pipeline("deltaread").await;
+    let (lineage_url, lineage_events) = lineage_receiver();
+    let p = pipeline_with("deltaread", |lake| {
+        lake.with_lineage_endpoint(Some(LineageEndpoint {
+            url: lineage_url,
+            path: "api/v1/lineage".into(),
+            api_key: Some("lineage-key".into()),
+        }))
+    })
+    .await;
     let sample = |name: &str| {
         std::fs::read(
             std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -684,7 +700,50 @@ async fn an_independent_reader_sees_one_commit_per_run_and_travels_back() {
         outputs.contains(&"deltaread/flights/carrier_month"),
         "{outputs:?}"
     );
+    // Each run's event also reached the lineage endpoint, with the key, as written.
+    let mut received = Vec::new();
+    for _ in 0..3 {
+        received.push(lineage_events.recv_timeout(WAIT).unwrap());
+    }
+    let (authorization, body) = &received[1];
+    assert_eq!(authorization, "Bearer lineage-key");
+    let event: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(event["run"], lineage["run"]);
+    assert_eq!(event["outputs"], lineage["outputs"]);
     p.worker.shutdown().await;
+}
+
+/// An OpenLineage HTTP endpoint on loopback: its base URL and the events it receives
+/// (authorization header, body), answering 200 to each.
+fn lineage_receiver() -> (String, std::sync::mpsc::Receiver<(String, String)>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let (mut length, mut authorization, mut line) = (0usize, String::new(), String::new());
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                let lower = line.to_ascii_lowercase();
+                if let Some(value) = lower.strip_prefix("content-length:") {
+                    length = value.trim().parse().unwrap_or(0);
+                }
+                if lower.starts_with("authorization:") {
+                    authorization = line["authorization:".len()..].trim().to_owned();
+                }
+                line.clear();
+            }
+            let mut body = vec![0; length];
+            reader.read_exact(&mut body).unwrap();
+            stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                .unwrap();
+            let _ = sender.send((authorization, String::from_utf8(body).unwrap()));
+        }
+    });
+    (url, receiver)
 }
 
 /// A JSON file of the gold container.
