@@ -7,6 +7,7 @@ pub mod lake;
 pub mod lineage;
 pub mod medallion;
 pub mod spec;
+pub mod synapse;
 pub mod tables;
 
 use flowforge_orchestrator::history::FailureDetails;

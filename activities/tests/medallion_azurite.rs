@@ -667,6 +667,22 @@ async fn an_independent_reader_sees_one_commit_per_run_and_travels_back() {
     assert_eq!(gold["current"]["flights"], second.silver.rows_out);
     assert_eq!(gold["versions"]["0"]["rows"], first.gold.rows);
     assert_eq!(gold["versions"]["0"]["flights"], first.silver.rows_out);
+    // The generated Synapse views name every column the tables have, with a type.
+    let sql = flowforge_activities::synapse::synapse_sql(
+        &flowforge_activities::medallion::spec_for("flights").unwrap(),
+    );
+    for (table, view) in [(silver, "flights_silver"), (gold, "flights_carrier_month")] {
+        let body = sql.split(&format!("VIEW dbo.{view} AS")).nth(1).unwrap();
+        let body = body.split("GO").next().unwrap();
+        for field in table["fields"].as_object().unwrap().keys() {
+            assert!(body.contains(&format!("[{field}]")), "{view} lacks {field}");
+        }
+        assert_eq!(
+            body.matches("\n    [").count(),
+            table["fields"].as_object().unwrap().len(),
+            "{view}: no column the table lacks"
+        );
+    }
     // Our own reader agrees with delta-rs on the current rows.
     let ours = p.table("gold", "flights/carrier_month").await;
     assert_eq!(ours.height(), second.gold.rows);

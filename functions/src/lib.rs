@@ -6,6 +6,7 @@ pub mod api;
 pub mod client_command;
 pub mod demo;
 pub mod host;
+pub mod lake_command;
 pub mod landing_events;
 pub mod pipeline_command;
 pub mod schedules;

@@ -13,6 +13,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use flowforge::client_command::{self, ClientCommand};
+use flowforge::lake_command::{self, LakeCommand};
 use flowforge::pipeline_command::{self, PipelineArgs};
 use flowforge::serve_command::{self, ServeArgs};
 use flowforge::storage::StorageArgs;
@@ -51,6 +52,9 @@ enum Command {
     Serve(ServeArgs),
     /// Run the management API and the workers on a task hub (standalone mode).
     Worker(WorkerArgs),
+    /// The lake's Delta tables, and the Synapse Serverless SQL over them.
+    #[command(subcommand)]
+    Lake(LakeCommand),
     /// Client operations on a task hub.
     #[command(flatten)]
     Client(ClientCommand),
@@ -153,6 +157,7 @@ async fn run_command(cli: Cli, telemetry: &flowforge_telemetry::Telemetry) -> an
         }
         Command::Pipeline(args) => pipeline_command::run(args, cli.storage).await,
         Command::Serve(args) => serve_command::run(args, cli.storage, observe_storage).await,
+        Command::Lake(command) => lake_command::run(command, cli.storage).await,
         Command::Client(command) => client_command::run(command, cli.storage).await,
     }
 }
