@@ -83,6 +83,17 @@ pub async fn open_at(table: &Table, version: Option<u64>) -> Result<DeltaTable, 
         .with_storage_backend(table.store.clone(), url)
         .build()
         .map_err(failed)?;
+    // A table not created yet is a normal case (a first run): asked before loading, so the
+    // kernel does not log it as an error.
+    if version.is_none()
+        && !delta
+            .log_store()
+            .is_delta_table_location()
+            .await
+            .map_err(failed)?
+    {
+        return Ok(delta);
+    }
     let loaded = match version {
         None => delta.load().await,
         Some(v) => delta.load_version(v).await,
