@@ -12,7 +12,7 @@ use deltalake::kernel::{Action, Add, Transaction};
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::{DeltaTable, DeltaTableError, TableProperty};
 use flowforge_orchestrator::history::FailureDetails;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::ObjectStoreExt;
 use serde::{Deserialize, Serialize};
@@ -190,28 +190,37 @@ pub async fn write_run(
     let store = delta.log_store().object_store(None);
     let now = chrono::Utc::now().timestamp_millis();
     let mut adds = Vec::with_capacity(files.len());
+    let mut puts = Vec::with_capacity(files.len());
     for (file, encoded) in files.iter().zip(write.files.iter_mut()) {
         let bytes = std::mem::take(&mut encoded.bytes);
-        let size = bytes.len() as i64;
-        store
-            .put(&Path::from(file.path.as_str()), bytes.into())
-            .await
-            .map_err(|e| {
-                FailureDetails::new(
-                    "TableCommitFailed",
-                    format!("{} writing {}: {e}", table.name(), file.path),
-                )
-            })?;
         adds.push(Action::Add(Add {
             path: file.path.clone(),
             partition_values: file.partition_values.clone().into_iter().collect(),
-            size,
+            size: bytes.len() as i64,
             modification_time: now,
             data_change: true,
             stats: Some(format!("{{\"numRecords\":{}}}", file.rows)),
             ..Add::default()
         }));
+        let store = store.clone();
+        let path = file.path.clone();
+        puts.push(async move {
+            store
+                .put(&Path::from(path.as_str()), bytes.into())
+                .await
+                .map_err(|e| {
+                    FailureDetails::new(
+                        "TableCommitFailed",
+                        format!("{} writing {path}: {e}", table.name()),
+                    )
+                })
+        });
     }
+    // The files go up eight at a time; the commit follows only when all are there.
+    futures::stream::iter(puts)
+        .buffer_unordered(8)
+        .try_collect::<Vec<_>>()
+        .await?;
     let mut facts = write.run_facts.clone();
     facts.insert("flowforge.runId".into(), write.run_id.clone().into());
     let properties = CommitProperties::default()
