@@ -1,6 +1,7 @@
 //! `flowforge worker`: the standalone mode — the management API, the queue-polling
 //! orchestration and activity workers, on one task hub, until SIGTERM or Ctrl-C.
 
+use flowforge_orchestrator::retention::RetentionPolicy;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -72,6 +73,21 @@ pub struct WorkerArgs {
     /// next worker (a container host kills at about 30 s).
     #[arg(long, env = "FLOWFORGE_SHUTDOWN_GRACE_SECS", default_value_t = 20)]
     pub shutdown_grace_secs: u64,
+    /// Purge finished instances after this long, by status: `completed=7d,failed=30d`
+    /// (units s, m, h, d; `all=` for the three; unset: keep until purged by hand).
+    #[arg(long, env = "FLOWFORGE_RETENTION", value_parser = parse_retention)]
+    pub retention: Option<RetentionPolicy>,
+    /// How often the retention purge runs, in seconds.
+    #[arg(
+        long,
+        env = "FLOWFORGE_RETENTION_INTERVAL_SECS",
+        default_value_t = 3600
+    )]
+    pub retention_interval_secs: u64,
+}
+
+fn parse_retention(setting: &str) -> Result<RetentionPolicy, String> {
+    RetentionPolicy::parse(setting).map_err(|e| e.to_string())
 }
 
 impl WorkerArgs {
@@ -161,6 +177,8 @@ pub async fn run(
             .map(std::time::Duration::from_secs),
         lock_timeout: std::time::Duration::from_secs(args.lock_timeout_secs.max(3)),
         lease_renewal: std::time::Duration::from_secs(args.lock_timeout_secs.max(3) / 3),
+        retention: args.retention.clone(),
+        retention_interval: std::time::Duration::from_secs(args.retention_interval_secs.max(1)),
         ..WorkerOptions::default()
     };
     let client = Client::new(backend.clone());

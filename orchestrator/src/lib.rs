@@ -44,6 +44,7 @@ pub mod history;
 pub mod ids;
 pub mod registry;
 pub mod replay;
+pub mod retention;
 pub mod run_logs;
 pub mod runtime;
 pub mod status;

@@ -14,6 +14,7 @@ mod instance_turn;
 mod intake;
 mod lease;
 mod orchestration_worker;
+mod retention_loop;
 mod run_log_writer;
 mod settling;
 mod turn;
@@ -93,6 +94,11 @@ pub struct WorkerOptions {
     /// `max_dequeue_count`). Past it the event is dead-lettered with its instance named.
     /// Twice the longest time a start can stay hidden in a dead process's hands.
     pub early_event_hold: Duration,
+    /// Purge finished instances past their status's retention (`None`: keep them until
+    /// purged by hand), in a pass every `retention_interval`.
+    pub retention: Option<crate::retention::RetentionPolicy>,
+    /// How often the retention pass runs (the first one after one interval).
+    pub retention_interval: Duration,
 }
 
 impl Default for WorkerOptions {
@@ -118,6 +124,8 @@ impl Default for WorkerOptions {
             inline_merge_window: Duration::from_millis(20),
             replay_off_runtime: false,
             early_event_hold: Duration::from_secs(20 * 60),
+            retention: None,
+            retention_interval: Duration::from_secs(3600),
         }
     }
 }
@@ -210,6 +218,13 @@ impl Worker {
             stop_rx.clone(),
         ));
         tasks.spawn(activity_worker::run(self.shared.clone(), stop_rx.clone()));
+        if let Some(policy) = self.shared.options.retention.clone() {
+            tasks.spawn(retention_loop::run(
+                self.shared.clone(),
+                policy,
+                stop_rx.clone(),
+            ));
+        }
         if self.shared.backend.has_wake_signals() {
             tasks.spawn(idle::watch_wake_signals(self.shared.clone(), stop_rx));
         }
