@@ -8,6 +8,7 @@
 
 mod measure;
 mod recovery;
+mod replay;
 mod scenarios;
 mod telemetry_cost;
 
@@ -43,7 +44,7 @@ struct Args {
     #[arg(long)]
     flowforge: Option<PathBuf>,
     /// Only these engine scenarios (comma-separated: chain, fan_out, fan_out_logged, many,
-    /// events, idle); all when absent.
+    /// events, idle, replay); all when absent.
     #[arg(long, value_delimiter = ',')]
     scenarios: Vec<String>,
     /// Export traces and metrics (OTLP/HTTP protobuf, as in production) to a local
@@ -144,6 +145,10 @@ async fn main() -> anyhow::Result<()> {
         if *kind == "azurite" && wanted("idle") {
             rows.push(scenarios::idle(fresh(kind).await?.engine, args.idle_secs).await?);
         }
+    }
+    if wanted("replay") {
+        eprintln!("running replay of long histories");
+        rows.extend(replay::replay_curve(args.runs));
     }
     if let (Some(flowforge), Some(azurite)) = (&args.flowforge, &azurite) {
         rows.push(scenarios::cold_start(flowforge, &azurite.connection_string()).await?);

@@ -629,3 +629,99 @@ fn history_limit_fails_the_instance() {
     assert_eq!(failed(&ep.outcome).kind, "HistoryLimitExceeded");
     assert!(ep.actions.is_empty());
 }
+
+/// `join_all` over leaves completing out of order and a retrying composite: the retry's
+/// timer is decided when its failure arrives (not when the leaves before it are done), the
+/// join resolves only with the last leaf, outputs in input order; a full replay of the
+/// history reproduces every episode.
+#[test]
+fn join_all_mixes_leaves_out_of_order_with_a_retrying_composite() {
+    let registry =
+        Registry::new().orchestration("mixed", |ctx: OrchestrationContext, _: Value| async move {
+            let mut calls: Vec<_> = (0..3u32)
+                .map(|i| ctx.call_activity::<u32>("leaf", i))
+                .collect();
+            let policy = RetryPolicy::new(3, Duration::from_secs(5));
+            calls.push(ctx.call_activity_with_retry::<u32>("flaky", (), policy));
+            let all: Vec<u32> = ctx
+                .join_all(calls)
+                .await
+                .into_iter()
+                .collect::<Result<_, _>>()?;
+            Ok(all)
+        });
+    let first = episode(&registry, &[], vec![started("mixed", json!(null))], 0);
+    let ids: Vec<u64> = first
+        .actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::ScheduleActivity { id, .. } => Some(*id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ids.len(), 4, "three leaves and the first attempt at once");
+    let mut history = first.new_events;
+    let done = |id: u64, v: u32| EventKind::ActivityCompleted {
+        scheduled_id: id,
+        result: json!(v),
+    };
+    // The last leaf, the retry's failure, the middle leaf: the first leaf is still out.
+    let second = episode(
+        &registry,
+        &history,
+        vec![
+            inbound(1, done(ids[2], 20)),
+            inbound(
+                1,
+                EventKind::ActivityFailed {
+                    scheduled_id: ids[3],
+                    failure: FailureDetails::new("Transient", "try again"),
+                },
+            ),
+            inbound(1, done(ids[1], 10)),
+        ],
+        1,
+    );
+    let timer = second
+        .actions
+        .iter()
+        .find_map(|a| match a {
+            Action::CreateTimer { id, fire_at } => Some((*id, *fire_at)),
+            _ => None,
+        })
+        .expect("the retry's back-off timer, decided at once");
+    assert_eq!(second.outcome, ExecutionOutcome::Running);
+    history.extend(second.new_events);
+    let third = episode(
+        &registry,
+        &history,
+        vec![inbound(
+            7,
+            EventKind::TimerFired {
+                scheduled_id: timer.0,
+                fire_at: timer.1,
+            },
+        )],
+        7,
+    );
+    let retry = third
+        .actions
+        .iter()
+        .find_map(|a| match a {
+            Action::ScheduleActivity { id, name, .. } if name == "flaky" => Some(*id),
+            _ => None,
+        })
+        .expect("the second attempt");
+    history.extend(third.new_events);
+    let fourth = episode(&registry, &history, vec![inbound(8, done(retry, 42))], 8);
+    assert_eq!(
+        fourth.outcome,
+        ExecutionOutcome::Running,
+        "the first leaf is still out"
+    );
+    history.extend(fourth.new_events);
+    let fifth = episode(&registry, &history, vec![inbound(9, done(ids[0], 0))], 9);
+    history.extend(fifth.new_events);
+    assert_eq!(completed(&fifth.outcome), json!([0, 10, 20, 42]));
+    assert_full_replay_matches(&registry, &history);
+}

@@ -147,15 +147,41 @@ impl<T> Drop for DurableFuture<T> {
 }
 
 /// Resolves when every future has; outputs in input order.
+///
+/// A poll costs the composites still running plus, amortized, one look per leaf: a leaf's
+/// readiness is a lookup without side effects, so leaves are taken in input order from the
+/// first one not taken, and a pending one ends the look (the ones after it stay delivered
+/// until it is taken). Composites (retries, timeouts) progress only when polled, so each
+/// poll polls every unfinished one, in input order, as a plain join does. Without this a
+/// fan-out of N replayed in O(N²): the engine polls after every completion.
 pub struct JoinAll<T> {
     futures: Vec<DurableFuture<T>>,
     outputs: Vec<Option<T>>,
+    /// Composites not finished yet, in input order.
+    composites: Vec<usize>,
+    /// The first leaf not taken yet (leaves before it are taken).
+    next_leaf: usize,
+    /// Futures not taken yet.
+    remaining: usize,
 }
 
 impl<T: 'static> JoinAll<T> {
     pub(crate) fn new(futures: Vec<DurableFuture<T>>) -> Self {
         let outputs = futures.iter().map(|_| None).collect();
-        Self { futures, outputs }
+        let composites = futures
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| matches!(f.inner, Inner::Composite { .. }))
+            .map(|(i, _)| i)
+            .collect();
+        let remaining = futures.len();
+        Self {
+            futures,
+            outputs,
+            composites,
+            next_leaf: 0,
+            remaining,
+        }
     }
 }
 
@@ -164,12 +190,30 @@ impl<T: 'static> Future for JoinAll<T> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Vec<T>> {
         let this = self.get_mut();
-        for (future, output) in this.futures.iter_mut().zip(this.outputs.iter_mut()) {
-            if output.is_none() && future.ready_at(cx).is_some() {
-                *output = future.take();
+        let (futures, outputs) = (&mut this.futures, &mut this.outputs);
+        let mut taken = 0;
+        this.composites.retain(|&i| {
+            if futures[i].ready_at(cx).is_some() {
+                outputs[i] = futures[i].take();
+                taken += 1;
+                false
+            } else {
+                true
             }
+        });
+        while this.next_leaf < futures.len() {
+            let i = this.next_leaf;
+            if outputs[i].is_none() && matches!(futures[i].inner, Inner::Leaf { .. }) {
+                if futures[i].ready_at(cx).is_none() {
+                    break;
+                }
+                outputs[i] = futures[i].take();
+                taken += 1;
+            }
+            this.next_leaf += 1;
         }
-        if this.outputs.iter().all(Option::is_some) {
+        this.remaining -= taken;
+        if this.remaining == 0 {
             Poll::Ready(this.outputs.iter_mut().filter_map(Option::take).collect())
         } else {
             Poll::Pending
