@@ -49,6 +49,9 @@ param failureRateThreshold string = '0.1'
 @description('Alert when the oldest visible message of a queue is older than this many seconds.')
 param oldestMessageSeconds int = 300
 
+@description('OpenLineage endpoint (Marquez, a Purview OpenLineage connector, …) that receives the RunEvent of each medallion run at {url}/api/v1/lineage; empty: the events are only written to the lake (gold/_lineage/).')
+param openLineageUrl string = ''
+
 var isFlex = hostingPlan == 'FlexConsumption'
 var storageName = take('${namePrefix}lake${uniqueString(resourceGroup().id)}', 24)
 var dataContainers = ['landing', 'bronze', 'silver', 'gold', 'rejects']
@@ -200,6 +203,9 @@ var commonSettings = [
   { name: 'FLOWFORGE_TASK_HUB', value: taskHub }
   { name: 'FLOWFORGE_CONTROL_PARTITIONS', value: '4' }
 ]
+var lineageSettings = empty(openLineageUrl) ? [] : [
+  { name: 'OPENLINEAGE_URL', value: openLineageUrl }
+]
 // Elastic Premium: run from the package blob, read with the app's identity; no
 // WEBSITE_CONTENTAZUREFILECONNECTIONSTRING / WEBSITE_CONTENTSHARE (Azure Files).
 var premiumSettings = [
@@ -231,7 +237,7 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
     siteConfig: {
       linuxFxVersion: ''
       minTlsVersion: '1.2'
-      appSettings: isFlex ? commonSettings : concat(commonSettings, premiumSettings)
+      appSettings: isFlex ? concat(commonSettings, lineageSettings) : concat(commonSettings, lineageSettings, premiumSettings)
     }
   }
 }
