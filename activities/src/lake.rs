@@ -11,7 +11,7 @@ use flowforge_orchestrator::history::{FailureDetails, FailureKind};
 use futures::StreamExt;
 use object_store::ObjectStore;
 
-use crate::lineage::LineageEndpoint;
+use crate::lineage_endpoint::LineageEndpoint;
 use crate::tables::{container_store, Table};
 
 /// The containers of the lake.

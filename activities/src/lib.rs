@@ -5,6 +5,7 @@
 
 pub mod lake;
 pub mod lineage;
+pub mod lineage_endpoint;
 pub mod medallion;
 pub mod spec;
 pub mod synapse;

@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 use tracing::warn;
 
 use crate::lake::DataLake;
+pub use crate::lineage_endpoint::LineageEndpoint;
 use crate::medallion::silver::SilverOutput;
 use crate::spec::DatasetSpec;
 use crate::tables::schema::{type_name, TableColumn};
@@ -29,34 +30,6 @@ const STATISTICS_FACET: &str =
     "https://openlineage.io/spec/facets/1-0-2/OutputStatisticsOutputDatasetFacet.json";
 const VERSION_FACET: &str =
     "https://openlineage.io/spec/facets/1-0-1/DatasetVersionDatasetFacet.json";
-
-/// Where lineage events go besides the lake.
-#[derive(Debug, Clone, Default)]
-pub struct LineageEndpoint {
-    /// `OPENLINEAGE_URL`.
-    pub url: String,
-    /// `OPENLINEAGE_ENDPOINT` (default `api/v1/lineage`).
-    pub path: String,
-    /// `OPENLINEAGE_API_KEY` (never logged).
-    pub api_key: Option<String>,
-}
-
-impl LineageEndpoint {
-    /// From the OpenLineage client's environment variables; `None` when `OPENLINEAGE_URL`
-    /// is unset or empty.
-    pub fn from_env(env: &dyn Fn(&str) -> Option<String>) -> Option<Self> {
-        let url = env("OPENLINEAGE_URL").filter(|u| !u.trim().is_empty())?;
-        Some(Self {
-            url: url.trim_end_matches('/').to_owned(),
-            path: env("OPENLINEAGE_ENDPOINT")
-                .filter(|p| !p.trim().is_empty())
-                .unwrap_or_else(|| "api/v1/lineage".to_owned())
-                .trim_start_matches('/')
-                .to_owned(),
-            api_key: env("OPENLINEAGE_API_KEY").filter(|k| !k.is_empty()),
-        })
-    }
-}
 
 /// What gold knows of the run when it publishes.
 pub struct RunFacts<'a> {

@@ -515,6 +515,34 @@ async fn bad_input_fails_clearly_or_lands_in_rejects_and_a_fixed_rerun_succeeds(
         "earlier output untouched"
     );
 
+    // Every row rejected (an unknown origin): the run completes with empty silver and gold
+    // commits, the rows in the rejects table; the tables keep their schema.
+    let unknown_origin = sample_with(|s| {
+        s.lines()
+            .enumerate()
+            .map(|(i, line)| {
+                if i == 0 {
+                    return line.to_owned();
+                }
+                let mut fields: Vec<&str> = line.split(',').collect();
+                fields[12] = "XXX"; // origin
+                fields.join(",")
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    });
+    p.lake
+        .put("landing", "bad/allrejected/flights.csv", unknown_origin.into_bytes())
+        .await
+        .unwrap();
+    let status = p.run("allrejected", "bad/allrejected/").await;
+    assert_eq!(status.runtime_status, RuntimeStatus::Completed, "{}", status.output);
+    let out: MedallionOutput = serde_json::from_value(status.output).unwrap();
+    assert_eq!(out.silver.rows_out, 0);
+    assert_eq!(out.silver.rejected.get("rule: known_origin"), Some(&1_123));
+    assert_eq!(out.gold.rows, 0);
+    assert!(out.silver.table.files.is_empty() && out.gold.table.files.is_empty());
+
     // Fix the wrong-column file and rerun the same job: it succeeds.
     p.lake
         .put(

@@ -194,12 +194,19 @@ pub async fn gold(lake: DataLake, input: GoldInput) -> Result<GoldOutput, Failur
                     .map_err(|e| failure("GoldFailed", &format!("reading dimension {}", d.name), e))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let table = if silver.is_empty() {
-            DataFrame::empty()
+        // A run whose rows were all rejected has no silver file: gold aggregates an empty
+        // frame of silver's columns, so its table still gets its schema.
+        let silver = if silver.is_empty() {
+            let schema: Schema = silver_columns_used(&spec)
+                .iter()
+                .filter_map(|name| Some((name.as_str().into(), dtype(spec.column(name)?.kind))))
+                .collect();
+            vec![DataFrame::empty_with_schema(&schema)]
         } else {
-            aggregate(&spec, silver, dimensions)
-                .map_err(|e| failure("GoldFailed", "aggregating", e))?
+            silver
         };
+        let table = aggregate(&spec, silver, dimensions)
+            .map_err(|e| failure("GoldFailed", "aggregating", e))?;
         let required = required_columns(&spec);
         let required: Vec<&str> = required.iter().map(String::as_str).collect();
         let partition_by = gold_partitions(&spec);

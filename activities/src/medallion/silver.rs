@@ -18,7 +18,7 @@ use super::spec_for;
 use crate::lake::DataLake;
 use crate::spec::{ColumnType, DatasetSpec, Rule};
 use crate::tables::schema::table_columns;
-use crate::tables::{write_run, EncodedFile, TableCommit, TableFile, TableWrite, WriteMode};
+use crate::tables::{write_run, EncodedFile, TableCommit, TableWrite, WriteMode};
 
 /// The columns bronze adds to every row, never null.
 pub const LINEAGE_COLUMNS: [&str; 3] = ["_ingested_at", "_source_file", "_run_id"];
@@ -487,9 +487,4 @@ pub async fn silver(lake: DataLake, input: SilverInput) -> Result<SilverOutput, 
         rejects,
         duplicate_rows,
     })
-}
-
-/// The silver files gold reads, with their partition values.
-pub fn files_of(output: &SilverOutput) -> &[TableFile] {
-    &output.table.files
 }
