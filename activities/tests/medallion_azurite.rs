@@ -532,11 +532,20 @@ async fn bad_input_fails_clearly_or_lands_in_rejects_and_a_fixed_rerun_succeeds(
             .join("\n")
     });
     p.lake
-        .put("landing", "bad/allrejected/flights.csv", unknown_origin.into_bytes())
+        .put(
+            "landing",
+            "bad/allrejected/flights.csv",
+            unknown_origin.into_bytes(),
+        )
         .await
         .unwrap();
     let status = p.run("allrejected", "bad/allrejected/").await;
-    assert_eq!(status.runtime_status, RuntimeStatus::Completed, "{}", status.output);
+    assert_eq!(
+        status.runtime_status,
+        RuntimeStatus::Completed,
+        "{}",
+        status.output
+    );
     let out: MedallionOutput = serde_json::from_value(status.output).unwrap();
     assert_eq!(out.silver.rows_out, 0);
     assert_eq!(out.silver.rejected.get("rule: known_origin"), Some(&1_123));
