@@ -84,6 +84,18 @@ impl Pipeline {
         self.client.wait_for_completion(&id, WAIT).await.unwrap()
     }
 
+    /// The airlines dimension, from the committed sample.
+    async fn land_airlines(&self) {
+        self.lake
+            .put(
+                "landing",
+                "airlines/airlines.csv",
+                AIRLINES.as_bytes().to_vec(),
+            )
+            .await
+            .unwrap();
+    }
+
     /// A Delta table's current rows (under this test's root).
     async fn table(&self, container: &str, path: &str) -> DataFrame {
         read_table(&self.lake.table(container, path).unwrap(), None)
@@ -228,14 +240,7 @@ async fn full_flights_file_matches_an_independent_computation() {
         )
         .await
         .unwrap();
-    p.lake
-        .put(
-            "landing",
-            "airlines/airlines.csv",
-            AIRLINES.as_bytes().to_vec(),
-        )
-        .await
-        .unwrap();
+    p.land_airlines().await;
     let status = p.run("full", "full/flights/").await;
     assert_eq!(
         status.runtime_status,
@@ -346,14 +351,7 @@ fn sample_with(edit: impl Fn(&str) -> String) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_fails_clearly_or_lands_in_rejects_and_a_fixed_rerun_succeeds() {
     let p = pipeline("medbad").await;
-    p.lake
-        .put(
-            "landing",
-            "airlines/airlines.csv",
-            AIRLINES.as_bytes().to_vec(),
-        )
-        .await
-        .unwrap();
+    p.land_airlines().await;
     // A good run first: what it wrote must survive the bad runs.
     p.lake
         .put(
@@ -593,14 +591,7 @@ async fn an_independent_reader_sees_one_commit_per_run_and_travels_back() {
         )
         .unwrap()
     };
-    p.lake
-        .put(
-            "landing",
-            "airlines/airlines.csv",
-            AIRLINES.as_bytes().to_vec(),
-        )
-        .await
-        .unwrap();
+    p.land_airlines().await;
     for (dir, file) in [("a", "flights-2013-a.csv"), ("b", "flights-2013-b.csv")] {
         p.lake
             .put(

@@ -397,6 +397,22 @@ fn table_write(
     })
 }
 
+/// Commits a run's left-out rows (if any) to `rejects/<dataset>/<table>`.
+async fn write_left_out(
+    lake: &DataLake,
+    spec: &DatasetSpec,
+    table: &str,
+    write: Option<TableWrite>,
+) -> Result<Option<TableCommit>, FailureDetails> {
+    match write {
+        Some(write) => {
+            let location = lake.table("rejects", &format!("{}/{table}", spec.name))?;
+            write_run(&location, write).await.map(Some)
+        }
+        None => Ok(None),
+    }
+}
+
 /// The silver activity.
 pub async fn silver(lake: DataLake, input: SilverInput) -> Result<SilverOutput, FailureDetails> {
     let spec = spec_for(&input.dataset)?;
@@ -458,26 +474,8 @@ pub async fn silver(lake: DataLake, input: SilverInput) -> Result<SilverOutput, 
     .await?;
     let (rows_in, rows_out, rejected, duplicates) = counts;
     let table = write_run(&lake.table("silver", &spec.name)?, silver_write).await?;
-    let rejects = match rejects_write {
-        Some(write) => Some(
-            write_run(
-                &lake.table("rejects", &format!("{}/rejects", spec.name))?,
-                write,
-            )
-            .await?,
-        ),
-        None => None,
-    };
-    let duplicate_rows = match duplicates_write {
-        Some(write) => Some(
-            write_run(
-                &lake.table("rejects", &format!("{}/duplicates", spec.name))?,
-                write,
-            )
-            .await?,
-        ),
-        None => None,
-    };
+    let rejects = write_left_out(&lake, &spec, "rejects", rejects_write).await?;
+    let duplicate_rows = write_left_out(&lake, &spec, "duplicates", duplicates_write).await?;
     Ok(SilverOutput {
         rows_in,
         rows_out,
