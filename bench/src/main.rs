@@ -154,8 +154,9 @@ async fn main() -> anyhow::Result<()> {
         rows.push(scenarios::cold_start(flowforge, &azurite.connection_string()).await?);
         rows.extend(recovery::recovery(flowforge, azurite).await?);
     }
-    if let (Some(flights), Some(azurite)) = (&args.flights, &azurite) {
-        rows.push(scenarios::medallion(azurite, flights).await?);
+    if let Some(flights) = &args.flights {
+        eprintln!("running the medallion on {}", flights.display());
+        rows.extend(scenarios::medallion(flights, args.azurite_runs).await?);
     }
     if let Some((telemetry, receiver)) = telemetry {
         telemetry.shutdown();

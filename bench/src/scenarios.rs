@@ -5,7 +5,6 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use flowforge_azure::azurite::Azurite;
 use flowforge_orchestrator::backend::Backend;
 use flowforge_orchestrator::client::StatusOptions;
 use flowforge_orchestrator::prelude::*;
@@ -321,12 +320,18 @@ pub async fn cold_start(flowforge: &Path, connection: &str) -> anyhow::Result<Va
     )
 }
 
+/// One medallion run: start to completion, the stages, peak resident memory.
+struct MedallionRun {
+    completion: f64,
+    peak_mib: f64,
+    stages: Vec<String>,
+}
+
 /// The medallion pipeline on the full flights file, in a child process (`flowforge
 /// pipeline --full`), sampling its peak memory.
-pub async fn medallion(_azurite: &Azurite, flights: &Path) -> anyhow::Result<Value> {
+async fn medallion_once(flights: &Path) -> anyhow::Result<MedallionRun> {
     let flowforge =
         std::env::var("FLOWFORGE_BENCH_BIN").unwrap_or_else(|_| "target/release/flowforge".into());
-    let started = Instant::now();
     let mut child = Command::new(&flowforge)
         .args(["pipeline", "--full"])
         .arg(flights)
@@ -340,15 +345,94 @@ pub async fn medallion(_azurite: &Azurite, flights: &Path) -> anyhow::Result<Val
         peak = peak.max(measure::memory_mib(Some(pid)).1);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let wall = started.elapsed();
     let mut out = String::new();
     use std::io::Read;
     if let Some(mut stdout) = child.stdout.take() {
         stdout.read_to_string(&mut out)?;
     }
-    let stages: Vec<&str> = out.lines().filter(|l| l.starts_with("stage ")).collect();
-    Ok(
-        json!({"backend": "azurite", "scenario": "medallion on the full flights file (336,776 rows)", "wall_s": wall.as_secs_f64(), "per_second": null,
-              "notes": format!("peak RSS {peak:.0} MiB (the whole pipeline process, incl. upload); {}", stages.join("; "))}),
-    )
+    let stage = |line: &str| line.strip_prefix("stage ").map(str::to_owned);
+    let stages: Vec<String> = out.lines().filter_map(stage).collect();
+    let completion = stages
+        .iter()
+        .find_map(|s| s.strip_prefix("orchestration (start to completion): "))
+        .and_then(|s| s.trim_end_matches(" s").parse::<f64>().ok())
+        .ok_or_else(|| anyhow::anyhow!("the pipeline printed no completion time:\n{out}"))?;
+    Ok(MedallionRun {
+        completion,
+        peak_mib: peak,
+        stages,
+    })
+}
+
+/// DuckDB doing the medallion's work on local files (`bench/duckdb/medallion.py`), with the
+/// Python that has `duckdb` (`FLOWFORGE_BENCH_PYTHON`): seconds and peak memory.
+fn duckdb_once(python: &str, flights: &Path) -> anyhow::Result<(f64, f64)> {
+    let scratch = std::env::temp_dir().join(format!("flowforge-bench-duckdb-{}", std::process::id()));
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("duckdb/medallion.py");
+    let mut child = Command::new(python)
+        .arg(script)
+        .arg(flights)
+        .arg(&scratch)
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let pid = child.id();
+    let mut peak: f64 = 0.0;
+    while child.try_wait()?.is_none() {
+        peak = peak.max(measure::memory_mib(Some(pid)).1);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut out = String::new();
+    use std::io::Read;
+    if let Some(mut stdout) = child.stdout.take() {
+        stdout.read_to_string(&mut out)?;
+    }
+    let _ = std::fs::remove_dir_all(&scratch);
+    let answer: Value = serde_json::from_str(out.trim())
+        .map_err(|e| anyhow::anyhow!("DuckDB's script answered {out:?}: {e}"))?;
+    let seconds = answer["seconds"]
+        .as_f64()
+        .ok_or_else(|| anyhow::anyhow!("DuckDB's script gave no time: {out}"))?;
+    Ok((seconds, peak))
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// The medallion `runs` times, and DuckDB the same work in between (when
+/// `FLOWFORGE_BENCH_PYTHON` names a Python with `duckdb`): medians, and the ratio of the
+/// two in the same sitting.
+pub async fn medallion(flights: &Path, runs: usize) -> anyhow::Result<Vec<Value>> {
+    let python = std::env::var("FLOWFORGE_BENCH_PYTHON").ok();
+    let mut ours = Vec::new();
+    let mut duck = Vec::new();
+    for _ in 0..runs.max(1) {
+        ours.push(medallion_once(flights).await?);
+        if let Some(python) = &python {
+            duck.push(duckdb_once(python, flights)?);
+        }
+    }
+    let completion = median(ours.iter().map(|r| r.completion).collect());
+    let peak = median(ours.iter().map(|r| r.peak_mib).collect());
+    let typical = ours
+        .iter()
+        .find(|r| r.completion == completion)
+        .map(|r| r.stages.join("; "))
+        .unwrap_or_default();
+    let all: Vec<String> = ours
+        .iter()
+        .map(|r| format!("{:.2} s / {:.0} MiB", r.completion, r.peak_mib))
+        .collect();
+    let mut rows = vec![json!({"backend": "azurite", "scenario": "medallion on the full flights file (336,776 rows)",
+        "wall_s": completion, "per_second": null, "peak_mib": peak,
+        "notes": format!("start to completion, median of {}; peak RSS {peak:.0} MiB (median; the whole pipeline process); runs: {}; median run's stages: {typical}", ours.len(), all.join(", "))})];
+    if !duck.is_empty() {
+        let seconds = median(duck.iter().map(|d| d.0).collect());
+        let duck_peak = median(duck.iter().map(|d| d.1).collect());
+        rows.push(json!({"backend": "local files", "scenario": "DuckDB: the medallion's work (bench/duckdb/medallion.py)",
+            "wall_s": seconds, "per_second": null, "peak_mib": duck_peak,
+            "notes": format!("median of {} runs interleaved with ours; peak RSS {duck_peak:.0} MiB (the Python process); ours / DuckDB = {:.2} in time, {:.2} in memory", duck.len(), completion / seconds, peak / duck_peak)}));
+    }
+    Ok(rows)
 }

@@ -149,7 +149,9 @@ fn check_columns(spec: &DatasetSpec, file: &str, header: &[u8]) -> Result<(), Fa
 /// The bronze activity.
 pub async fn bronze(lake: DataLake, input: BronzeInput) -> Result<BronzeOutput, FailureDetails> {
     let spec = spec_for(&input.dataset)?;
+    let started = std::time::Instant::now();
     let bytes = lake.get("landing", &input.file).await?;
+    let read_ms = started.elapsed().as_millis() as u64;
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(FailureDetails::non_retryable(
             "EmptyFile",
@@ -204,7 +206,14 @@ pub async fn bronze(lake: DataLake, input: BronzeInput) -> Result<BronzeOutput, 
         Ok((parquet, rows))
     })
     .await?;
+    let encoded_ms = started.elapsed().as_millis() as u64;
     lake.put("bronze", &path, parquet).await?;
+    tracing::debug!(
+        read_ms,
+        encoded_ms,
+        done_ms = started.elapsed().as_millis() as u64,
+        "bronze phases (cumulative)"
+    );
     Ok(BronzeOutput { path, rows })
 }
 

@@ -66,10 +66,12 @@ pub fn dtype(kind: ColumnType) -> DataType {
 }
 
 /// RFC 3339 text (`2013-01-01T10:00:00Z`, `…T10:00:00.5+01:00`) as a UTC instant; null when
-/// it is not one.
+/// it is not one. polars' `%:z` has no `Z`, so the one `Z` a valid instant can hold (its
+/// end) becomes `+00:00` first — a literal replace, not a regular expression, since this
+/// runs over every row.
 pub fn instant(text: Expr) -> Expr {
     text.str()
-        .replace(lit("Z$"), lit("+00:00"), false)
+        .replace(lit("Z"), lit("+00:00"), true)
         .str()
         .to_datetime(
             Some(TimeUnit::Microseconds),
@@ -84,35 +86,67 @@ pub fn instant(text: Expr) -> Expr {
         )
 }
 
+/// The column holding `name`'s typed value while a slice is checked: computed once per
+/// row and used by every check and by the kept row.
+fn typed_name(name: &str) -> String {
+    format!("__typed_{name}")
+}
+
+/// Whether the landed text of `name` is a landing null marker (`NA`, …).
+fn is_marker(spec: &DatasetSpec, name: &str) -> Expr {
+    spec.landing
+        .null_values
+        .iter()
+        .map(|m| col(name).eq(lit(m.as_str())))
+        .reduce(|a, b| a.or(b))
+        .unwrap_or(lit(false))
+        .fill_null(lit(false))
+}
+
+/// Whether `name` holds a value: not null and not a null marker.
+fn present(spec: &DatasetSpec, name: &str) -> Expr {
+    col(name).is_not_null().and(is_marker(spec, name).not())
+}
+
+/// The typed value of a schema column from its landed text: null for a missing value, a
+/// null marker, or text that is not of the column's type.
 fn typed(spec: &DatasetSpec, name: &str) -> Expr {
-    match spec.column(name) {
-        Some(column) if column.kind == ColumnType::Timestamp => instant(col(name)),
-        Some(column) => col(name).cast(dtype(column.kind)),
+    match spec.column(name).map(|c| c.kind) {
+        Some(ColumnType::Timestamp) => instant(col(name)),
+        Some(ColumnType::String) => when(is_marker(spec, name))
+            .then(lit(NULL).cast(DataType::String))
+            .otherwise(col(name)),
+        Some(kind) => col(name).cast(dtype(kind)),
         None => col(name),
     }
 }
 
-/// The first reason a row is rejected (null when it passes): cast failures, missing
-/// required values, then the quality rules in order.
-fn reject_reason(spec: &DatasetSpec) -> Expr {
+/// The checks a row must pass, each with the reason it is rejected for when it fails:
+/// cast failures, missing required values, then the quality rules, in that order. Read
+/// the typed columns ([`typed_name`]) and the landed text.
+fn checks(spec: &DatasetSpec) -> Vec<(Expr, String)> {
+    let value = |name: &str| col(typed_name(name));
     let mut checks: Vec<(Expr, String)> = Vec::new();
     for column in &spec.schema {
         let name = column.name.as_str();
         if column.kind != ColumnType::String {
             checks.push((
-                col(name).is_not_null().and(typed(spec, name).is_null()),
+                present(spec, name).and(value(name).is_null()),
                 format!("cast: {name} is not {:?}", column.kind).to_lowercase(),
             ));
         }
         if column.kind == ColumnType::Float64 {
             // "NaN" and "inf" parse as floats; no measurement here is either.
             checks.push((
-                typed(spec, name).is_finite().not(),
+                value(name).is_finite().not(),
                 format!("value: {name} is not a finite number"),
             ));
         }
         if !column.nullable {
-            checks.push((col(name).is_null(), format!("required: {name} is missing")));
+            checks.push((
+                present(spec, name).not(),
+                format!("required: {name} is missing"),
+            ));
         }
     }
     for rule in &spec.quality_rules {
@@ -120,37 +154,53 @@ fn reject_reason(spec: &DatasetSpec) -> Expr {
             Rule::In { column, values, .. } => {
                 let allowed = values
                     .iter()
-                    .map(|v| typed(spec, column).eq(lit(v.clone())))
+                    .map(|v| value(column).eq(lit(v.clone())))
                     .reduce(|a, b| a.or(b))
                     .unwrap_or(lit(false));
-                typed(spec, column).is_not_null().and(allowed.not())
+                value(column).is_not_null().and(allowed.not())
             }
             Rule::Between {
                 column, min, max, ..
             } => {
-                let value = typed(spec, column).cast(DataType::Float64);
-                value
+                let number = value(column).cast(DataType::Float64);
+                number
                     .clone()
                     .lt(lit(*min))
-                    .or(value.gt(lit(*max)))
+                    .or(number.gt(lit(*max)))
                     .fill_null(lit(false))
             }
             Rule::RequiredIfPresent {
                 column,
                 when_present,
                 ..
-            } => col(when_present.as_str())
-                .is_not_null()
-                .and(col(column.as_str()).is_null()),
+            } => present(spec, when_present).and(present(spec, column).not()),
         };
         checks.push((broken, format!("rule: {}", rule.name())));
     }
+    checks
+        .into_iter()
+        .map(|(condition, reason)| (condition.fill_null(lit(false)), reason))
+        .collect()
+}
+
+/// Whether a row fails any check: a few bitmap operations per row, where naming the
+/// reason builds a text column per check — so reasons are named for rejected rows only.
+fn fails_a_check(checks: &[(Expr, String)]) -> Expr {
+    checks
+        .iter()
+        .map(|(condition, _)| condition.clone())
+        .reduce(|a, b| a.or(b))
+        .unwrap_or(lit(false))
+}
+
+/// The first failing check's reason (null when the row passes).
+fn reject_reason(checks: &[(Expr, String)]) -> Expr {
     // Built from the last check backwards, so the first failing check names the reason.
-    checks.into_iter().rev().fold(
+    checks.iter().rev().fold(
         lit(NULL).cast(DataType::String),
         |otherwise, (condition, reason)| {
-            when(condition.fill_null(lit(false)))
-                .then(lit(reason))
+            when(condition.clone())
+                .then(lit(reason.clone()))
                 .otherwise(otherwise)
         },
     )
@@ -166,32 +216,6 @@ struct SilverFrames {
     good: DataFrame,
     /// The rows dropped as repeats of an earlier row's primary key.
     dropped: DataFrame,
-}
-
-/// The landing's null markers (`NA`, …) as missing values, in every schema column: bronze
-/// keeps them as text.
-fn null_markers(spec: &DatasetSpec) -> Vec<Expr> {
-    let markers: Vec<&str> = spec
-        .landing
-        .null_values
-        .iter()
-        .map(String::as_str)
-        .collect();
-    spec.schema
-        .iter()
-        .map(|c| {
-            let name = c.name.as_str();
-            let is_marker = markers
-                .iter()
-                .map(|m| col(name).eq(lit(*m)))
-                .reduce(|a, b| a.or(b))
-                .unwrap_or(lit(false));
-            when(is_marker.fill_null(lit(false)))
-                .then(lit(NULL).cast(DataType::String))
-                .otherwise(col(name))
-                .alias(name)
-        })
-        .collect()
 }
 
 /// Which rows repeat the primary key of an earlier row (in order). Only called when the
@@ -214,21 +238,38 @@ fn repeats(valid: &DataFrame, key: &[String]) -> PolarsResult<BooleanChunked> {
     Ok(BooleanChunked::from_slice("_repeat".into(), &repeated))
 }
 
-/// Casts and checks bronze one slice at a time (text columns are dropped as soon as a slice
-/// is typed), then removes duplicates of the primary key.
+/// Casts and checks bronze one slice at a time (each column typed once; text columns are
+/// dropped as soon as a slice is typed), then removes duplicates of the primary key.
 fn transform(spec: &DatasetSpec, bronze: Vec<Vec<u8>>) -> PolarsResult<SilverFrames> {
-    let reason = reject_reason(spec).alias("_reject_reason");
-    let markers = null_markers(spec);
+    let typed_columns: Vec<Expr> = spec
+        .schema
+        .iter()
+        .map(|c| typed(spec, &c.name).alias(typed_name(&c.name)))
+        .collect();
+    let checks = checks(spec);
+    let rejected = fails_a_check(&checks).alias("_rejected");
+    let reason = reject_reason(&checks).alias("_reject_reason");
+    let ingested = instant(col("_ingested_at")).alias("_ingested_at");
     let mut keep: Vec<Expr> = spec
         .schema
         .iter()
-        .map(|c| typed(spec, &c.name).alias(c.name.as_str()))
+        .map(|c| col(typed_name(&c.name)).alias(c.name.as_str()))
         .collect();
-    keep.push(instant(col("_ingested_at")).alias("_ingested_at"));
+    keep.push(ingested.clone());
     keep.extend(["_source_file", "_run_id"].map(col));
-    // The rejects keep the schema's columns as landed (text), whatever else the file had.
-    let mut as_landed: Vec<Expr> = spec.schema.iter().map(|c| col(c.name.as_str())).collect();
-    as_landed.push(instant(col("_ingested_at")).alias("_ingested_at"));
+    // The rejects keep the schema's columns as landed (text, null markers as missing),
+    // whatever else the file had.
+    let mut as_landed: Vec<Expr> = spec
+        .schema
+        .iter()
+        .map(|c| {
+            when(is_marker(spec, &c.name))
+                .then(lit(NULL).cast(DataType::String))
+                .otherwise(col(c.name.as_str()))
+                .alias(c.name.as_str())
+        })
+        .collect();
+    as_landed.push(ingested);
     as_landed.extend(["_source_file", "_run_id", "_reject_reason"].map(col));
     let mut rows_in = 0;
     let mut rejects = Vec::new();
@@ -238,21 +279,22 @@ fn transform(spec: &DatasetSpec, bronze: Vec<Vec<u8>>) -> PolarsResult<SilverFra
             rows_in += slice.height();
             let checked = slice
                 .lazy()
-                .with_columns(markers.clone())
-                .with_column(reason.clone())
+                .with_columns(typed_columns.clone())
+                .with_column(rejected.clone())
                 .collect()?;
             rejects.push(
                 checked
                     .clone()
                     .lazy()
-                    .filter(col("_reject_reason").is_not_null())
+                    .filter(col("_rejected"))
+                    .with_column(reason.clone())
                     .select(as_landed.clone())
                     .collect()?,
             );
             valid.push(
                 checked
                     .lazy()
-                    .filter(col("_reject_reason").is_null())
+                    .filter(col("_rejected").not())
                     .select(keep.clone())
                     .collect()?,
             );
@@ -326,9 +368,7 @@ pub fn partition_files(
         return Ok(files);
     }
     for (values, rows) in partitions(partition_by, frame)? {
-        let mut part = frame
-            .take(&rows)?
-            .drop_many(partition_by.iter().map(String::as_str));
+        let mut part = rows_of(frame, &rows)?.drop_many(partition_by.iter().map(String::as_str));
         files.push(EncodedFile {
             partition_values: values,
             rows: part.height(),
@@ -336,6 +376,22 @@ pub fn partition_files(
         });
     }
     Ok(files)
+}
+
+/// The given rows of a frame: a zero-copy slice when they are consecutive (a landing
+/// file in date order puts each month's rows together), else a copy.
+fn rows_of(frame: &DataFrame, rows: &IdxCa) -> PolarsResult<DataFrame> {
+    if let Some(first) = rows.first() {
+        let consecutive = rows.null_count() == 0
+            && rows
+                .into_no_null_iter()
+                .zip(first..)
+                .all(|(row, expected)| row == expected);
+        if consecutive {
+            return Ok(frame.slice(first as i64, rows.len()));
+        }
+    }
+    frame.take(rows)
 }
 
 fn count_reasons(rejects: &DataFrame) -> PolarsResult<BTreeMap<String, usize>> {
@@ -416,16 +472,20 @@ async fn write_left_out(
 /// The silver activity.
 pub async fn silver(lake: DataLake, input: SilverInput) -> Result<SilverOutput, FailureDetails> {
     let spec = spec_for(&input.dataset)?;
+    let started = std::time::Instant::now();
     let mut frames_bytes = Vec::new();
     for path in &input.bronze_paths {
         frames_bytes.push(lake.get("bronze", path).await?);
     }
+    let read_ms = started.elapsed().as_millis();
     let run_id = input.run_id.clone();
     let work_spec = spec.clone();
     let (counts, silver_write, rejects_write, duplicates_write) = blocking(move || {
         let spec = work_spec;
+        let started = std::time::Instant::now();
         let result = transform(&spec, frames_bytes)
             .map_err(|e| failure("SilverFailed", "transforming", e))?;
+        tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "silver transform");
         let rejected = count_reasons(&result.rejects)
             .map_err(|e| failure("SilverFailed", "counting rejects", e))?;
         let required = required_columns(&spec);
@@ -473,9 +533,20 @@ pub async fn silver(lake: DataLake, input: SilverInput) -> Result<SilverOutput, 
     })
     .await?;
     let (rows_in, rows_out, rejected, duplicates) = counts;
+    let encoded_ms = started.elapsed().as_millis();
     let table = write_run(&lake.table("silver", &spec.name)?, silver_write).await?;
-    let rejects = write_left_out(&lake, &spec, "rejects", rejects_write).await?;
-    let duplicate_rows = write_left_out(&lake, &spec, "duplicates", duplicates_write).await?;
+    let committed_ms = started.elapsed().as_millis();
+    let (rejects, duplicate_rows) = futures::try_join!(
+        write_left_out(&lake, &spec, "rejects", rejects_write),
+        write_left_out(&lake, &spec, "duplicates", duplicates_write)
+    )?;
+    tracing::debug!(
+        read_ms = read_ms as u64,
+        encoded_ms = encoded_ms as u64,
+        committed_ms = committed_ms as u64,
+        done_ms = started.elapsed().as_millis() as u64,
+        "silver phases (cumulative)"
+    );
     Ok(SilverOutput {
         rows_in,
         rows_out,

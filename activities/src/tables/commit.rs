@@ -231,7 +231,11 @@ pub async fn write_run(
     } else {
         create_with(table, &delta, &write, adds, properties).await?
     };
-    vacuum(table, delta).await;
+    // Only a replacing write to an existing table removes files; a new table or an
+    // appending one has nothing for vacuum to find.
+    if exists && write.mode == WriteMode::ReplacePartitions {
+        vacuum(table, delta).await;
+    }
     Ok(TableCommit {
         table: table.name(),
         version: Some(version),
