@@ -15,6 +15,7 @@ use crate::error::classify;
 use crate::payload::{as_blob_ref, blob_name, blob_ref_text};
 use crate::ranges_cache::RangesCache;
 use crate::storage_health::{DeadlinePolicy, StorageHealth};
+use crate::local_arrivals::LocalArrivals;
 use crate::wake::WakeSignals;
 
 /// The Azure Storage backend of one task hub.
@@ -29,6 +30,7 @@ pub struct AzureBackend {
     pub(crate) counter: Counter,
     pub(crate) ranges: RangesCache,
     pub(crate) wake: WakeSignals,
+    pub(crate) arrivals: LocalArrivals,
     health: Arc<StorageHealth>,
 }
 
@@ -71,6 +73,7 @@ impl AzureBackend {
             counter: Counter::default(),
             ranges: RangesCache::default(),
             wake: WakeSignals::default(),
+            arrivals: LocalArrivals::default(),
             health,
         });
         backend.create_task_hub().await?;

@@ -23,6 +23,7 @@ mod document_store;
 mod error;
 pub mod identity;
 mod instance_store;
+mod local_arrivals;
 mod payload;
 mod payload_store;
 mod queue_store;

@@ -150,6 +150,7 @@ impl AzureBackend {
             .queue_client(queue)
             .put_message(b64(&body))
             .ttl(MESSAGE_TTL);
+        let mut visible_now = true;
         if let Some(at) = visible_at {
             let delay = (at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
             // The service counts whole seconds: round up, never fire early.
@@ -157,10 +158,14 @@ impl AzureBackend {
             let delay = delay.min(self.config.max_visibility_delay);
             if !delay.is_zero() {
                 put = put.visibility_timeout(delay);
+                visible_now = false;
             }
         }
         self.counter.count("queue.put");
         put.await.map_err(|e| classify("queue put", e))?;
+        if visible_now {
+            self.arrivals.sent(queue);
+        }
         self.signal_wake(visible_at).await;
         Ok(())
     }
@@ -205,6 +210,11 @@ impl QueueStore for AzureBackend {
         self.peek_wake_ids().await
     }
 
+    async fn wait_for_messages(&self, queues: &[QueueName], max_wait: Duration) {
+        let names: Vec<String> = queues.iter().map(|q| self.queue_name(q)).collect();
+        self.arrivals.wait(&names, max_wait).await;
+    }
+
     async fn queue_depth(&self, queue: &QueueName) -> Result<QueueDepth, Error> {
         let client = self.queue_client(&self.queue_name(queue));
         self.counter.count("queue.metadata");
@@ -236,8 +246,10 @@ impl QueueStore for AzureBackend {
         lock: Duration,
     ) -> Result<Vec<Received>, Error> {
         self.counter.count("queue.get");
+        let name = self.queue_name(queue);
+        self.arrivals.receiving(&name);
         let response = self
-            .queue_client(&self.queue_name(queue))
+            .queue_client(&name)
             .get_messages()
             .number_of_messages(max.clamp(1, 32) as u8)
             .visibility_timeout(lock.max(Duration::from_secs(1)))

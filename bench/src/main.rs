@@ -6,6 +6,7 @@
 //!     [--telemetry-cost]
 //! ```
 
+mod latency;
 mod measure;
 mod recovery;
 mod replay;
@@ -43,8 +44,8 @@ struct Args {
     /// The `flowforge` binary for the cold-start and crash-recovery scenarios.
     #[arg(long)]
     flowforge: Option<PathBuf>,
-    /// Only these engine scenarios (comma-separated: chain, fan_out, fan_out_logged, many,
-    /// events, idle, replay); all when absent.
+    /// Only these scenarios (comma-separated: chain, fan_out, fan_out_logged, many, events,
+    /// idle, replay; with `--flowforge`: latency, cold_start, recovery); all when absent.
     #[arg(long, value_delimiter = ',')]
     scenarios: Vec<String>,
     /// Export traces and metrics (OTLP/HTTP protobuf, as in production) to a local
@@ -151,8 +152,16 @@ async fn main() -> anyhow::Result<()> {
         rows.extend(replay::replay_curve(args.runs));
     }
     if let (Some(flowforge), Some(azurite)) = (&args.flowforge, &azurite) {
-        rows.push(scenarios::cold_start(flowforge, &azurite.connection_string()).await?);
-        rows.extend(recovery::recovery(flowforge, azurite).await?);
+        if wanted("latency") {
+            eprintln!("running the web app's latency");
+            rows.extend(latency::web_app_latency(flowforge, azurite, 50).await?);
+        }
+        if wanted("cold_start") {
+            rows.push(scenarios::cold_start(flowforge, &azurite.connection_string()).await?);
+        }
+        if wanted("recovery") {
+            rows.extend(recovery::recovery(flowforge, azurite).await?);
+        }
     }
     if let Some(flights) = &args.flights {
         eprintln!("running the medallion on {}", flights.display());

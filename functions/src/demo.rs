@@ -47,6 +47,20 @@ async fn demo(ctx: OrchestrationContext, input: DemoInput) -> Result<DemoOutput,
     Ok(DemoOutput { sizes, total })
 }
 
+/// Durable Functions' "hello sequence": three activities one after another, each
+/// greeting a city; the output lists the greetings. The benchmark's web-app latency
+/// scenario starts it over the API.
+async fn hello_sequence(
+    ctx: OrchestrationContext,
+    _input: serde_json::Value,
+) -> Result<Vec<String>, FailureDetails> {
+    let mut greetings = Vec::new();
+    for city in ["Tokyo", "Seattle", "London"] {
+        greetings.push(ctx.call_activity::<String>("say_hello", city).await?);
+    }
+    Ok(greetings)
+}
+
 /// Waits for an `approve` event (a person in the loop), at most `timeout_secs`.
 async fn await_approval(
     ctx: OrchestrationContext,
@@ -100,6 +114,10 @@ pub fn registry() -> Registry {
     Registry::new()
         .orchestration("demo", demo)
         .orchestration("await_approval", await_approval)
+        .orchestration("hello_sequence", hello_sequence)
+        .activity("say_hello", |_ctx, city: String| async move {
+            Ok(format!("Hello {city}!"))
+        })
         .activity("sum", |_ctx, sizes: Vec<u64>| async move {
             Ok(sizes.iter().sum::<u64>())
         })

@@ -81,7 +81,12 @@ async fn start_answers_202_with_the_check_status_body_and_polling_reaches_200() 
     let id = reply.body["id"].as_str().unwrap().to_owned();
     let status_uri = format!("http://app.test/api/instances/{id}");
     assert_eq!(reply.body["statusQueryGetUri"], json!(status_uri));
-    assert_eq!(reply.headers["location"], status_uri.as_str());
+    // Location long-polls (the 202 pattern's poller learns of the end when it happens);
+    // statusQueryGetUri is the plain status.
+    assert_eq!(
+        reply.headers["location"],
+        format!("{status_uri}?waitSeconds=10").as_str()
+    );
     assert_eq!(reply.headers["retry-after"], "1");
     assert_eq!(
         reply.body["sendEventPostUri"],
@@ -103,6 +108,20 @@ async fn start_answers_202_with_the_check_status_body_and_polling_reaches_200() 
             "{field}"
         );
     }
+    // Following Location as the 202 pattern says (each GET waits up to 10 s for the end)
+    // reaches the finished status.
+    let mut location = reply.headers["location"].to_str().unwrap().to_owned();
+    let followed = loop {
+        let answer = app
+            .call("GET", location.trim_start_matches("http://app.test"), None)
+            .await;
+        if answer.status != StatusCode::ACCEPTED {
+            break answer;
+        }
+        location = answer.headers["location"].to_str().unwrap().to_owned();
+    };
+    assert_eq!(followed.status, StatusCode::OK, "{:?}", followed.body);
+    assert_eq!(followed.body["runtimeStatus"], "Completed");
     let done = app.poll_until_done(&id).await;
     assert_eq!(done.status, StatusCode::OK);
     assert_eq!(done.body["runtimeStatus"], "Completed");

@@ -19,6 +19,18 @@ use super::{ApiError, ApiState, ErrorCode};
 
 /// Seconds a poller should wait before asking again.
 const RETRY_AFTER: &str = "1";
+
+/// How long a `GET` of the `Location` a 202 hands out waits for the instance to finish:
+/// a client polling as the HTTP 202 pattern says learns of the end when it happens, not up
+/// to a `Retry-After` later. `statusQueryGetUri` stays a plain status read (dashboards
+/// show it).
+pub const LOCATION_WAIT_SECONDS: usize = 10;
+
+/// The `Location` of a 202: the status URL, long-polling ([`LOCATION_WAIT_SECONDS`]).
+fn long_poll(status_uri: &str) -> String {
+    let joiner = if status_uri.contains('?') { '&' } else { '?' };
+    format!("{status_uri}{joiner}waitSeconds={LOCATION_WAIT_SECONDS}")
+}
 pub(super) const CONTINUATION: &str = "x-ms-continuation-token";
 
 type ApiResult = Result<Response, ApiError>;
@@ -191,7 +203,7 @@ fn status_body(
 
 fn accepted_with_check_status(state: &ApiState, request: &Caller<'_>, id: &str) -> Response {
     let body = request.check_status(state, id);
-    let location = body.status_query_get_uri.clone();
+    let location = long_poll(&body.status_query_get_uri);
     let mut response = (StatusCode::ACCEPTED, Json(body)).into_response();
     set_header(&mut response, header::LOCATION, &location);
     set_header(&mut response, header::RETRY_AFTER, RETRY_AFTER);
@@ -204,8 +216,9 @@ pub(super) fn set_header(response: &mut Response, name: header::HeaderName, valu
     }
 }
 
-/// `GET instances/{id}[?waitSeconds=]`: 200 when finished, 202 with `Location` while
-/// running; with `waitSeconds`, first waits up to that long for it to finish.
+/// `GET instances/{id}[?waitSeconds=]`: 200 when finished, 202 with `Location` (a
+/// long-polling status URL) while running; with `waitSeconds`, first waits up to that long
+/// for it to finish.
 pub async fn status(
     State(state): State<ApiState>,
     id: PathArg<String>,
@@ -233,9 +246,11 @@ pub async fn status(
         return Ok((StatusCode::OK, body).into_response());
     }
     let mut response = (StatusCode::ACCEPTED, body).into_response();
-    let location = Caller::new(&uri, &headers, origin)
-        .check_status(&state, &id)
-        .status_query_get_uri;
+    let location = long_poll(
+        &Caller::new(&uri, &headers, origin)
+            .check_status(&state, &id)
+            .status_query_get_uri,
+    );
     set_header(&mut response, header::LOCATION, &location);
     set_header(&mut response, header::RETRY_AFTER, RETRY_AFTER);
     Ok(response)
