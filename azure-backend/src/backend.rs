@@ -12,10 +12,10 @@ use flowforge_orchestrator::backend::{Backend, Error, QueueName};
 use crate::config::AzureConfig;
 use crate::counter::Counter;
 use crate::error::classify;
+use crate::local_arrivals::LocalArrivals;
 use crate::payload::{as_blob_ref, blob_name, blob_ref_text};
 use crate::ranges_cache::RangesCache;
 use crate::storage_health::{DeadlinePolicy, StorageHealth};
-use crate::local_arrivals::LocalArrivals;
 use crate::wake::WakeSignals;
 
 /// The Azure Storage backend of one task hub.

@@ -31,7 +31,10 @@ fn start_worker(flowforge: &Path, azurite: &Azurite) -> anyhow::Result<Worker> {
     let child = Command::new(flowforge)
         .args(["worker", "--open", "--listen", &format!("127.0.0.1:{port}")])
         .env("AzureWebJobsStorage", azurite.connection_string())
-        .env("FLOWFORGE_TASK_HUB", format!("latency{}", std::process::id()))
+        .env(
+            "FLOWFORGE_TASK_HUB",
+            format!("latency{}", std::process::id()),
+        )
         .env("RUST_LOG", "error")
         .stdout(Stdio::null())
         .stderr(Stdio::null())

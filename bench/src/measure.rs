@@ -103,6 +103,10 @@ pub fn median_row(
             .map(|(op, n)| (op.clone(), json!(per_unit(*n, median.units))))
             .collect::<serde_json::Map<_, _>>(),
         "azurite_cpu_s": median.azurite_cpu.map(|d| d.as_secs_f64()),
+        // The benchmark's whole process (engine, worker and client) since it started: a
+        // scenario's own peak when it runs alone (`--scenarios <one>`).
+        "peak_rss_mib": memory_mib(None).1,
+        "notes": format!("peak RSS of the benchmark process so far {:.0} MiB", memory_mib(None).1),
     })
 }
 

@@ -121,9 +121,10 @@ async fn wait(client: &Client, id: &str) -> anyhow::Result<InstanceStatus> {
 }
 
 /// The engine scenarios: key (for `--scenarios`), label, size.
-pub const ENGINE: [(&str, &str, u64); 5] = [
+pub const ENGINE: [(&str, &str, u64); 6] = [
     ("chain", "sequential chain of 100", 100),
     ("fan_out", "fan-out/fan-in of 1,000", 1000),
+    ("fan_out_10k", "fan-out/fan-in of 10,000", 10_000),
     (
         "fan_out_logged",
         "fan-out/fan-in of 1,000, each logging a line",
@@ -137,7 +138,7 @@ pub const ENGINE: [(&str, &str, u64); 5] = [
 pub async fn engine(key: &str, hub: Hub, n: u64) -> anyhow::Result<RunResult> {
     match key {
         "chain" => chain(hub, n).await,
-        "fan_out" => fan_out(hub, n).await,
+        "fan_out" | "fan_out_10k" => fan_out(hub, n).await,
         "fan_out_logged" => fan_out_logged(hub, n).await,
         "many" => many_instances(hub, n).await,
         "events" => events(hub, n).await,
@@ -367,7 +368,8 @@ async fn medallion_once(flights: &Path) -> anyhow::Result<MedallionRun> {
 /// DuckDB doing the medallion's work on local files (`bench/duckdb/medallion.py`), with the
 /// Python that has `duckdb` (`FLOWFORGE_BENCH_PYTHON`): seconds and peak memory.
 fn duckdb_once(python: &str, flights: &Path) -> anyhow::Result<(f64, f64)> {
-    let scratch = std::env::temp_dir().join(format!("flowforge-bench-duckdb-{}", std::process::id()));
+    let scratch =
+        std::env::temp_dir().join(format!("flowforge-bench-duckdb-{}", std::process::id()));
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("duckdb/medallion.py");
     let mut child = Command::new(python)
         .arg(script)
@@ -424,9 +426,11 @@ pub async fn medallion(flights: &Path, runs: usize) -> anyhow::Result<Vec<Value>
         .iter()
         .map(|r| format!("{:.2} s / {:.0} MiB", r.completion, r.peak_mib))
         .collect();
-    let mut rows = vec![json!({"backend": "azurite", "scenario": "medallion on the full flights file (336,776 rows)",
+    let mut rows = vec![
+        json!({"backend": "azurite", "scenario": "medallion on the full flights file (336,776 rows)",
         "wall_s": completion, "per_second": null, "peak_mib": peak,
-        "notes": format!("start to completion, median of {}; peak RSS {peak:.0} MiB (median; the whole pipeline process); runs: {}; median run's stages: {typical}", ours.len(), all.join(", "))})];
+        "notes": format!("start to completion, median of {}; peak RSS {peak:.0} MiB (median; the whole pipeline process); runs: {}; median run's stages: {typical}", ours.len(), all.join(", "))}),
+    ];
     if !duck.is_empty() {
         let seconds = median(duck.iter().map(|d| d.0).collect());
         let duck_peak = median(duck.iter().map(|d| d.1).collect());

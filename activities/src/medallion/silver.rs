@@ -485,7 +485,10 @@ pub async fn silver(lake: DataLake, input: SilverInput) -> Result<SilverOutput, 
         let started = std::time::Instant::now();
         let result = transform(&spec, frames_bytes)
             .map_err(|e| failure("SilverFailed", "transforming", e))?;
-        tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "silver transform");
+        tracing::debug!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "silver transform"
+        );
         let rejected = count_reasons(&result.rejects)
             .map_err(|e| failure("SilverFailed", "counting rejects", e))?;
         let required = required_columns(&spec);
