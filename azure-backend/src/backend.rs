@@ -11,6 +11,7 @@ use flowforge_orchestrator::backend::{Backend, Error, QueueName};
 
 use crate::config::AzureConfig;
 use crate::counter::Counter;
+use crate::created_here::CreatedHere;
 use crate::error::classify;
 use crate::local_arrivals::LocalArrivals;
 use crate::payload::{as_blob_ref, blob_name, blob_ref_text};
@@ -31,6 +32,7 @@ pub struct AzureBackend {
     pub(crate) ranges: RangesCache,
     pub(crate) wake: WakeSignals,
     pub(crate) arrivals: LocalArrivals,
+    pub(crate) created: CreatedHere,
     health: Arc<StorageHealth>,
 }
 
@@ -74,6 +76,7 @@ impl AzureBackend {
             ranges: RangesCache::default(),
             wake: WakeSignals::default(),
             arrivals: LocalArrivals::default(),
+            created: CreatedHere::default(),
             health,
         });
         backend.create_task_hub().await?;

@@ -7,7 +7,7 @@ use azure_data_tables::clients::TableClient;
 use azure_data_tables::IfMatchCondition;
 use flowforge_orchestrator::backend::{
     ETag, EpisodeCommit, Error, HistoryWrite, InstancePage, InstanceQuery, InstanceStore,
-    LoadedInstance, Outbound, PayloadStore, QueueStore,
+    LoadedInstance, Outbound, PayloadStore,
 };
 use flowforge_orchestrator::history::HistoryEvent;
 use flowforge_orchestrator::status::InstanceState;
@@ -255,24 +255,45 @@ impl InstanceStore for AzureBackend {
     ) -> Result<ETag, Error> {
         // The start message goes first: a worker that sees it before the state row exists
         // creates the instance itself, so no crash between the two writes loses the start.
-        self.send(start).await?;
-        let row = self.state_row(state, &[]).await?;
-        let op = match replace {
+        let queue = self.send_start(start).await?;
+        let row = self.state_row(state, &[]).await;
+        let op = row.map(|row| match replace {
             None => Op::Insert(row),
             Some(etag) => Op::Update(row, etag.0.clone()),
+        });
+        let written = match op {
+            Ok(op) => {
+                self.transact(&self.table, &state.instance_id, vec![op])
+                    .await
+            }
+            Err(error) => Err(error),
         };
-        match self
-            .transact(&self.table, &state.instance_id, vec![op])
-            .await
-        {
-            Ok(etag) => Ok(ETag(etag.unwrap_or_default())),
+        let created = match written {
+            Ok(etag) => {
+                let etag = ETag(etag.unwrap_or_default());
+                // The row as written (no history ranges yet), for this process's worker:
+                // its first commit builds on it without reading it back.
+                self.ranges.put(&state.instance_id, &etag.0, Vec::new());
+                self.created.put(state, &etag);
+                Ok(etag)
+            }
             Err(Error::Conflict(reason)) => match self.read_state(&state.instance_id).await? {
                 // The worker got there first with the same execution.
                 Some((existing, etag)) if existing.execution_id == state.execution_id => Ok(etag),
                 _ => Err(Error::Conflict(reason)),
             },
             Err(e) => Err(e),
+        };
+        // This process's workers look at the start once its state row is there (or its
+        // write failed: then the worker creates the instance itself, as from any process).
+        if let Some(queue) = queue {
+            self.arrived(&queue);
         }
+        created
+    }
+
+    fn take_created(&self, instance_id: &str) -> Option<(InstanceState, ETag)> {
+        self.created.take(instance_id)
     }
 
     async fn load_instance(&self, instance_id: &str) -> Result<Option<LoadedInstance>, Error> {

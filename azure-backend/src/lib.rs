@@ -18,6 +18,7 @@ pub mod azurite;
 mod backend;
 mod config;
 mod counter;
+mod created_here;
 mod dead_letter_store;
 mod document_store;
 mod error;

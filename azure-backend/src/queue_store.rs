@@ -128,7 +128,30 @@ impl AzureBackend {
         Ok(())
     }
 
-    /// Puts a body (offloaded when large), visible at `visible_at` capped at the limit.
+    /// Sends a start message without waking this process's workers: the caller wakes them
+    /// ([`Self::arrived`]) once the instance's state row is written, so they find it.
+    /// The queue to wake for, when the message is visible now.
+    pub(crate) async fn send_start(&self, outbound: &Outbound) -> Result<Option<String>, Error> {
+        let queue = self.queue_name(&outbound.queue);
+        let instance = outbound.message.instance_id().to_owned();
+        let visible_now = self
+            .put_quietly(
+                &queue,
+                outbound.message.encode(),
+                outbound.visible_at,
+                &instance,
+            )
+            .await?;
+        Ok(visible_now.then_some(queue))
+    }
+
+    /// Wakes this process's workers for a message put on `queue` (see `local_arrivals`).
+    pub(crate) fn arrived(&self, queue: &str) {
+        self.arrivals.sent(queue);
+    }
+
+    /// Puts a body (offloaded when large), visible at `visible_at` capped at the limit;
+    /// this process's workers are woken for it when it is visible now.
     async fn put(
         &self,
         queue: &str,
@@ -136,6 +159,23 @@ impl AzureBackend {
         visible_at: Option<chrono::DateTime<Utc>>,
         instance_hint: &str,
     ) -> Result<(), Error> {
+        if self
+            .put_quietly(queue, body, visible_at, instance_hint)
+            .await?
+        {
+            self.arrivals.sent(queue);
+        }
+        Ok(())
+    }
+
+    /// Puts a body; whether it is visible now.
+    async fn put_quietly(
+        &self,
+        queue: &str,
+        body: String,
+        visible_at: Option<chrono::DateTime<Utc>>,
+        instance_hint: &str,
+    ) -> Result<bool, Error> {
         let instance = if instance_hint.is_empty() {
             QueueMessage::decode(&body)
                 .map(|m| m.instance_id().to_owned())
@@ -163,11 +203,8 @@ impl AzureBackend {
         }
         self.counter.count("queue.put");
         put.await.map_err(|e| classify("queue put", e))?;
-        if visible_now {
-            self.arrivals.sent(queue);
-        }
         self.signal_wake(visible_at).await;
-        Ok(())
+        Ok(visible_now)
     }
 }
 

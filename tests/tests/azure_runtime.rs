@@ -398,3 +398,37 @@ async fn purges_of_one_instance_at_once_both_succeed() {
     }
     worker.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_made_in_this_process_is_taken_up_without_reading_its_state_back() {
+    let backend = AzureBackend::connect(config("createdhere")).await.unwrap();
+    let client = Client::new(backend.clone());
+    // The status is watched through a second connection, whose reads are not counted here.
+    let observer = Client::new(AzureBackend::connect(config("createdhere")).await.unwrap());
+    let before = backend.transaction_counts();
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.push(
+            client
+                .start("fan", StartOptions::default(), &json!(2))
+                .await
+                .unwrap(),
+        );
+    }
+    // The worker of the same process comes up after the starts, so it cannot meet a start
+    // message before its state row is written (that race costs a read, by design).
+    let worker = Worker::new(backend.clone(), registry(), fast_options()).start();
+    for id in &ids {
+        let done = observer.wait_for_completion(id, WAIT).await.unwrap();
+        assert_eq!(done.runtime_status, RuntimeStatus::Completed);
+        assert_eq!(done.output, json!(fan_sum(2)));
+    }
+    let after = backend.transaction_counts();
+    let count =
+        |op: &str| after.get(op).copied().unwrap_or(0) - before.get(op).copied().unwrap_or(0);
+    // Each start wrote its state row; the worker began from that row as written (its
+    // commit's If-Match confirmed it) instead of a point read of each new instance.
+    assert_eq!(count("table.write"), 5, "{after:?}");
+    assert_eq!(count("table.get"), 0, "{after:?}");
+    worker.shutdown().await;
+}

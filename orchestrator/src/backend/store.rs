@@ -163,6 +163,16 @@ pub trait InstanceStore: Send + Sync {
     /// The state row of an instance.
     async fn read_state(&self, instance_id: &str) -> Result<Option<(InstanceState, ETag)>, Error>;
 
+    /// The state row of an instance as this process just created it (`create_instance`),
+    /// handed out once: a worker in the same process starts the instance's first episode
+    /// from it instead of a point read, as from its instance cache — the commit's If-Match
+    /// confirms it, and a conflict redoes the episode from storage. `None` when unknown
+    /// (the default).
+    fn take_created(&self, instance_id: &str) -> Option<(InstanceState, ETag)> {
+        let _ = instance_id;
+        None
+    }
+
     /// Commits an episode: state and history together, conditional on `expected`;
     /// then sends its messages. Conflict when the condition fails (nothing is written).
     async fn commit_episode(&self, instance_id: &str, commit: EpisodeCommit)

@@ -41,7 +41,19 @@ pub(crate) async fn process_instance(
     sessions: Sessions,
 ) {
     let redelivered = messages.iter().any(|(r, _)| r.dequeue_count > 1);
-    let first = match shared.instance_cache.take(&instance_id) {
+    // An instance this process just created starts from its state row as created, like a
+    // cached one (the commit's If-Match confirms it; a conflict redoes it from storage).
+    let cached = shared.instance_cache.take(&instance_id).or_else(|| {
+        shared
+            .backend
+            .take_created(&instance_id)
+            .map(|(state, etag)| LoadedInstance {
+                state,
+                etag,
+                history: Vec::new(),
+            })
+    });
+    let first = match cached {
         // After a redelivery the episode starts from storage (re-derivation needs it).
         Some(cached) if !redelivered => {
             match run_instance_episode(&shared, &instance_id, &messages, Some(cached)).await {

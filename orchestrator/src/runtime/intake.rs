@@ -68,8 +68,17 @@ pub(crate) fn take_in(
             None => return Intake::NoInstance,
         },
     };
-    if from_cache && start.is_some() {
-        // A start decides from the current state (new execution, or refused): confirm it.
+    // A start decides from the current state (new execution, or refused): confirm it —
+    // unless the snapshot is the instance exactly as this process created it for this
+    // start (no history yet, same execution), which the start's commit confirms by its
+    // If-Match like any other cached turn.
+    let created_for_this_start = |message: &OrchestratorMessage| {
+        turn.history.is_empty()
+            && turn.state.history_len == 0
+            && turn.state.status == RuntimeStatus::Pending
+            && started_execution(message) == turn.state.execution_id
+    };
+    if from_cache && start.is_some_and(|m| !created_for_this_start(m)) {
         return Intake::Unconfirmed;
     }
     let mut refused_start = None;
@@ -221,6 +230,27 @@ mod tests {
         let cached = snapshot("x1", RuntimeStatus::Completed, 3);
         assert!(matches!(
             take_in("i", Some(cached), &[&message], true, now()),
+            Intake::Unconfirmed
+        ));
+    }
+
+    #[test]
+    fn a_start_may_rest_on_the_row_this_process_created_for_it_only() {
+        let message = start("x1", None);
+        // As created for this start: decided, the commit's If-Match confirms it.
+        let created = snapshot("x1", RuntimeStatus::Pending, 0);
+        let replay = replay(take_in("i", Some(created), &[&message], true, now()));
+        assert_eq!(replay.turn.etag, Some(ETag("e".into())));
+        assert_eq!(replay.events.len(), 1);
+        // Created for another execution, or already running: confirmed from storage.
+        let other = snapshot("x0", RuntimeStatus::Pending, 0);
+        assert!(matches!(
+            take_in("i", Some(other), &[&message], true, now()),
+            Intake::Unconfirmed
+        ));
+        let running = snapshot("x1", RuntimeStatus::Running, 2);
+        assert!(matches!(
+            take_in("i", Some(running), &[&message], true, now()),
             Intake::Unconfirmed
         ));
     }

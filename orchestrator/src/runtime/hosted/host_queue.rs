@@ -220,6 +220,10 @@ impl InstanceStore for HostQueue {
         self.inner.read_state(instance_id).await
     }
 
+    fn take_created(&self, instance_id: &str) -> Option<(InstanceState, ETag)> {
+        self.inner.take_created(instance_id)
+    }
+
     async fn commit_episode(
         &self,
         instance_id: &str,
