@@ -296,6 +296,11 @@ impl InstanceStore for AzureBackend {
         self.created.take(instance_id)
     }
 
+    fn events_per_atomic_commit(&self) -> usize {
+        // One batch: the events and the state row.
+        BATCH - 1
+    }
+
     async fn load_instance(&self, instance_id: &str) -> Result<Option<LoadedInstance>, Error> {
         let rows = self.partition_rows(instance_id).await?;
         let Some(state_row) = rows.iter().find(|r| r.row_key == STATE_ROW) else {

@@ -703,8 +703,8 @@ async fn a_busy_instance_does_not_hold_up_its_partition() {
     worker.shutdown().await;
 }
 
-/// Within the merge window, a one-activity orchestration is written once: its start, the
-/// activity's schedule and result and its completion in one commit, in history order.
+/// Within the group commit window, a one-activity orchestration is written once: its start,
+/// the activity's schedule and result and its completion in one commit, in history order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_quick_orchestration_is_committed_once() {
     let registry = Registry::new()
@@ -715,7 +715,7 @@ async fn a_quick_orchestration_is_committed_once() {
     let backend = Arc::new(MemoryBackend::new());
     let options = WorkerOptions {
         // Wide enough that the no-op activity always finishes inside it.
-        inline_merge_window: Duration::from_secs(30),
+        group_commit_window: Duration::from_secs(30),
         ..polling_quickly()
     };
     let worker = Worker::new(backend.clone(), registry, options).start();
@@ -744,6 +744,80 @@ async fn a_quick_orchestration_is_committed_once() {
             "ExecutionCompleted"
         ]
     );
+}
+
+/// A chain of quick activities, one after the other, adding one each time.
+fn counting_chain() -> Registry {
+    Registry::new()
+        .orchestration(
+            "count",
+            |ctx: OrchestrationContext, steps: u64| async move {
+                let mut total = 0u64;
+                for _ in 0..steps {
+                    total = ctx.call_activity::<u64>("add_one", total).await?;
+                }
+                Ok(total)
+            },
+        )
+        .activity("add_one", |_ctx, n: u64| async move { Ok(n + 1) })
+}
+
+/// Runs `count` over `steps` with `window` and returns the table commits it took and its
+/// history's kinds (without the replay markers).
+async fn run_counting_chain(steps: u64, window: Duration) -> (u64, Vec<&'static str>) {
+    let backend = Arc::new(MemoryBackend::new());
+    let options = WorkerOptions {
+        group_commit_window: window,
+        ..polling_quickly()
+    };
+    let worker = Worker::new(backend.clone(), counting_chain(), options).start();
+    let client = Client::new(backend.clone());
+    let commits = |b: &MemoryBackend| b.transaction_counts().get("table.batch").copied();
+    let before = commits(&backend).unwrap_or(0);
+    let id = client
+        .start("count", StartOptions::default(), &json!(steps))
+        .await
+        .unwrap();
+    let done = client.wait_for_completion(&id, WAIT).await.unwrap();
+    worker.shutdown().await;
+    assert_eq!(done.runtime_status, RuntimeStatus::Completed);
+    assert_eq!(done.output, json!(steps));
+    let kinds = history_kinds(&client, &id)
+        .await
+        .into_iter()
+        .filter(|k| *k != "OrchestratorStarted")
+        .collect();
+    (commits(&backend).unwrap_or(0) - before, kinds)
+}
+
+/// The history of `count` over `steps`, whatever the commits.
+fn counting_history(steps: usize) -> Vec<&'static str> {
+    let mut kinds = vec!["ExecutionStarted"];
+    for _ in 0..steps {
+        kinds.extend(["ActivityScheduled", "ActivityCompleted"]);
+    }
+    kinds.push("ExecutionCompleted");
+    kinds
+}
+
+/// Group commit: the steps of a chain of quick activities are run before they are
+/// committed and written together, at most 64 steps a commit — a chain of 100 is two
+/// commits — with the same history as step by step.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chain_of_quick_steps_is_committed_a_group_at_a_time() {
+    // Wide enough that every no-op activity finishes inside it.
+    let (commits, kinds) = run_counting_chain(100, Duration::from_secs(30)).await;
+    assert_eq!(kinds, counting_history(100));
+    assert_eq!(commits, 2, "64 steps, then the other 36 and the completion");
+}
+
+/// Without a group commit window every step is its own commit: the start with the first
+/// schedule, then each result with what it leads to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_window_every_step_is_committed_on_its_own() {
+    let (commits, kinds) = run_counting_chain(3, Duration::ZERO).await;
+    assert_eq!(kinds, counting_history(3));
+    assert_eq!(commits, 4);
 }
 
 /// The kinds of an instance's history events, in order.

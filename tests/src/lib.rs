@@ -87,6 +87,14 @@ pub fn registry() -> Registry {
                 Ok(sum)
             },
         )
+        .orchestration("chain", |ctx: OrchestrationContext, n: u64| async move {
+            // One quick activity after another: the steps a group commit takes together.
+            let mut sum = 0;
+            for i in 0..n {
+                sum += ctx.call_activity::<u64>("square", i).await?;
+            }
+            Ok(sum)
+        })
         .orchestration(
             "chaos",
             |ctx: OrchestrationContext, run: Chaos| async move {

@@ -1,5 +1,6 @@
 //! Crash safety and split brain with real worker processes on Azurite: workers killed with
-//! SIGKILL at random points during waves of fan-outs, and three workers on one task hub at once.
+//! SIGKILL at random points during waves of fan-outs and a group-committed chain, and three
+//! workers on one task hub at once.
 //! Every instance must finish with a gap-free history that records each result once.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -107,6 +108,17 @@ async fn workers_killed_at_random_points_lose_nothing() {
                 .unwrap(),
         );
     }
+    // A chain of quick activities, whose steps are group-committed: a kill inside a group
+    // must lose none of it and record no result twice.
+    const CHAIN: u64 = 400;
+    let chain = client
+        .start(
+            "chain",
+            StartOptions::with_instance_id("crash-chain"),
+            &CHAIN,
+        )
+        .await
+        .unwrap();
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -120,7 +132,7 @@ async fn workers_killed_at_random_points_lose_nothing() {
         tokio::time::sleep(Duration::from_millis(pause)).await;
         worker.kill(); // SIGKILL: no chance to finish anything
         let mut finished = 0;
-        for id in &ids {
+        for id in ids.iter().chain([&chain]) {
             if client
                 .status(id, StatusOptions::default())
                 .await
@@ -133,9 +145,9 @@ async fn workers_killed_at_random_points_lose_nothing() {
         }
         eprintln!(
             "kill {round}: {finished} of {} instances finished",
-            ids.len()
+            ids.len() + 1
         );
-        if finished < ids.len() {
+        if finished <= ids.len() {
             kills_mid_run += 1;
         }
     }
@@ -145,6 +157,7 @@ async fn workers_killed_at_random_points_lose_nothing() {
     );
     let _survivor = spawn_worker(hub);
     verify(&client, &ids, n, true).await;
+    verify(&client, &[chain], CHAIN, false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -173,6 +173,13 @@ pub trait InstanceStore: Send + Sync {
         None
     }
 
+    /// The most history events one [`commit_episode`](Self::commit_episode) writes in a
+    /// single atomic write (one table transaction with the state row); a group commit of
+    /// inline steps stays within it. Unbounded by default.
+    fn events_per_atomic_commit(&self) -> usize {
+        usize::MAX
+    }
+
     /// Commits an episode: state and history together, conditional on `expected`;
     /// then sends its messages. Conflict when the condition fails (nothing is written).
     async fn commit_episode(&self, instance_id: &str, commit: EpisodeCommit)

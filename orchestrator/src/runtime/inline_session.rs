@@ -20,7 +20,8 @@ use tracing::{debug, warn};
 
 use super::activity_attempt::{self, result_kind, ActivityResult};
 use super::instance_locks::InstanceGuard;
-use super::turn::{InstanceTurn, Stepped};
+use super::step_group::{self, Group};
+use super::turn::{Decision, InstanceTurn};
 use super::{lease, Shared};
 use crate::backend::{
     ActivityWorkItem, Error, OrchestratorMessage, Outbound, QueueMessage, QueueName, Received,
@@ -115,7 +116,7 @@ impl InlineActivities {
     }
 
     /// Stops waiting: the running ones are aborted and their work items returned.
-    fn abandon(mut self) -> Vec<ActivityWorkItem> {
+    pub(crate) fn abandon(mut self) -> Vec<ActivityWorkItem> {
         self.running.abort_all();
         self.outstanding.into_values().collect()
     }
@@ -174,14 +175,22 @@ pub(crate) async fn run(
                 }
             }
         };
-        match commit_results(shared, instance_id, &mut known, events).await {
+        // Grouping runs the next steps' activities itself: only when no others are running.
+        let grouping = activities.is_empty();
+        match commit_results(shared, instance_id, &mut known, events, grouping).await {
             // A finished or terminated instance takes no more results: the activities
             // still running are stopped rather than handed over.
             Ok(_) if known.state.status.is_terminal() => {
                 activities.abandon();
                 break;
             }
-            Ok(next) => activities.spawn_all(shared, next),
+            Ok(committed) => {
+                match committed.running {
+                    Some(running) => activities = running,
+                    None => activities.spawn_all(shared, committed.inline),
+                }
+                pending = (!committed.ready.is_empty()).then_some(committed.ready);
+            }
             Err(events) => {
                 // The results could not be committed: send them as messages instead, and
                 // the activities still running through the work-item queue.
@@ -203,33 +212,71 @@ async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
     let _ = stop.wait_for(|stopping| *stopping).await;
 }
 
-/// Commits results; on a conflict, reloads the instance and tries again. Returns the next
-/// inline activities, or the events it could not commit.
+/// What a commit of results leaves to the session.
+#[derive(Default)]
+struct Committed {
+    /// Inline activities the last committed step decided, to start.
+    inline: Vec<ActivityWorkItem>,
+    /// Or: the group's last activities, already running.
+    running: Option<InlineActivities>,
+    /// Results in hand that the group did not take, to deliver next.
+    ready: Vec<NewEvent>,
+}
+
+/// Commits results, with the steps they lead to when `grouping` (see `step_group`); on a
+/// conflict, reloads the instance and tries again. Returns what is left to run, or the
+/// events it could not commit.
 async fn commit_results(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     instance_id: &str,
     known: &mut InstanceTurn,
     events: Vec<NewEvent>,
-) -> Result<Vec<ActivityWorkItem>, Vec<NewEvent>> {
+    grouping: bool,
+) -> Result<Committed, Vec<NewEvent>> {
     for _ in 0..MAX_RELOADS {
-        match known.step(shared, events.clone()).await {
-            Ok(Stepped::Committed(inline)) => return Ok(inline),
-            Ok(Stepped::Unchanged | Stepped::NotStarted) => return Ok(Vec::new()),
-            Err(Error::Conflict(reason)) => {
+        let decided = match known.decide(shared, events.clone()) {
+            Decision::Changed(decided) => *decided,
+            Decision::Unchanged | Decision::NotStarted => return Ok(Committed::default()),
+        };
+        let Group {
+            decided,
+            running,
+            ready,
+        } = if grouping {
+            step_group::run_before_commit(shared, known, decided).await
+        } else {
+            Group::ended(decided)
+        };
+        let error = match known.commit(shared, decided).await {
+            Ok(inline) => {
+                return Ok(Committed {
+                    inline,
+                    running,
+                    ready,
+                })
+            }
+            Err(error) => error,
+        };
+        // What runs was decided by steps that were not written: stop it.
+        if let Some(running) = running {
+            running.abandon();
+        }
+        match error {
+            Error::Conflict(reason) => {
                 debug!(reason, "inline results met a concurrent commit; reloading");
                 match shared.backend.load_instance(instance_id).await {
                     Ok(Some(loaded)) if loaded.state.execution_id == known.state.execution_id => {
                         *known = InstanceTurn::loaded(loaded);
                     }
                     // Purged, or a new execution: these results belong to nobody now.
-                    Ok(_) => return Ok(Vec::new()),
+                    Ok(_) => return Ok(Committed::default()),
                     Err(error) => {
                         warn!(%error, "reloading after a conflict failed");
                         return Err(events);
                     }
                 }
             }
-            Err(error) => {
+            error => {
                 warn!(%error, "committing inline results failed");
                 return Err(events);
             }

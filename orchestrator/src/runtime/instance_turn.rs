@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::OwnedSemaphorePermit;
-use tokio::time::Instant;
 use tracing::{debug, info, warn, Instrument};
 
 use super::episode_effects::{pending_messages, to_instance};
@@ -14,7 +13,8 @@ use super::inline_session::InlineActivities;
 use super::instance_locks::InstanceGuard;
 use super::intake::{self, Intake, Replay};
 use super::settling::{settle, Disposition};
-use super::turn::{Decided, Decision, InstanceTurn};
+use super::step_group::{self, Group};
+use super::turn::{Decision, InstanceTurn};
 use super::{inline_session, Shared};
 use crate::backend::{Error, LoadedInstance, OrchestratorMessage, QueueName, Received};
 use crate::history::{EventKind, FailureDetails, FailureKind};
@@ -240,14 +240,25 @@ async fn run_instance_episode(
             return Ok(Attempt::Done(Box::new(|_| Disposition::Delete), None));
         }
     };
-    let (decided, running, ready) = run_quick_activities(shared, &instance, decided).await;
+    // The activities it decided run before the commit, and the steps they lead to join it.
+    let Group {
+        decided,
+        running,
+        ready,
+    } = step_group::run_before_commit(shared, &instance, decided).await;
     let inline = match instance.commit(shared, decided).await {
         Ok(inline) => inline,
-        // The cached row changed or was purged: nothing was written, redo from storage.
-        Err(Error::Conflict(_) | Error::NotFound(_)) if from_cache => {
-            return Ok(Attempt::Unconfirmed)
+        Err(error) => {
+            // What runs was decided by steps that were not written: stop it.
+            if let Some(running) = running {
+                running.abandon();
+            }
+            return match error {
+                // The cached row changed or was purged: nothing was written, redo from storage.
+                Error::Conflict(_) | Error::NotFound(_) if from_cache => Ok(Attempt::Unconfirmed),
+                error => Err(error),
+            };
         }
-        Err(error) => return Err(error),
     };
     let activities = match running {
         Some(running) => running,
@@ -292,35 +303,6 @@ async fn resend_decided(
     }
     shared.idle.wake();
     Ok(())
-}
-
-/// An episode that only started activities this process runs: they start before its
-/// commit, and if they all finish within `inline_merge_window` the episode their results
-/// cause is decided too and both are committed as one (one table transaction instead of
-/// two for a short orchestration). If the process dies first, nothing was written and the
-/// messages come back: the activities run again (at least once, as always). Returns what
-/// to commit, the activities still running (`None`: start those the commit returns) and
-/// results already in hand.
-async fn run_quick_activities(
-    shared: &Arc<Shared>,
-    turn: &InstanceTurn,
-    mut decided: Decided,
-) -> (Decided, Option<InlineActivities>, Vec<NewEvent>) {
-    let window = shared.options.inline_merge_window;
-    if decided.inline.is_empty() || !decided.queued.is_empty() || window.is_zero() {
-        return (decided, None, Vec::new());
-    }
-    let mut running = InlineActivities::start(shared, std::mem::take(&mut decided.inline));
-    let (results, all_done) = running.results_by(shared, Instant::now() + window).await;
-    if !all_done {
-        return (decided, Some(running), results);
-    }
-    match turn.after(&decided).decide(shared, results.clone()) {
-        Decision::Changed(next) => (decided.then(*next), None, Vec::new()),
-        // Not expected for completions of the activities just decided; the session
-        // delivers them after the commit instead.
-        Decision::Unchanged | Decision::NotStarted => (decided, Some(running), results),
-    }
 }
 
 /// The instance from storage. A first delivery of a start usually finds a brand-new

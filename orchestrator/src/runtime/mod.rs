@@ -17,6 +17,7 @@ mod orchestration_worker;
 mod retention_loop;
 mod run_log_writer;
 mod settling;
+mod step_group;
 mod turn;
 
 pub use hosted::{HostOptions, HostedWorker, NotSettled};
@@ -80,10 +81,12 @@ pub struct WorkerOptions {
     /// invocation there). Work inside `spawn_blocking` cannot be interrupted: its result
     /// is dropped when it comes.
     pub activity_timeout: Option<Duration>,
-    /// How long an episode that only started inline activities waits for them before its
-    /// commit, so that a short orchestration commits its start and its results as one.
-    /// Zero: commit first, always.
-    pub inline_merge_window: Duration,
+    /// Group commit (`step_group`): how long, from a step's decision, the steps that follow
+    /// it through quick inline activities may run before they are committed together — the
+    /// durability window: a crash inside it re-runs those steps' activities (at least
+    /// once, as always) and nothing of them was visible. Zero: every step commits before
+    /// its activities start.
+    pub group_commit_window: Duration,
     /// Replays hand their async worker's queue to another thread first
     /// (`block_in_place`), so a long replay holds up nothing else. Costs a thread hand-off
     /// per episode; on under the Functions host, where an invocation held up past
@@ -121,7 +124,7 @@ impl Default for WorkerOptions {
             inline_activities: true,
             lease_renewal: Duration::from_secs(10),
             activity_timeout: None,
-            inline_merge_window: Duration::from_millis(20),
+            group_commit_window: Duration::from_millis(100),
             replay_off_runtime: false,
             early_event_hold: Duration::from_secs(20 * 60),
             retention: None,

@@ -1,7 +1,7 @@
 //! The instance turn: an instance as one turn of the worker holds it (state row, ETag,
 //! history) and the two things every route does with it — decide (replay new events over
-//! it, no I/O) and commit (write under the ETag, then send). The queued route, the merge
-//! window, the inline session and the hosted route all go through [`InstanceTurn`]; a
+//! it, no I/O) and commit (write under the ETag, then send). The queued route, the group
+//! commit, the inline session and the hosted route all go through [`InstanceTurn`]; a
 //! committed turn is the instance as it now is in storage, ready for the next episode.
 
 use crate::backend::{
@@ -26,19 +26,6 @@ pub(crate) struct InstanceTurn {
     pub history: Vec<HistoryEvent>,
     /// This turn starts a new execution over a finished one: its events replace the history.
     pub replace_history: bool,
-}
-
-/// How a step (decide, then commit) ended.
-pub(crate) enum Stepped {
-    /// The execution has not started yet (its start message has not arrived).
-    NotStarted,
-    /// Nothing new: no event changed the history, nothing was written.
-    Unchanged,
-    /// Committed; the activities the episode decided that this process runs itself. Their
-    /// work items were not sent: the messages that caused the episode stay locked until the
-    /// results are committed, and if this process dies they come back and the activities
-    /// are re-derived from history and sent through the work-item queue.
-    Committed(Vec<ActivityWorkItem>),
 }
 
 /// An episode decided but not yet written.
@@ -101,8 +88,8 @@ impl InstanceTurn {
         })
     }
 
-    /// The turn as it will be once `decided` is committed (same ETag): what the merge
-    /// window decides the next episode over before either is written.
+    /// The turn as it will be once `decided` is committed (same ETag): what a group commit
+    /// decides the next step over before either is written.
     pub(crate) fn after(&self, decided: &Decided) -> InstanceTurn {
         let mut history = if self.replace_history {
             Vec::new()
@@ -116,6 +103,13 @@ impl InstanceTurn {
             history,
             replace_history: false,
         }
+    }
+
+    /// Moves a turn that is ahead of storage past `decided`, the next step of a group
+    /// commit (the ETag stays: nothing was written).
+    pub(crate) fn advance(&mut self, decided: &Decided) {
+        self.history.extend(decided.new_events.iter().cloned());
+        self.state = decided.state.clone();
     }
 
     /// Replays `events` over the turn (no I/O).
@@ -255,22 +249,6 @@ impl InstanceTurn {
             metrics::execution_ended(&next.name, next.status, took);
         }
         spans::timers_fired(next, &spans::fired_timers(history, new_events));
-    }
-
-    /// Replays `events` over the turn and commits the result.
-    pub(crate) async fn step(
-        &mut self,
-        shared: &Shared,
-        events: Vec<NewEvent>,
-    ) -> Result<Stepped, Error> {
-        match self.decide(shared, events) {
-            Decision::NotStarted => Ok(Stepped::NotStarted),
-            Decision::Unchanged => Ok(Stepped::Unchanged),
-            Decision::Changed(decided) => {
-                let inline = self.commit(shared, *decided).await?;
-                Ok(Stepped::Committed(inline))
-            }
-        }
     }
 }
 

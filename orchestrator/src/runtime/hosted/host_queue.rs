@@ -224,6 +224,10 @@ impl InstanceStore for HostQueue {
         self.inner.take_created(instance_id)
     }
 
+    fn events_per_atomic_commit(&self) -> usize {
+        self.inner.events_per_atomic_commit()
+    }
+
     async fn commit_episode(
         &self,
         instance_id: &str,
