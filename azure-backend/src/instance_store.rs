@@ -15,6 +15,7 @@ use futures::StreamExt;
 
 use crate::backend::AzureBackend;
 use crate::error::classify;
+use crate::list_query;
 use crate::rows::{gen_of, history_key, parse_history_key, Range, Row, ATOMIC_GEN, STATE_ROW};
 
 /// Operations per entity group transaction (the service allows 100).
@@ -466,18 +467,32 @@ impl InstanceStore for AzureBackend {
         } else {
             query.page_size
         };
-        let mut filter = format!("RowKey eq '{STATE_ROW}'");
-        if let Some(after) = &query.continuation {
-            filter.push_str(&format!(" and PartitionKey gt '{}'", odata_quote(after)));
-        }
+        let mut stream = self
+            .table
+            .query()
+            .filter(list_query::service_filter(query))
+            .top(azure_data_tables::Top::new(list_query::rows_per_request(
+                size,
+            )))
+            .into_stream::<Row>();
         let mut states = Vec::new();
-        for row in self.query_rows(filter).await? {
-            let (state, _) = self.decode_state(&row).await?;
-            if query.matches(&state) {
-                states.push(state);
+        // Rows come in instance id order: the page is complete at one match more than it
+        // holds (that one says a next page exists), and the rest of the hub is not read.
+        'requests: while let Some(response) = stream.next().await {
+            self.counter.count("table.query");
+            for row in response.map_err(|e| classify("table query", e))?.entities {
+                if list_query::past_prefix(query, &row.partition_key) {
+                    break 'requests;
+                }
+                let (state, _) = self.decode_state(&row).await?;
+                if query.matches(&state) {
+                    states.push(state);
+                    if states.len() > size {
+                        break 'requests;
+                    }
+                }
             }
         }
-        states.sort_by(|a, b| a.instance_id.cmp(&b.instance_id));
         Ok(InstancePage::from_matches(states, size))
     }
 

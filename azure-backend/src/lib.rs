@@ -24,6 +24,7 @@ mod document_store;
 mod error;
 pub mod identity;
 mod instance_store;
+mod list_query;
 mod local_arrivals;
 mod payload;
 mod payload_store;

@@ -432,3 +432,50 @@ async fn a_start_made_in_this_process_is_taken_up_without_reading_its_state_back
     assert_eq!(count("table.get"), 0, "{after:?}");
     worker.shutdown().await;
 }
+
+/// A page of a listing reads about the page from the table, not the task hub: with 1,100
+/// instances, a page of 10 Pending ones and the page after it are one query request each,
+/// of 11 rows (the service applies the status filter; rows come in id order).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listing_page_reads_one_page_of_rows() {
+    use flowforge_orchestrator::backend::InstanceQuery;
+    let backend = AzureBackend::connect(config("listing")).await.unwrap();
+    let client = Client::new(backend.clone());
+    let mut ids = Vec::new();
+    for first in (0..1100).step_by(100) {
+        let starts = (first..first + 100).map(|i| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                let options = StartOptions::with_instance_id(format!("many-{i:04}"));
+                client.start("fan", options, &json!(1)).await
+            })
+        });
+        for start in starts.collect::<Vec<_>>() {
+            ids.push(start.await.unwrap().unwrap());
+        }
+    }
+    ids.sort();
+    let queries = |b: &AzureBackend| b.transaction_counts().get("table.query").copied();
+    let mut query = InstanceQuery {
+        statuses: vec![RuntimeStatus::Pending],
+        page_size: 10,
+        ..Default::default()
+    };
+    for page in 0..2 {
+        let before = queries(&backend).unwrap_or(0);
+        let listed = backend.list_instances(&query).await.unwrap();
+        let read = queries(&backend).unwrap_or(0) - before;
+        let got: Vec<_> = listed
+            .instances
+            .iter()
+            .map(|s| s.instance_id.clone())
+            .collect();
+        assert_eq!(got, ids[page * 10..page * 10 + 10], "page {page}");
+        assert_eq!(read, 1, "page {page}: one query request");
+        query.continuation = listed.continuation;
+        assert_eq!(
+            query.continuation.as_deref(),
+            Some(ids[page * 10 + 9].as_str())
+        );
+    }
+}

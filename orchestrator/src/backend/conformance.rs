@@ -410,9 +410,12 @@ pub async fn malformed_and_dead_lettered_messages(backend: Arc<dyn Backend>) {
     assert_eq!(backend.list_dead_letters(10).await.unwrap().len(), 1);
 }
 
-/// Listing filters by status, creation time and prefix, and pages with a continuation.
+/// Listing filters by status, creation time and prefix, and pages with a continuation, in
+/// instance id order whatever the order of creation.
 pub async fn list_filters_and_pages(backend: Arc<dyn Backend>) {
-    for i in 0..25 {
+    let base = Utc::now() - chrono::Duration::hours(2);
+    // Created out of id order; instance i was created i minutes after `base`.
+    for i in (0..25).map(|k| (k * 7) % 25) {
         let id = format!("list-{i:02}");
         let status = if i % 2 == 0 {
             RuntimeStatus::Completed
@@ -420,8 +423,12 @@ pub async fn list_filters_and_pages(backend: Arc<dyn Backend>) {
             RuntimeStatus::Running
         };
         let start = start_message(backend.as_ref(), &id);
+        let created = InstanceState {
+            created_at: base + chrono::Duration::minutes(i),
+            ..state(&id, status)
+        };
         backend
-            .create_instance(&state(&id, status), &start, None)
+            .create_instance(&created, &start, None)
             .await
             .unwrap();
     }
@@ -451,6 +458,22 @@ pub async fn list_filters_and_pages(backend: Arc<dyn Backend>) {
         .map(|i| format!("list-{i:02}"))
         .collect();
     assert_eq!(seen, expected);
+    // A creation window (bounds inclusive, to the sub-second) with a status.
+    let window = InstanceQuery {
+        statuses: vec![RuntimeStatus::Running],
+        created_from: Some(base + chrono::Duration::minutes(9)),
+        created_to: Some(base + chrono::Duration::minutes(15) - chrono::Duration::milliseconds(1)),
+        ..Default::default()
+    };
+    let listed: Vec<_> = backend
+        .list_instances(&window)
+        .await
+        .unwrap()
+        .instances
+        .into_iter()
+        .map(|s| s.instance_id)
+        .collect();
+    assert_eq!(listed, ["list-09", "list-11", "list-13"]);
     let future = InstanceQuery {
         created_from: Some(Utc::now() + chrono::Duration::hours(1)),
         ..Default::default()
