@@ -11,6 +11,7 @@ mod measure;
 mod recovery;
 mod replay;
 mod scenarios;
+mod task_hub;
 mod telemetry_cost;
 
 use std::path::PathBuf;
@@ -44,8 +45,9 @@ struct Args {
     /// The `flowforge` binary for the cold-start and crash-recovery scenarios.
     #[arg(long)]
     flowforge: Option<PathBuf>,
-    /// Only these scenarios (comma-separated: chain, fan_out, fan_out_logged, many, events,
-    /// idle, replay; with `--flowforge`: latency, cold_start, recovery); all when absent.
+    /// Only these scenarios (comma-separated: chain, fan_out, fan_out_10k, fan_out_logged,
+    /// many, events, idle, task_hub, replay; with `--flowforge`: latency, cold_start,
+    /// recovery); all when absent.
     #[arg(long, value_delimiter = ',')]
     scenarios: Vec<String>,
     /// Export traces and metrics (OTLP/HTTP protobuf, as in production) to a local
@@ -56,6 +58,9 @@ struct Args {
     /// benchmark, export off and on, side by side.
     #[arg(long)]
     telemetry_cost: bool,
+    /// Instances of the grown task hub (`task_hub`, Azurite; at least 2,000).
+    #[arg(long, default_value_t = 10_000)]
+    hub_instances: u64,
     /// Where to write the JSON results.
     #[arg(long, default_value = "bench-results.json")]
     json: PathBuf,
@@ -142,6 +147,14 @@ async fn main() -> anyhow::Result<()> {
                 results.push(scenarios::engine(key, fresh(kind).await?, n).await?);
             }
             rows.push(measure::median_row(kind, label, results, azurite_pid));
+        }
+        if *kind == "azurite" && wanted("task_hub") {
+            eprintln!(
+                "running task_hub on azurite ({} instances)",
+                args.hub_instances
+            );
+            let engine = fresh(kind).await?.engine;
+            rows.extend(task_hub::task_hub(engine, args.hub_instances.max(2000), runs).await?);
         }
         if *kind == "azurite" && wanted("idle") {
             rows.push(scenarios::idle(fresh(kind).await?.engine, args.idle_secs).await?);

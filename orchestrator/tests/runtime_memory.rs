@@ -580,9 +580,11 @@ async fn client_operations_terminate_suspend_resume_restart_list_purge() {
         client.status("list-0", StatusOptions::default()).await,
         Err(ClientError::NotFound(_))
     ));
+    // Pages of two: each page is deleted before the next is listed after it.
     let purged = client
         .purge_many(&InstanceQuery {
             instance_id_prefix: Some("list-".into()),
+            page_size: 2,
             ..Default::default()
         })
         .await
