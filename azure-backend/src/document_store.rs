@@ -8,7 +8,8 @@ use futures::StreamExt;
 
 use crate::backend::AzureBackend;
 use crate::error::classify;
-use crate::instance_store::{odata_quote, Op};
+use crate::instance_store::Op;
+use crate::rows::odata_quote;
 use crate::rows::Row;
 
 impl AzureBackend {

@@ -16,7 +16,9 @@ use futures::StreamExt;
 use crate::backend::AzureBackend;
 use crate::error::classify;
 use crate::list_query;
-use crate::rows::{gen_of, history_key, parse_history_key, Range, Row, ATOMIC_GEN, STATE_ROW};
+use crate::rows::{
+    gen_of, history_key, odata_quote, parse_history_key, Range, Row, ATOMIC_GEN, STATE_ROW,
+};
 
 /// Operations per entity group transaction (the service allows 100).
 pub(crate) const BATCH: usize = 100;
@@ -239,11 +241,6 @@ impl AzureBackend {
     pub async fn load_instance_rows(&self, instance_id: &str) -> Result<usize, Error> {
         Ok(self.partition_rows(instance_id).await?.len())
     }
-}
-
-/// Doubles single quotes for an OData string literal.
-pub(crate) fn odata_quote(value: &str) -> String {
-    value.replace('\'', "''")
 }
 
 #[async_trait]

@@ -10,8 +10,7 @@
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use flowforge_orchestrator::backend::InstanceQuery;
 
-use crate::instance_store::odata_quote;
-use crate::rows::STATE_ROW;
+use crate::rows::{odata_quote, STATE_ROW};
 
 /// The OData filter of a listing: state rows after the continuation, of the statuses, in
 /// the creation window and from the id prefix on.

@@ -18,6 +18,11 @@ pub(crate) const ATOMIC_GEN: &str = "a";
 /// RowKey of the state row.
 pub(crate) const STATE_ROW: &str = "state";
 
+/// Doubles single quotes for an OData string literal (a key in a query filter).
+pub(crate) fn odata_quote(value: &str) -> String {
+    value.replace('\'', "''")
+}
+
 /// Which generation tag holds history from `from_seq` on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Range {

@@ -11,7 +11,8 @@ use futures::StreamExt;
 
 use crate::backend::AzureBackend;
 use crate::error::classify;
-use crate::instance_store::{odata_quote, Op, BATCH};
+use crate::instance_store::{Op, BATCH};
+use crate::rows::odata_quote;
 use crate::rows::Row;
 
 /// Chunks per page at most (one query page of the service holds up to 1,000 rows).

@@ -7,18 +7,16 @@
 //! with a dequeue count above one and the worker re-derives the unanswered activities from
 //! history and sends them through the work-item queue. While activities run, the session
 //! renews the messages' lease every `lease_renewal`; if a renewal fails, the activities
-//! still running are handed over the same way, explicitly. Each step is still one commit
-//! under the state row's ETag, so a concurrent writer makes the session reload, never
-//! overwrite.
+//! still running are handed over the same way, explicitly. Each commit (a step, or a group
+//! of steps: `step_group`) is conditional on the state row's ETag, so a concurrent writer
+//! makes the session reload, never overwrite.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
-use tokio::task::{Id, JoinSet};
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
-use super::activity_attempt::{self, result_kind, ActivityResult};
+use super::inline_activities::InlineActivities;
 use super::instance_locks::InstanceGuard;
 use super::step_group::{self, Group};
 use super::turn::{Decision, InstanceTurn};
@@ -26,101 +24,10 @@ use super::{lease, Shared};
 use crate::backend::{
     ActivityWorkItem, Error, OrchestratorMessage, Outbound, QueueMessage, QueueName, Received,
 };
-use crate::history::{FailureDetails, FailureKind};
 use crate::replay::NewEvent;
 
 /// Conflicts (another writer committed first) a session absorbs by reloading.
 const MAX_RELOADS: usize = 5;
-
-/// Activities running in this process for one instance.
-pub(crate) struct InlineActivities {
-    running: JoinSet<ActivityResult>,
-    outstanding: HashMap<Id, ActivityWorkItem>,
-}
-
-impl InlineActivities {
-    /// Starts `items`.
-    pub(crate) fn start(shared: &Arc<Shared>, items: Vec<ActivityWorkItem>) -> Self {
-        let mut activities = Self {
-            running: JoinSet::new(),
-            outstanding: HashMap::new(),
-        };
-        activities.spawn_all(shared, items);
-        activities
-    }
-
-    /// Whether none is running.
-    pub(crate) fn is_empty(&self) -> bool {
-        self.running.is_empty()
-    }
-
-    /// Waits for the first result (none by `deadline`: `None`), then takes every result
-    /// ready by now as well, as the events to deliver.
-    async fn next_results(&mut self, shared: &Shared, deadline: Instant) -> Option<Vec<NewEvent>> {
-        let first = tokio::select! {
-            joined = self.running.join_next_with_id() => joined,
-            _ = tokio::time::sleep_until(deadline) => return None,
-        };
-        let mut finished = Vec::from_iter(first);
-        while let Some(joined) = self.running.try_join_next_with_id() {
-            finished.push(joined);
-        }
-        let now = shared.clock.now();
-        Some(
-            finished
-                .into_iter()
-                .filter_map(|joined| {
-                    let (id, result) = match joined {
-                        Ok((id, result)) => (id, result),
-                        // Panics are caught inside the attempt; this is a task cancelled
-                        // as the runtime shuts down.
-                        Err(join) => (join.id(), Err(cancelled(&join))),
-                    };
-                    let item = self.outstanding.remove(&id)?;
-                    Some(NewEvent {
-                        timestamp: now,
-                        kind: result_kind(item.scheduled_id, result),
-                    })
-                })
-                .collect(),
-        )
-    }
-
-    /// Every result ready by `deadline`; true when none is left running.
-    pub(crate) async fn results_by(
-        &mut self,
-        shared: &Shared,
-        deadline: Instant,
-    ) -> (Vec<NewEvent>, bool) {
-        let mut events = Vec::new();
-        while !self.is_empty() {
-            match self.next_results(shared, deadline).await {
-                Some(more) => events.extend(more),
-                None => break,
-            }
-        }
-        (events, self.is_empty())
-    }
-
-    fn spawn_all(&mut self, shared: &Arc<Shared>, items: Vec<ActivityWorkItem>) {
-        for item in items {
-            let work = activity_attempt::attempt(shared, &item, 1, true);
-            // Inline activities share the worker's activity slots with the queued ones.
-            let slots = shared.activity_slots.clone();
-            let handle = self.running.spawn(async move {
-                let _slot = slots.acquire_owned().await;
-                work.await
-            });
-            self.outstanding.insert(handle.id(), item);
-        }
-    }
-
-    /// Stops waiting: the running ones are aborted and their work items returned.
-    pub(crate) fn abandon(mut self) -> Vec<ActivityWorkItem> {
-        self.running.abort_all();
-        self.outstanding.into_values().collect()
-    }
-}
 
 /// Runs a committed episode's inline activities and the episodes that follow. `ready`:
 /// results already in hand, delivered first. Returns true when everything decided is
@@ -283,13 +190,6 @@ async fn commit_results(
         }
     }
     Err(events)
-}
-
-fn cancelled(join: &tokio::task::JoinError) -> FailureDetails {
-    FailureDetails::of(
-        FailureKind::ActivityPanicked,
-        format!("the activity's task ended early: {join}"),
-    )
 }
 
 /// Sends the work items of activities the session stops waiting for.

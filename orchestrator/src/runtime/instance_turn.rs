@@ -9,7 +9,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tracing::{debug, info, warn, Instrument};
 
 use super::episode_effects::{pending_messages, to_instance};
-use super::inline_session::InlineActivities;
+use super::inline_activities::InlineActivities;
 use super::instance_locks::InstanceGuard;
 use super::intake::{self, Intake, Replay};
 use super::settling::{settle, Disposition};

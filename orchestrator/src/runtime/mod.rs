@@ -7,6 +7,7 @@ pub(crate) mod endings;
 pub mod episode_effects;
 mod hosted;
 mod idle;
+mod inline_activities;
 mod inline_session;
 mod instance_cache;
 mod instance_locks;

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use tokio::time::Instant;
 
-use super::inline_session::InlineActivities;
+use super::inline_activities::InlineActivities;
 use super::turn::{Decided, Decision, InstanceTurn};
 use super::Shared;
 use crate::replay::NewEvent;
