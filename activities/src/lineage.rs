@@ -172,12 +172,6 @@ pub async fn publish(
     let manifest = serde_json::to_vec_pretty(&manifest(lake, spec, facts))
         .map_err(|e| FailureDetails::non_retryable("GoldFailed", e.to_string()))?;
     let manifest_path = format!("{catalog}/runs/{}.json", file_name(facts.run_id));
-    lake.put("gold", &manifest_path, manifest.clone()).await?;
-    // A rerun of a run already committed does not move the current manifest back.
-    if !facts.gold.already_committed {
-        lake.put("gold", &format!("{catalog}/manifest.json"), manifest)
-            .await?;
-    }
     let event = run_event(lake, facts, &chrono::Utc::now().to_rfc3339());
     let lineage_path = lake.under_root(&format!(
         "_lineage/{}/{}.json",
@@ -186,7 +180,24 @@ pub async fn publish(
     ));
     let bytes = serde_json::to_vec_pretty(&event)
         .map_err(|e| FailureDetails::non_retryable("GoldFailed", e.to_string()))?;
-    lake.put("gold", &lineage_path, bytes).await?;
+    // Independent writes, at once; a retried gold writes them all again.
+    let current = async {
+        // A rerun of a run already committed does not move the current manifest back.
+        if facts.gold.already_committed {
+            return Ok(());
+        }
+        lake.put(
+            "gold",
+            &format!("{catalog}/manifest.json"),
+            manifest.clone(),
+        )
+        .await
+    };
+    futures::try_join!(
+        lake.put("gold", &manifest_path, manifest.clone()),
+        current,
+        lake.put("gold", &lineage_path, bytes)
+    )?;
     if let Some(endpoint) = lake.lineage_endpoint() {
         emit(endpoint, &event).await;
     }

@@ -5,6 +5,7 @@
 //! OpenLineage event (`gold/_lineage/<dataset>/`).
 
 use flowforge_orchestrator::history::FailureDetails;
+use futures::{StreamExt, TryStreamExt};
 use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -16,6 +17,9 @@ use crate::lineage::{self, RunFacts};
 use crate::spec::{Aggregation, DatasetSpec};
 use crate::tables::schema::table_columns;
 use crate::tables::{write_run, TableCommit, TableWrite, WriteMode};
+
+/// Silver files read from storage at once.
+const READS_AT_ONCE: usize = 8;
 
 /// Input of `gold`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -150,17 +154,31 @@ fn required_columns(spec: &DatasetSpec) -> Vec<String> {
 pub async fn gold(lake: DataLake, input: GoldInput) -> Result<GoldOutput, FailureDetails> {
     let spec = spec_for(&input.dataset)?;
     let silver_table = lake.table("silver", &spec.name)?;
-    let mut silver_bytes = Vec::new();
-    for file in &input.silver.table.files {
-        let bytes = lake
-            .get("silver", &format!("{}/{}", silver_table.path(), file.path))
-            .await?;
-        silver_bytes.push((bytes, file.partition_values.clone()));
-    }
-    let mut dimension_bytes = Vec::new();
-    for dimension in &spec.dimensions {
-        dimension_bytes.push(lake.get("landing", &dimension.landing).await?);
-    }
+    // The files are independent reads: a few at once, not one round trip after another.
+    let silver_reads: Vec<_> = input
+        .silver
+        .table
+        .files
+        .iter()
+        .map(|file| {
+            let name = format!("{}/{}", silver_table.path(), file.path);
+            let (lake, values) = (lake.clone(), file.partition_values.clone());
+            async move {
+                let bytes = lake.get("silver", &name).await?;
+                Ok::<_, FailureDetails>((bytes, values))
+            }
+        })
+        .collect();
+    let dimension_reads = spec
+        .dimensions
+        .iter()
+        .map(|dimension| lake.get("landing", &dimension.landing));
+    let (silver_bytes, dimension_bytes) = futures::try_join!(
+        futures::stream::iter(silver_reads)
+            .buffered(READS_AT_ONCE)
+            .try_collect::<Vec<_>>(),
+        futures::future::try_join_all(dimension_reads)
+    )?;
     let work_spec = spec.clone();
     let run_id = input.run_id.clone();
     let (write, table) = blocking(move || {
