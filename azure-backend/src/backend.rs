@@ -16,6 +16,7 @@ use crate::error::classify;
 use crate::local_arrivals::LocalArrivals;
 use crate::payload::{as_blob_ref, blob_name, blob_ref_text};
 use crate::ranges_cache::RangesCache;
+use crate::start_bundler::StartBundler;
 use crate::storage_health::{DeadlinePolicy, StorageHealth};
 use crate::wake::WakeSignals;
 
@@ -33,6 +34,7 @@ pub struct AzureBackend {
     pub(crate) wake: WakeSignals,
     pub(crate) arrivals: LocalArrivals,
     pub(crate) created: CreatedHere,
+    pub(crate) start_bundler: StartBundler,
     health: Arc<StorageHealth>,
 }
 
@@ -77,8 +79,10 @@ impl AzureBackend {
             wake: WakeSignals::default(),
             arrivals: LocalArrivals::default(),
             created: CreatedHere::default(),
+            start_bundler: StartBundler::default(),
             health,
         });
+        backend.start_bundler.attach(&backend);
         backend.create_task_hub().await?;
         Ok(backend)
     }

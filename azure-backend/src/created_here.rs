@@ -5,8 +5,11 @@
 //! missing entry only means the point read is made) — at most about 16 MiB, also when
 //! the workers are other processes and nothing is ever taken.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::sync::Notify;
 
 use flowforge_orchestrator::backend::ETag;
 use flowforge_orchestrator::status::InstanceState;
@@ -19,12 +22,34 @@ const MAX_INPUT_BYTES: usize = 16 * 1024;
 #[derive(Default)]
 pub(crate) struct CreatedHere {
     inner: Mutex<Created>,
+    /// Woken whenever a creation in flight ends.
+    creation_ended: Notify,
 }
 
 #[derive(Default)]
 struct Created {
     by_id: HashMap<String, (InstanceState, ETag)>,
     order: VecDeque<String>,
+    /// Instances whose start is (being) sent and whose state row is being written: a
+    /// worker here that sees the start meanwhile (a bundle of starts goes out before its
+    /// callers write their rows) waits for the row instead of reading storage, and does
+    /// not write the instance itself only to lose the race to the creator.
+    in_flight: HashSet<String>,
+}
+
+/// Marks a creation in flight until dropped.
+pub(crate) struct CreationInFlight<'a> {
+    created: &'a CreatedHere,
+    instance_id: String,
+}
+
+impl Drop for CreationInFlight<'_> {
+    fn drop(&mut self) {
+        let mut created = self.created.inner.lock().unwrap_or_else(|p| p.into_inner());
+        created.in_flight.remove(&self.instance_id);
+        drop(created);
+        self.created.creation_ended.notify_waiters();
+    }
 }
 
 impl CreatedHere {
@@ -49,6 +74,38 @@ impl CreatedHere {
             .is_none()
         {
             created.order.push_back(id);
+        }
+    }
+
+    /// Marks `instance_id` as being created here until the returned guard is dropped.
+    pub(crate) fn begin(&self, instance_id: &str) -> CreationInFlight<'_> {
+        let mut created = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        created.in_flight.insert(instance_id.to_owned());
+        CreationInFlight {
+            created: self,
+            instance_id: instance_id.to_owned(),
+        }
+    }
+
+    /// The instance as created, once — after its creation here ends, if one is in flight
+    /// (waiting at most `within`).
+    pub(crate) async fn take_when_created(
+        &self,
+        instance_id: &str,
+        within: Duration,
+    ) -> Option<(InstanceState, ETag)> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let ended = self.creation_ended.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
+            let in_flight = {
+                let created = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+                created.in_flight.contains(instance_id)
+            };
+            if !in_flight || tokio::time::timeout_at(deadline, ended).await.is_err() {
+                return self.take(instance_id);
+            }
         }
     }
 
@@ -81,6 +138,30 @@ mod tests {
         assert_eq!((taken.instance_id.as_str(), etag.0.as_str()), ("a", "e1"));
         assert!(created.take("a").is_none());
         assert!(created.take("b").is_none());
+    }
+
+    #[tokio::test]
+    async fn a_taker_waits_for_a_creation_in_flight() {
+        let created = std::sync::Arc::new(CreatedHere::default());
+        let guard = created.begin("a");
+        let taker = {
+            let created = created.clone();
+            tokio::spawn(async move {
+                created
+                    .take_when_created("a", Duration::from_secs(60))
+                    .await
+            })
+        };
+        tokio::task::yield_now().await;
+        created.put(&state("a"), &ETag("e1".into()));
+        drop(guard);
+        let (taken, _) = taker.await.unwrap().expect("the row as created");
+        assert_eq!(taken.instance_id, "a");
+        // Nothing in flight: no wait, nothing to take.
+        assert!(created
+            .take_when_created("b", Duration::from_secs(60))
+            .await
+            .is_none());
     }
 
     #[test]

@@ -23,6 +23,9 @@ use crate::rows::{
 /// Operations per entity group transaction (the service allows 100).
 pub(crate) const BATCH: usize = 100;
 const DEFAULT_PAGE_SIZE: usize = 100;
+/// How long a worker waits for a creation in flight in this process (its row write) before
+/// it reads storage instead.
+const CREATION_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// One write of a transaction.
 pub(crate) enum Op {
@@ -253,6 +256,8 @@ impl InstanceStore for AzureBackend {
     ) -> Result<ETag, Error> {
         // The start message goes first: a worker that sees it before the state row exists
         // creates the instance itself, so no crash between the two writes loses the start.
+        // This process's workers wait for the row instead (`take_created`).
+        let _in_flight = self.created.begin(&state.instance_id);
         let queue = self.send_start(start).await?;
         let row = self.state_row(state, &[]).await;
         let op = row.map(|row| match replace {
@@ -290,8 +295,10 @@ impl InstanceStore for AzureBackend {
         created
     }
 
-    fn take_created(&self, instance_id: &str) -> Option<(InstanceState, ETag)> {
-        self.created.take(instance_id)
+    async fn take_created(&self, instance_id: &str) -> Option<(InstanceState, ETag)> {
+        self.created
+            .take_when_created(instance_id, CREATION_WAIT)
+            .await
     }
 
     fn events_per_atomic_commit(&self) -> usize {

@@ -32,6 +32,7 @@ mod queue_store;
 mod ranges_cache;
 pub mod rows;
 mod run_log_store;
+mod start_bundler;
 mod storage_health;
 mod wake;
 

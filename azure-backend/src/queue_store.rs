@@ -15,6 +15,7 @@ use flowforge_orchestrator::backend::{
 
 use crate::backend::AzureBackend;
 use crate::error::classify;
+use crate::start_bundler::StartBundler;
 use crate::wake::SIGNAL_TTL;
 
 /// Time to live of every message: beyond the longest visibility delay, so that a timer
@@ -134,6 +135,17 @@ impl AzureBackend {
     pub(crate) async fn send_start(&self, outbound: &Outbound) -> Result<Option<String>, Error> {
         let queue = self.queue_name(&outbound.queue);
         let instance = outbound.message.instance_id().to_owned();
+        if let (QueueMessage::Orchestrator(start), None) = (&outbound.message, outbound.visible_at)
+        {
+            let bytes = outbound.message.encode().len();
+            if StartBundler::takes(bytes) {
+                let visible_now = self
+                    .start_bundler
+                    .send(&queue, start.clone(), bytes)
+                    .await?;
+                return Ok(visible_now.then_some(queue));
+            }
+        }
         let visible_now = self
             .put_quietly(
                 &queue,
@@ -169,7 +181,7 @@ impl AzureBackend {
     }
 
     /// Puts a body; whether it is visible now.
-    async fn put_quietly(
+    pub(crate) async fn put_quietly(
         &self,
         queue: &str,
         body: String,

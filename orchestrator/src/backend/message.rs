@@ -6,8 +6,13 @@ use serde_json::Value;
 
 use crate::history::{EventKind, NewEvent};
 
-/// Version of the message schema written by this build.
-pub const MESSAGE_FORMAT_VERSION: u32 = 1;
+/// Newest version of the message schema this build reads. Version 2 added
+/// [`QueueMessage::Starts`]; every other message is still written as version 1, so a build
+/// that reads only version 1 refuses (dead-letters, with the reason) bundles alone.
+pub const MESSAGE_FORMAT_VERSION: u32 = 2;
+
+/// The schema version of messages without bundles.
+const FIRST_FORMAT_VERSION: u32 = 1;
 
 /// A queue of the task hub.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -123,6 +128,13 @@ pub enum QueueMessage {
     Orchestrator(OrchestratorMessage),
     /// For the activity worker.
     Activity(ActivityWorkItem),
+    /// Starts of several instances of one control partition, sent together by clients
+    /// that start many at once (one queue write instead of one per start); the message
+    /// is deleted when every start in it is committed.
+    Starts {
+        /// The start messages, each as it would travel alone.
+        starts: Vec<OrchestratorMessage>,
+    },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -150,6 +162,7 @@ impl QueueMessage {
         match self {
             Self::Orchestrator(m) => &m.instance_id,
             Self::Activity(w) => &w.instance_id,
+            Self::Starts { starts } => starts.first().map_or("", |m| m.instance_id.as_str()),
         }
     }
 
@@ -161,8 +174,12 @@ impl QueueMessage {
     /// Serialises a copy that carries the failed deliveries of the copies before it, and
     /// since when it has been held for its instance's start, if it has.
     pub fn encode_copy(&self, prior_deliveries: u32, held_since: Option<DateTime<Utc>>) -> String {
+        let version = match self {
+            Self::Starts { .. } => MESSAGE_FORMAT_VERSION,
+            _ => FIRST_FORMAT_VERSION,
+        };
         let envelope = Envelope {
-            v: MESSAGE_FORMAT_VERSION,
+            v: version,
             prior_deliveries,
             held_since,
             message: self.clone(),

@@ -166,9 +166,10 @@ pub trait InstanceStore: Send + Sync {
     /// The state row of an instance as this process just created it (`create_instance`),
     /// handed out once: a worker in the same process starts the instance's first episode
     /// from it instead of a point read, as from its instance cache — the commit's If-Match
-    /// confirms it, and a conflict redoes the episode from storage. `None` when unknown
+    /// confirms it, and a conflict redoes the episode from storage. A backend may wait
+    /// (briefly) for a creation of the instance still in flight here. `None` when unknown
     /// (the default).
-    fn take_created(&self, instance_id: &str) -> Option<(InstanceState, ETag)> {
+    async fn take_created(&self, instance_id: &str) -> Option<(InstanceState, ETag)> {
         let _ = instance_id;
         None
     }

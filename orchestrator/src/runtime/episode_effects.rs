@@ -452,7 +452,7 @@ mod tests {
     fn orchestrator_message(outbound: &Outbound) -> &OrchestratorMessage {
         match &outbound.message {
             QueueMessage::Orchestrator(message) => message,
-            QueueMessage::Activity(_) => panic!("expected a control message"),
+            _ => panic!("expected a control message"),
         }
     }
 

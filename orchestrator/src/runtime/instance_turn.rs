@@ -43,16 +43,18 @@ pub(crate) async fn process_instance(
     let redelivered = messages.iter().any(|(r, _)| r.dequeue_count > 1);
     // An instance this process just created starts from its state row as created, like a
     // cached one (the commit's If-Match confirms it; a conflict redoes it from storage).
-    let cached = shared.instance_cache.take(&instance_id).or_else(|| {
-        shared
+    let cached = match shared.instance_cache.take(&instance_id) {
+        Some(cached) => Some(cached),
+        None => shared
             .backend
             .take_created(&instance_id)
+            .await
             .map(|(state, etag)| LoadedInstance {
                 state,
                 etag,
                 history: Vec::new(),
-            })
-    });
+            }),
+    };
     let first = match cached {
         // After a redelivery the episode starts from storage (re-derivation needs it).
         Some(cached) if !redelivered => {

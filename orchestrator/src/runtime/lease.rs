@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tracing::warn;
 
-use super::{Shared, WorkerOptions};
+use super::{start_bundles, Shared, WorkerOptions};
 use crate::backend::{QueueName, Receipt};
 
 /// How often leases are renewed: the configured period, at most half the lock; `None`
@@ -25,6 +25,10 @@ pub(crate) async fn renew_all<'a>(
     let lock = shared.options.lock_timeout;
     let mut all_renewed = true;
     for receipt in receipts {
+        if start_bundles::is_piece(receipt) {
+            // A renewal would change the receipt the bundle's other pieces settle with.
+            continue;
+        }
         match shared.backend.renew(queue, receipt, lock).await {
             Ok(renewed) => *receipt = renewed,
             Err(error) => {

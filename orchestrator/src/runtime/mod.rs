@@ -18,6 +18,7 @@ mod orchestration_worker;
 mod retention_loop;
 mod run_log_writer;
 mod settling;
+mod start_bundles;
 mod step_group;
 mod turn;
 
@@ -157,6 +158,8 @@ pub(crate) struct Shared {
     pub activity_slots: Arc<Semaphore>,
     /// Where activity attempts' log lines go.
     pub run_logs: run_log_writer::RunLogWriter,
+    /// Bundles of starts whose pieces are still being taken in.
+    pub start_bundles: start_bundles::StartBundles,
 }
 
 /// Detached inline sessions that may run at once (far above any real load; past it a
@@ -180,6 +183,7 @@ impl Shared {
             instance_locks: Default::default(),
             idle: Default::default(),
             instance_cache: Default::default(),
+            start_bundles: Default::default(),
             stop: watch::Sender::new(false),
             session_slots: Arc::new(Semaphore::new(SESSION_SLOTS as usize)),
             activity_slots,

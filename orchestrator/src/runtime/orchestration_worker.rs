@@ -1,5 +1,6 @@
 //! The orchestration poll loop: receive a batch of control messages, sort it (poison,
-//! malformed and misrouted messages, timers that surfaced early), and give each instance
+//! malformed and misrouted messages, timers that surfaced early, bundles of starts split
+//! into their pieces), and give each instance
 //! its turn (`instance_turn.rs`), instances in parallel.
 
 use std::collections::BTreeMap;
@@ -13,6 +14,7 @@ use tracing::{debug, info_span, warn, Instrument};
 
 pub(crate) use super::instance_turn::Sessions;
 use super::settling::{dead_letter, poison};
+use super::start_bundles::poison_bundle;
 use super::{idle_or_stop, instance_turn, next_idle, Shared, SESSION_SLOTS};
 use crate::backend::{OrchestratorMessage, QueueMessage, QueueName, Received};
 use crate::history::EventKind;
@@ -176,6 +178,25 @@ pub(crate) async fn process_batch(
                         .entry(message.instance_id.clone())
                         .or_default()
                         .push((received, message));
+                }
+            }
+            Ok(QueueMessage::Starts { starts }) => {
+                if received.dequeue_count > shared.options.max_dequeue_count {
+                    poison_bundle(shared, queue, &received, &starts).await;
+                    continue;
+                }
+                let pieces = shared.start_bundles.open(
+                    queue,
+                    &received,
+                    starts,
+                    shared.clock.now(),
+                    shared.options.lock_timeout,
+                );
+                for (piece, start) in pieces {
+                    by_instance
+                        .entry(start.instance_id.clone())
+                        .or_default()
+                        .push((piece, start));
                 }
             }
             Ok(QueueMessage::Activity(item)) => {

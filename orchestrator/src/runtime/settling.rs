@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tracing::{debug, warn};
 
-use super::Shared;
+use super::{start_bundles, Shared};
 use crate::backend::{
     EpisodeCommit, Error, HistoryWrite, OrchestratorMessage, QueueMessage, QueueName, Received,
 };
@@ -31,7 +31,12 @@ pub(crate) async fn settle(
     defer_delay: Duration,
 ) {
     for (received, message) in messages {
-        let result = match decide(message) {
+        let disposition = decide(message);
+        if start_bundles::is_piece(&received.receipt) {
+            settle_piece(shared, queue, received, message, disposition, defer_delay).await;
+            continue;
+        }
+        let result = match disposition {
             Disposition::Delete => shared.backend.delete(queue, &received.receipt).await,
             Disposition::Defer => shared
                 .backend
@@ -48,6 +53,42 @@ pub(crate) async fn settle(
             debug!(%error, "settling a message failed; it will be redelivered and deduplicated");
         }
     }
+}
+
+/// Settles a start that came in a bundle: consumed, or sent again alone after the delay
+/// (then consumed too, so one start's lost race does not hold back its bundle for a lock
+/// timeout). A start to dead-letter leaves the bundle to come back (a bundle delivered too
+/// often is dead-lettered whole, `start_bundles::poison_bundle`).
+async fn settle_piece(
+    shared: &Shared,
+    queue: &QueueName,
+    received: &Received,
+    message: &OrchestratorMessage,
+    disposition: Disposition,
+    delay: Duration,
+) {
+    let consumed = match disposition {
+        Disposition::Delete => true,
+        Disposition::Defer | Disposition::Hold => {
+            let copy = QueueMessage::Orchestrator(message.clone())
+                .encode_copy(received.dequeue_count, None);
+            let visible_at =
+                shared.clock.now() + chrono::Duration::from_std(delay).unwrap_or_default();
+            match shared
+                .backend
+                .send_raw(queue, &copy, Some(visible_at))
+                .await
+            {
+                Ok(()) => true,
+                Err(error) => {
+                    debug!(%error, "re-sending a bundled start failed; its bundle will come back");
+                    false
+                }
+            }
+        }
+        Disposition::DeadLetter(_) => false,
+    };
+    start_bundles::settle_piece(shared, &received.receipt, consumed).await;
 }
 
 /// Holds an event that came before its instance's start: a copy that says since when it

@@ -220,8 +220,8 @@ impl InstanceStore for HostQueue {
         self.inner.read_state(instance_id).await
     }
 
-    fn take_created(&self, instance_id: &str) -> Option<(InstanceState, ETag)> {
-        self.inner.take_created(instance_id)
+    async fn take_created(&self, instance_id: &str) -> Option<(InstanceState, ETag)> {
+        self.inner.take_created(instance_id).await
     }
 
     fn events_per_atomic_commit(&self) -> usize {
