@@ -82,7 +82,9 @@ impl AzureBackend {
             start_bundler: StartBundler::default(),
             health,
         });
-        backend.start_bundler.attach(&backend);
+        let writer: std::sync::Weak<dyn crate::start_bundler::StartWriter> =
+            Arc::downgrade(&backend) as _;
+        backend.start_bundler.attach(writer);
         backend.create_task_hub().await?;
         Ok(backend)
     }

@@ -15,7 +15,7 @@ use flowforge_orchestrator::backend::{
 
 use crate::backend::AzureBackend;
 use crate::error::classify;
-use crate::start_bundler::StartBundler;
+use crate::start_bundler::{StartBundler, StartWriter};
 use crate::wake::SIGNAL_TTL;
 
 /// Time to live of every message: beyond the longest visibility delay, so that a timer
@@ -181,7 +181,7 @@ impl AzureBackend {
     }
 
     /// Puts a body; whether it is visible now.
-    pub(crate) async fn put_quietly(
+    async fn put_quietly(
         &self,
         queue: &str,
         body: String,
@@ -217,6 +217,17 @@ impl AzureBackend {
         put.await.map_err(|e| classify("queue put", e))?;
         self.signal_wake(visible_at).await;
         Ok(visible_now)
+    }
+}
+
+#[async_trait]
+impl StartWriter for AzureBackend {
+    fn bundler(&self) -> &StartBundler {
+        &self.start_bundler
+    }
+
+    async fn put_start(&self, queue: &str, body: String, hint: &str) -> Result<bool, Error> {
+        self.put_quietly(queue, body, None, hint).await
     }
 }
 

@@ -9,10 +9,18 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 
+use async_trait::async_trait;
 use flowforge_orchestrator::backend::{Error, OrchestratorMessage, QueueMessage};
 use tokio::sync::oneshot;
 
-use crate::backend::AzureBackend;
+/// What the bundler writes through: the backend's queue put and its bundler.
+#[async_trait]
+pub(crate) trait StartWriter: Send + Sync + 'static {
+    /// The bundler of this backend.
+    fn bundler(&self) -> &StartBundler;
+    /// Puts a body on a control queue by name; whether it is visible now.
+    async fn put_start(&self, queue: &str, body: String, hint: &str) -> Result<bool, Error>;
+}
 
 /// Starts in one bundle at most (a turn per start follows on the worker).
 pub(crate) const MAX_STARTS_PER_BUNDLE: usize = 64;
@@ -39,13 +47,13 @@ struct Queues {
 #[derive(Default)]
 pub(crate) struct StartBundler {
     queues: Mutex<Queues>,
-    backend: std::sync::OnceLock<Weak<AzureBackend>>,
+    backend: std::sync::OnceLock<Weak<dyn StartWriter>>,
 }
 
 impl StartBundler {
     /// Gives the bundler its backend (for the writer task it spawns).
-    pub(crate) fn attach(&self, backend: &Arc<AzureBackend>) {
-        let _ = self.backend.set(Arc::downgrade(backend));
+    pub(crate) fn attach(&self, backend: Weak<dyn StartWriter>) {
+        let _ = self.backend.set(backend);
     }
 
     /// Whether a start of `bytes` encoded bytes may share a message.
@@ -61,7 +69,11 @@ impl StartBundler {
         start: OrchestratorMessage,
         bytes: usize,
     ) -> Result<bool, Error> {
-        let Some(backend) = self.backend.get().and_then(Weak::upgrade) else {
+        let Some(backend) = self
+            .backend
+            .get()
+            .and_then(Weak::<dyn StartWriter>::upgrade)
+        else {
             return Err(Error::Permanent("the start bundler has no backend".into()));
         };
         let (sent, outcome) = oneshot::channel();
@@ -122,13 +134,11 @@ fn body(starts: &[&OrchestratorMessage]) -> String {
 }
 
 /// Writes the waiting starts of `queue`, a message at a time, until none wait.
-async fn write_until_empty(backend: Arc<AzureBackend>, queue: String) {
-    while let Some(batch) = backend.start_bundler.next_batch(&queue) {
+async fn write_until_empty(backend: Arc<dyn StartWriter>, queue: String) {
+    while let Some(batch) = backend.bundler().next_batch(&queue) {
         let starts: Vec<&OrchestratorMessage> = batch.iter().map(|w| &w.start).collect();
         let hint = starts[0].instance_id.clone();
-        let result = backend
-            .put_quietly(&queue, body(&starts), None, &hint)
-            .await;
+        let result = backend.put_start(&queue, body(&starts), &hint).await;
         for waiting in batch {
             let _ = waiting.sent.send(result.clone());
         }

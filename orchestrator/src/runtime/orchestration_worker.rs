@@ -13,8 +13,7 @@ use tokio::time::Instant;
 use tracing::{debug, info_span, warn, Instrument};
 
 pub(crate) use super::instance_turn::Sessions;
-use super::settling::{dead_letter, poison};
-use super::start_bundles::poison_bundle;
+use super::settling::{dead_letter, poison, poison_bundle};
 use super::{idle_or_stop, instance_turn, next_idle, Shared, SESSION_SLOTS};
 use crate::backend::{OrchestratorMessage, QueueMessage, QueueName, Received};
 use crate::history::EventKind;

@@ -204,3 +204,40 @@ pub(crate) async fn fail_instance(
         "instance '{instance_id}' kept changing"
     )))
 }
+
+/// A bundle delivered too often: dead-lettered whole, and each of its instances whose start
+/// never committed is marked Failed with the reason (instances it did start keep running).
+pub(crate) async fn poison_bundle(
+    shared: &Shared,
+    queue: &QueueName,
+    received: &Received,
+    starts: &[OrchestratorMessage],
+) {
+    let ids: Vec<&str> = starts.iter().map(|s| s.instance_id.as_str()).collect();
+    let reason = format!(
+        "a bundle of {} starts (instances {ids:?}) was delivered {} times (limit {}) without being processed",
+        starts.len(),
+        received.dequeue_count,
+        shared.options.max_dequeue_count
+    );
+    warn!(
+        reason,
+        "a poison bundle of starts fails the instances it did not start"
+    );
+    dead_letter(shared, queue, received, &reason).await;
+    for start in starts {
+        let never_started = match shared.backend.read_state(&start.instance_id).await {
+            Ok(Some((state, _))) => state.history_len == 0,
+            Ok(None) => false,
+            Err(error) => {
+                warn!(%error, instance_id = %start.instance_id, "could not read a poisoned start's instance");
+                false
+            }
+        };
+        if never_started {
+            if let Err(error) = fail_instance(shared, &start.instance_id, &reason).await {
+                warn!(%error, instance_id = %start.instance_id, "could not mark the instance Failed");
+            }
+        }
+    }
+}

@@ -5,16 +5,16 @@
 //! be seen again) leaves the bundle to come back after its lock: its committed starts are
 //! then recognised as duplicates and dropped, the others run again (at least once, as any
 //! message). Pieces are never renewed on their own: one renewal would change the receipt
-//! the other pieces' settlement needs.
+//! the other pieces' settlement needs. A bundle delivered too often is poisoned whole
+//! (`settling::poison_bundle`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
-use tracing::{debug, warn};
+use tracing::debug;
 
-use super::settling::{dead_letter, fail_instance};
 use super::Shared;
 use crate::backend::{OrchestratorMessage, QueueMessage, QueueName, Receipt, Received};
 
@@ -128,43 +128,6 @@ pub(crate) async fn settle_piece(shared: &Shared, receipt: &Receipt, consumed: b
     {
         if let Err(error) = shared.backend.delete(&queue, &receipt).await {
             debug!(%error, "deleting a settled bundle of starts failed; it will come back and be deduplicated");
-        }
-    }
-}
-
-/// A bundle delivered too often: dead-lettered whole, and each of its instances whose start
-/// never committed is marked Failed with the reason (instances it did start keep running).
-pub(crate) async fn poison_bundle(
-    shared: &Shared,
-    queue: &QueueName,
-    received: &Received,
-    starts: &[OrchestratorMessage],
-) {
-    let ids: Vec<&str> = starts.iter().map(|s| s.instance_id.as_str()).collect();
-    let reason = format!(
-        "a bundle of {} starts (instances {ids:?}) was delivered {} times (limit {}) without being processed",
-        starts.len(),
-        received.dequeue_count,
-        shared.options.max_dequeue_count
-    );
-    warn!(
-        reason,
-        "a poison bundle of starts fails the instances it did not start"
-    );
-    dead_letter(shared, queue, received, &reason).await;
-    for start in starts {
-        let never_started = match shared.backend.read_state(&start.instance_id).await {
-            Ok(Some((state, _))) => state.history_len == 0,
-            Ok(None) => false,
-            Err(error) => {
-                warn!(%error, instance_id = %start.instance_id, "could not read a poisoned start's instance");
-                false
-            }
-        };
-        if never_started {
-            if let Err(error) = fail_instance(shared, &start.instance_id, &reason).await {
-                warn!(%error, instance_id = %start.instance_id, "could not mark the instance Failed");
-            }
         }
     }
 }
