@@ -1,6 +1,6 @@
 //! Crash safety and split brain with real worker processes on Azurite: workers killed with
-//! SIGKILL at random points during waves of fan-outs and a group-committed chain, and three
-//! workers on one task hub at once.
+//! SIGKILL at random points during waves of fan-outs, a group-committed chain and bundled
+//! starts, and three workers on one task hub at once, taking in bundled starts.
 //! Every instance must finish with a gap-free history that records each result once.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -119,6 +119,18 @@ async fn workers_killed_at_random_points_lose_nothing() {
         )
         .await
         .unwrap();
+    // Starts made at once go out as bundles of starts: kills while their pieces are taken
+    // in must neither lose a start nor run one twice.
+    const BUNDLED: usize = 40;
+    let mut starting = tokio::task::JoinSet::new();
+    for i in 0..BUNDLED {
+        let client = client.clone();
+        starting.spawn(async move {
+            let options = StartOptions::with_instance_id(format!("crash-bundled-{i:02}"));
+            client.start("fan", options, &3u64).await.unwrap()
+        });
+    }
+    let bundled = starting.join_all().await;
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -158,6 +170,7 @@ async fn workers_killed_at_random_points_lose_nothing() {
     let _survivor = spawn_worker(hub);
     verify(&client, &ids, n, true).await;
     verify(&client, &[chain], CHAIN, false).await;
+    verify(&client, &bundled, 3, false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -169,18 +182,16 @@ async fn three_workers_on_one_task_hub_never_split_brain() {
     let client = Client::new(backend);
     let _workers: Vec<WorkerProcess> = (0..3).map(|_| spawn_worker(hub)).collect();
     let n = 20;
-    let mut ids = Vec::new();
+    // Started at once, so the starts go out in bundles that three processes take in (a
+    // worker elsewhere often meets a start before its state row is written).
+    let mut starting = tokio::task::JoinSet::new();
     for i in 0..30 {
-        ids.push(
-            client
-                .start(
-                    "fan",
-                    StartOptions::with_instance_id(format!("sb-{i:02}")),
-                    &n,
-                )
-                .await
-                .unwrap(),
-        );
+        let client = client.clone();
+        starting.spawn(async move {
+            let options = StartOptions::with_instance_id(format!("sb-{i:02}"));
+            client.start("fan", options, &n).await.unwrap()
+        });
     }
+    let ids = starting.join_all().await;
     verify(&client, &ids, n, false).await;
 }
