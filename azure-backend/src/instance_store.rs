@@ -6,8 +6,8 @@ use async_trait::async_trait;
 use azure_data_tables::clients::TableClient;
 use azure_data_tables::IfMatchCondition;
 use flowforge_orchestrator::backend::{
-    ETag, EpisodeCommit, Error, HistoryWrite, InstancePage, InstanceQuery, InstanceStore,
-    LoadedInstance, Outbound, PayloadStore,
+    ETag, EpisodeCommit, Error, HistoryPage, HistoryWrite, InstancePage, InstanceQuery,
+    InstanceStore, LoadedInstance, Outbound, PayloadStore,
 };
 use flowforge_orchestrator::history::HistoryEvent;
 use flowforge_orchestrator::status::InstanceState;
@@ -150,6 +150,30 @@ impl AzureBackend {
     }
 
     /// Every row of an instance's partition.
+    /// The state row: the state, its history ranges and its ETag.
+    async fn read_state_row(
+        &self,
+        instance_id: &str,
+    ) -> Result<Option<(InstanceState, Vec<Range>, ETag)>, Error> {
+        self.counter.count("table.get");
+        let got = self
+            .table
+            .partition_key_client(instance_id)
+            .entity_client(STATE_ROW)
+            .get::<Row>()
+            .await;
+        match got.map_err(|e| classify("read state", e)) {
+            Ok(got) => {
+                let (state, ranges) = self.decode_state(&got.entity).await?;
+                let etag = got.etag.to_string();
+                self.ranges.put(instance_id, &etag, ranges.clone());
+                Ok(Some((state, ranges, ETag(etag))))
+            }
+            Err(Error::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     async fn partition_rows(&self, instance_id: &str) -> Result<Vec<Row>, Error> {
         let filter = format!("PartitionKey eq '{}'", odata_quote(instance_id));
         self.query_rows(filter).await
@@ -346,23 +370,62 @@ impl InstanceStore for AzureBackend {
     }
 
     async fn read_state(&self, instance_id: &str) -> Result<Option<(InstanceState, ETag)>, Error> {
-        self.counter.count("table.get");
-        let got = self
-            .table
-            .partition_key_client(instance_id)
-            .entity_client(STATE_ROW)
-            .get::<Row>()
-            .await;
-        match got.map_err(|e| classify("read state", e)) {
-            Ok(got) => {
-                let (state, ranges) = self.decode_state(&got.entity).await?;
-                let etag = got.etag.to_string();
-                self.ranges.put(instance_id, &etag, ranges);
-                Ok(Some((state, ETag(etag))))
+        Ok(self
+            .read_state_row(instance_id)
+            .await?
+            .map(|(state, _, etag)| (state, etag)))
+    }
+
+    async fn read_history(
+        &self,
+        instance_id: &str,
+        from: u64,
+        max: usize,
+    ) -> Result<Option<HistoryPage>, Error> {
+        let Some((state, ranges, _)) = self.read_state_row(instance_id).await? else {
+            return Ok(None);
+        };
+        let to = from.saturating_add(max as u64).min(state.history_len);
+        let mut events: Vec<Option<HistoryEvent>> = vec![None; to.saturating_sub(from) as usize];
+        if !events.is_empty() {
+            // Only the page's rows: history keys sort by sequence within an execution.
+            let execution = &state.execution_id;
+            let filter = format!(
+                "PartitionKey eq '{}' and RowKey ge '{}' and RowKey lt '{}'",
+                odata_quote(instance_id),
+                odata_quote(&format!("h-{execution}-{from:010}")),
+                odata_quote(&format!("h-{execution}-{to:010}")),
+            );
+            for row in self.query_rows(filter).await? {
+                let Some((row_execution, seq, gen)) = parse_history_key(&row.row_key) else {
+                    continue;
+                };
+                if row_execution != execution
+                    || seq < from
+                    || seq >= to
+                    || gen != gen_of(&ranges, seq)
+                {
+                    continue;
+                }
+                let text = self.inline(row.event.clone().unwrap_or_default()).await?;
+                let event: HistoryEvent = serde_json::from_str(&text).map_err(|e| {
+                    Error::Permanent(format!("history row {} unreadable: {e}", row.row_key))
+                })?;
+                events[(seq - from) as usize] = Some(event);
             }
-            Err(Error::NotFound(_)) => Ok(None),
-            Err(e) => Err(e),
         }
+        let Some(events) = events.into_iter().collect::<Option<Vec<_>>>() else {
+            // A commit landed between the reads: read again later.
+            return Err(Error::Transient(format!(
+                "history of '{instance_id}' changed while read"
+            )));
+        };
+        let next = (to < state.history_len).then_some(to);
+        Ok(Some(HistoryPage {
+            state,
+            events,
+            next,
+        }))
     }
 
     async fn commit_episode(

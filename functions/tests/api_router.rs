@@ -151,6 +151,43 @@ async fn start_answers_202_with_the_check_status_body_and_polling_reaches_200() 
         25
     );
     assert_eq!(events.last().unwrap()["EventType"], "ExecutionCompleted");
+    assert!(with_history.body.get("historyNext").is_none());
+
+    // The same history a page at a time: `historyNext` leads from page to page, the pages
+    // together are the whole history, and the last page has no `historyNext`.
+    let mut paged = Vec::new();
+    let mut from = Some(0);
+    let mut pages = 0;
+    while let Some(at) = from {
+        let page = app
+            .call(
+                "GET",
+                &format!("/api/instances/{id}?showHistory=true&showHistoryOutput=true&historyTop=20&historyFrom={at}"),
+                None,
+            )
+            .await;
+        assert_eq!(page.status, StatusCode::OK, "{:?}", page.body);
+        paged.extend(page.body["historyEvents"].as_array().unwrap().clone());
+        from = page
+            .body
+            .get("historyNext")
+            .and_then(serde_json::Value::as_u64);
+        pages += 1;
+    }
+    assert!(pages > 2, "{pages} pages");
+    assert_eq!(&paged, events);
+    let bad = app
+        .call(
+            "GET",
+            &format!("/api/instances/{id}?showHistory=true&historyTop=20&historyFrom=-1"),
+            None,
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{:?}", bad.body);
+    assert!(bad.body["error"]
+        .as_str()
+        .unwrap()
+        .contains("historyFrom"));
     app.worker.shutdown().await;
 }
 

@@ -298,6 +298,34 @@ impl Client {
         Ok(to_status(self.read(id).await?, options.show_input))
     }
 
+    /// The status with at most `max` events of the current execution's history from
+    /// sequence number `from` (only those are read), and where the next page starts
+    /// (`None` on the last page). Payloads in the events are nulled unless `show_output`.
+    pub async fn status_with_history_page(
+        &self,
+        id: &str,
+        from: u64,
+        max: usize,
+        show_output: bool,
+        show_input: bool,
+    ) -> Result<(InstanceStatus, Option<u64>), Error> {
+        ids::validate_instance_id(id)?;
+        let page = self
+            .backend
+            .read_history(id, from, max)
+            .await?
+            .ok_or_else(|| Error::NotFound(id.to_owned()))?;
+        let mut events = page.events;
+        if !show_output {
+            for event in &mut events {
+                hide_payloads(&mut event.kind);
+            }
+        }
+        let mut status = to_status(page.state, show_input);
+        status.history = Some(events);
+        Ok((status, page.next))
+    }
+
     /// One page of instances matching the query, and the token of the next page.
     pub async fn list(
         &self,

@@ -542,3 +542,50 @@ async fn concurrent_starts_share_queue_messages_and_each_runs_once() {
     }
     worker.shutdown().await;
 }
+
+/// A page of a long history reads only that page: the state row and one query of the
+/// page's rows, whatever the history's length; the pages put together are the history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_history_page_reads_only_its_events() {
+    let (backend, client, worker) = start(config("historypage"), fast_options()).await;
+    let id = client
+        .start("chain", StartOptions::with_instance_id("paged"), &300u64)
+        .await
+        .unwrap();
+    let done = client.wait_for_completion(&id, WAIT).await.unwrap();
+    assert_eq!(done.runtime_status, RuntimeStatus::Completed);
+    let whole = history(&client, &id).await;
+    assert!(whole.len() > 900, "{} events", whole.len());
+    let before = backend.transaction_counts();
+    let (status, next) = client
+        .status_with_history_page(&id, 500, 50, true, false)
+        .await
+        .unwrap();
+    let after = backend.transaction_counts();
+    let count =
+        |op: &str| after.get(op).copied().unwrap_or(0) - before.get(op).copied().unwrap_or(0);
+    assert_eq!(
+        (count("table.get"), count("table.query")),
+        (1, 1),
+        "{after:?}"
+    );
+    assert_eq!(status.history.as_deref(), Some(&whole[500..550]));
+    assert_eq!(next, Some(550));
+    let mut paged = Vec::new();
+    let mut from = Some(0);
+    while let Some(at) = from {
+        let (page, next) = client
+            .status_with_history_page(&id, at, 128, true, false)
+            .await
+            .unwrap();
+        paged.extend(page.history.unwrap());
+        from = next;
+    }
+    assert_eq!(paged, whole);
+    let (past_the_end, next) = client
+        .status_with_history_page(&id, whole.len() as u64 + 5, 10, true, false)
+        .await
+        .unwrap();
+    assert_eq!((past_the_end.history.unwrap().len(), next), (0, None));
+    worker.shutdown().await;
+}

@@ -218,7 +218,9 @@ pub(super) fn set_header(response: &mut Response, name: header::HeaderName, valu
 
 /// `GET instances/{id}[?waitSeconds=]`: 200 when finished, 202 with `Location` (a
 /// long-polling status URL) while running; with `waitSeconds`, first waits up to that long
-/// for it to finish.
+/// for it to finish. With `showHistory` and `historyTop`, the history is a page of that
+/// many stored events from sequence number `historyFrom` (only those are read), and
+/// `historyNext` says where the next page starts (absent on the last).
 pub async fn status(
     State(state): State<ApiState>,
     id: PathArg<String>,
@@ -235,13 +237,40 @@ pub async fn status(
         show_input: params.flag("showInput", true)?,
     };
     let wait = wait_of(&params)?;
-    let mut status = state.client.status(&id, options).await?;
+    // `historyTop`: a page of the history (from `historyFrom`), read alone, after any wait.
+    let page = match (options.show_history, params.count("historyTop")?) {
+        (true, Some(top)) => Some((params.position("historyFrom")?.unwrap_or(0), top)),
+        _ => None,
+    };
+    let waiting = StatusOptions {
+        show_history: options.show_history && page.is_none(),
+        ..options
+    };
+    let mut status = state.client.status(&id, waiting).await?;
     if !wait.is_zero() && !status.runtime_status.is_terminal() {
-        if let Some(finished) = finished_within(&state, &id, wait, options).await? {
+        if let Some(finished) = finished_within(&state, &id, wait, waiting).await? {
             status = finished;
         }
     }
-    let body = Json(status_body(&state, &status));
+    let mut next_page = None;
+    if let Some((from, top)) = page {
+        let (paged, next) = state
+            .client
+            .status_with_history_page(
+                &id,
+                from,
+                top,
+                options.show_history_output,
+                options.show_input,
+            )
+            .await?;
+        (status, next_page) = (paged, next);
+    }
+    let mut body = status_body(&state, &status);
+    if let (Some(next), Some(map)) = (next_page, body.as_object_mut()) {
+        map.insert("historyNext".into(), next.into());
+    }
+    let body = Json(body);
     if status.runtime_status.is_terminal() {
         return Ok((StatusCode::OK, body).into_response());
     }

@@ -69,6 +69,20 @@ impl Params {
             .transpose()
     }
 
+    /// A position (a non-negative integer) parameter.
+    pub fn position(&self, name: &str) -> Result<Option<u64>, ApiError> {
+        self.0
+            .get(name)
+            .map(|v| {
+                v.parse::<u64>().map_err(|_| {
+                    ApiError::bad_request(format!(
+                        "{name} must be a whole number from 0, not '{v}'"
+                    ))
+                })
+            })
+            .transpose()
+    }
+
     /// A text parameter.
     pub fn text(&self, name: &str) -> Option<String> {
         self.0.get(name).cloned()

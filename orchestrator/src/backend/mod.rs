@@ -17,7 +17,7 @@ pub use message::{
     QueueMessage, QueueName, Receipt, Received, StartCondition, MESSAGE_FORMAT_VERSION,
 };
 pub use store::{
-    Backend, Document, DocumentStore, ETag, EpisodeCommit, Error, HistoryWrite, InstancePage,
-    InstanceQuery, InstanceStore, LoadedInstance, PayloadStore, QueueDepth, QueueStore,
-    RunLogStore, WriteCondition,
+    Backend, Document, DocumentStore, ETag, EpisodeCommit, Error, HistoryPage, HistoryWrite,
+    InstancePage, InstanceQuery, InstanceStore, LoadedInstance, PayloadStore, QueueDepth,
+    QueueStore, RunLogStore, WriteCondition,
 };

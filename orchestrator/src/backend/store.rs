@@ -50,6 +50,17 @@ pub struct LoadedInstance {
     pub history: Vec<HistoryEvent>,
 }
 
+/// A page of an instance's history (its current execution).
+#[derive(Debug, Clone)]
+pub struct HistoryPage {
+    /// The state row.
+    pub state: InstanceState,
+    /// The events of the page, in sequence order.
+    pub events: Vec<HistoryEvent>,
+    /// The sequence number the next page starts at; `None` on the last page.
+    pub next: Option<u64>,
+}
+
 /// How an episode changes the history.
 #[derive(Debug, Clone, PartialEq)]
 pub enum HistoryWrite {
@@ -162,6 +173,33 @@ pub trait InstanceStore: Send + Sync {
 
     /// The state row of an instance.
     async fn read_state(&self, instance_id: &str) -> Result<Option<(InstanceState, ETag)>, Error>;
+
+    /// At most `max` events of an instance's current history from sequence number `from`,
+    /// with its state: a backend reads only the page's events. By default the whole
+    /// instance is loaded and cut.
+    async fn read_history(
+        &self,
+        instance_id: &str,
+        from: u64,
+        max: usize,
+    ) -> Result<Option<HistoryPage>, Error> {
+        let Some(loaded) = self.load_instance(instance_id).await? else {
+            return Ok(None);
+        };
+        let total = loaded.history.len() as u64;
+        let to = from.saturating_add(max as u64).min(total);
+        let events = loaded
+            .history
+            .into_iter()
+            .skip(from as usize)
+            .take(to.saturating_sub(from) as usize)
+            .collect();
+        Ok(Some(HistoryPage {
+            state: loaded.state,
+            events,
+            next: (to < total).then_some(to),
+        }))
+    }
 
     /// The state row of an instance as this process just created it (`create_instance`),
     /// handed out once: a worker in the same process starts the instance's first episode

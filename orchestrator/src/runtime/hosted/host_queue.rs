@@ -18,8 +18,9 @@ use chrono::{DateTime, Utc};
 use crate::backend::QueueDepth;
 use crate::backend::{
     ArchivedLetter, Backend, DeadLetter, Document, DocumentStore, ETag, EpisodeCommit, Error,
-    InstancePage, InstanceQuery, InstanceStore, LoadedInstance, Outbound, PayloadStore,
-    QueueMessage, QueueName, QueueStore, Receipt, Received, RunLogStore, WriteCondition,
+    HistoryPage, InstancePage, InstanceQuery, InstanceStore, LoadedInstance, Outbound,
+    PayloadStore, QueueMessage, QueueName, QueueStore, Receipt, Received, RunLogStore,
+    WriteCondition,
 };
 use crate::run_logs::{LogChunk, LogPage};
 use crate::status::InstanceState;
@@ -218,6 +219,15 @@ impl InstanceStore for HostQueue {
 
     async fn read_state(&self, instance_id: &str) -> Result<Option<(InstanceState, ETag)>, Error> {
         self.inner.read_state(instance_id).await
+    }
+
+    async fn read_history(
+        &self,
+        instance_id: &str,
+        from: u64,
+        max: usize,
+    ) -> Result<Option<HistoryPage>, Error> {
+        self.inner.read_history(instance_id, from, max).await
     }
 
     async fn take_created(&self, instance_id: &str) -> Option<(InstanceState, ETag)> {
