@@ -184,10 +184,7 @@ async fn start_answers_202_with_the_check_status_body_and_polling_reaches_200() 
         )
         .await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{:?}", bad.body);
-    assert!(bad.body["error"]
-        .as_str()
-        .unwrap()
-        .contains("historyFrom"));
+    assert!(bad.body["error"].as_str().unwrap().contains("historyFrom"));
     app.worker.shutdown().await;
 }
 

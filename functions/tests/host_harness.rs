@@ -266,6 +266,50 @@ async fn the_web_apps_start_and_poll_flow_with_the_hosts_rendering() {
     assert_healthy(&host);
 }
 
+/// Starts made at once go out as bundles of starts, each delivered by the host as one
+/// invocation whose pieces are every instance's turn: every instance runs once and
+/// completes, and nothing is left running or dead-lettered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_starts_under_the_host_each_run_once() {
+    let _one = one_at_a_time().await;
+    let host = std::sync::Arc::new(Host::start("strictbundles", settings(), &[]).await);
+    let mut starting = tokio::task::JoinSet::new();
+    for i in 0..30 {
+        let host = host.clone();
+        starting.spawn(async move {
+            let path = format!("/api/orchestrators/hello_sequence/bundled-{i:02}");
+            start(&host, &path, &Value::Null).await
+        });
+    }
+    let checks = starting.join_all().await;
+    for check in &checks {
+        let done = host
+            .wait_done(&status_path(check), Duration::from_secs(120))
+            .await;
+        assert_eq!(done["runtimeStatus"], "Completed", "{done}");
+        assert_eq!(
+            done["output"],
+            json!(["Hello Tokyo!", "Hello Seattle!", "Hello London!"])
+        );
+        use flowforge_orchestrator::backend::InstanceStore as _;
+        let id = check["id"].as_str().unwrap();
+        let loaded = host.backend.load_instance(id).await.unwrap().unwrap();
+        let starts = loaded
+            .history
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e.kind,
+                    flowforge_orchestrator::history::EventKind::ExecutionStarted { .. }
+                )
+            })
+            .count();
+        assert_eq!(starts, 1, "{id}");
+    }
+    assert_nothing_running(&host).await;
+    assert_healthy(&host);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_large_fan_out_under_the_hosts_concurrency() {
     let count: usize = 1000;
