@@ -348,6 +348,13 @@ async fn poison(
             vec!["unreadable poison message archived".into()],
         ));
     };
+    if let QueueMessage::Starts { starts } = &message {
+        state.worker.fail_unstarted(starts, &letter.reason).await;
+        return Ok(envelope::response(
+            json!({}),
+            vec!["poison bundle of starts archived; its unstarted instances failed".into()],
+        ));
+    }
     let instance_id = message.instance_id();
     state
         .worker

@@ -225,6 +225,12 @@ pub(crate) async fn poison_bundle(
         "a poison bundle of starts fails the instances it did not start"
     );
     dead_letter(shared, queue, received, &reason).await;
+    fail_unstarted(shared, starts, &reason).await;
+}
+
+/// Marks Failed, with the reason, each instance of `starts` whose start never committed
+/// (instances it did start keep running).
+pub(crate) async fn fail_unstarted(shared: &Shared, starts: &[OrchestratorMessage], reason: &str) {
     for start in starts {
         let never_started = match shared.backend.read_state(&start.instance_id).await {
             Ok(Some((state, _))) => state.history_len == 0,
@@ -235,7 +241,7 @@ pub(crate) async fn poison_bundle(
             }
         };
         if never_started {
-            if let Err(error) = fail_instance(shared, &start.instance_id, &reason).await {
+            if let Err(error) = fail_instance(shared, &start.instance_id, reason).await {
                 warn!(%error, instance_id = %start.instance_id, "could not mark the instance Failed");
             }
         }

@@ -25,7 +25,9 @@ use tokio::sync::Semaphore;
 use tracing::warn;
 
 use super::{activity_worker, orchestration_worker, settling, Shared, WorkerOptions};
-use crate::backend::{Backend, Error, QueueMessage, QueueName, Receipt, Received};
+use crate::backend::{
+    Backend, Error, OrchestratorMessage, QueueMessage, QueueName, Receipt, Received,
+};
 use crate::clock::{Clock, SystemClock};
 use crate::registry::Registry;
 use host_queue::{host_body, HostQueue, Settled, HOST_RECEIPT};
@@ -163,10 +165,13 @@ impl HostedWorker {
         message_id: &str,
     ) -> Result<(), NotSettled> {
         let (received, message_id) = self.intake(raw, dequeue_count, message_id).await?;
+        // A bundle of starts belongs to no one instance: it is not coalesced with an
+        // instance's deliveries, and over budget it is retried, not failed.
         let instance_id = received
             .message
             .as_ref()
             .ok()
+            .filter(|m| !matches!(m, QueueMessage::Starts { .. }))
             .map(|m| m.instance_id().to_owned());
         let last_delivery = received.dequeue_count >= self.shared.options.max_dequeue_count;
         let (this, target) = (self.clone(), instance_id.clone());
@@ -279,6 +284,12 @@ impl HostedWorker {
     /// the host dead-lettered on its own.
     pub async fn fail_instance(&self, instance_id: &str, reason: &str) -> Result<(), Error> {
         settling::fail_instance(&self.shared, instance_id, reason).await
+    }
+
+    /// Marks Failed each instance of a bundle of starts the host dead-lettered on its own
+    /// whose start never committed (the others keep running).
+    pub async fn fail_unstarted(&self, starts: &[OrchestratorMessage], reason: &str) {
+        settling::fail_unstarted(&self.shared, starts, reason).await;
     }
 
     /// The backend the engine sees (host-owned settling included).
