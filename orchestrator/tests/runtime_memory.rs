@@ -1243,3 +1243,84 @@ async fn an_event_early_for_its_start_waits_for_it_without_using_the_poison_budg
         .is_empty());
     worker.shutdown().await;
 }
+
+/// A bundle of starts delivered too often is dead-lettered whole and fails only the
+/// instances whose start never committed: a running instance it also carried keeps running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_bundle_of_starts_fails_only_the_instances_it_never_started() {
+    use flowforge_orchestrator::backend::QueueMessage;
+    use flowforge_orchestrator::backend::{to_instance, InstanceStore, OrchestratorMessage};
+    use flowforge_orchestrator::status::InstanceState;
+    let backend = Arc::new(MemoryBackend::new());
+    let worker = Worker::new(backend.clone(), registry(), polling_quickly()).start();
+    let client = Client::new(backend.clone());
+    let running = client
+        .start(
+            "counter",
+            StartOptions::with_instance_id("bundle-running"),
+            &0u64,
+        )
+        .await
+        .unwrap();
+    eventually("the instance running", WAIT, || async {
+        let status = client
+            .status(&running, StatusOptions::default())
+            .await
+            .ok()?;
+        (status.runtime_status == RuntimeStatus::Running).then_some(())
+    })
+    .await;
+    // An instance whose state row is written but whose start never ran (its own start
+    // message stays invisible for a day).
+    let now = Utc::now();
+    let start_of = |id: &str, visible_at| {
+        let event = StartInfo::new("counter", "e1", json!(0)).into_event();
+        to_instance(
+            id,
+            Some(&"e1".to_owned()),
+            event,
+            now,
+            visible_at,
+            backend.control_partitions(),
+        )
+    };
+    let never = "bundle-never";
+    let event = StartInfo::new("counter", "e1", json!(0)).into_event();
+    let state = InstanceState::started(never, &event, now);
+    let later = now + chrono::Duration::days(1);
+    backend
+        .create_instance(&state, &start_of(never, Some(later)), None)
+        .await
+        .unwrap();
+    // The bundle both starts were in, on its eleventh delivery.
+    let starts: Vec<OrchestratorMessage> = [running.as_str(), never]
+        .iter()
+        .map(|id| match start_of(id, None).message {
+            QueueMessage::Orchestrator(message) => message,
+            other => panic!("not a start: {other:?}"),
+        })
+        .collect();
+    let queue = QueueName::Control(0);
+    let bundle = QueueMessage::Starts { starts }.encode_copy(10, None);
+    backend.send_raw(&queue, &bundle, None).await.unwrap();
+    let failed = client.wait_for_completion(never, WAIT).await.unwrap();
+    assert_eq!(failed.runtime_status, RuntimeStatus::Failed);
+    let reason = failed.failure.unwrap().message;
+    assert!(reason.contains("a bundle of 2 starts"), "{reason}");
+    let dead = eventually("the bundle dead-lettered", WAIT, || async {
+        let dead = backend.dead_letters(&queue).await.unwrap();
+        (!dead.is_empty()).then_some(dead)
+    })
+    .await;
+    assert!(
+        dead[0].reason.contains("a bundle of 2 starts"),
+        "{}",
+        dead[0].reason
+    );
+    let still = client
+        .status(&running, StatusOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(still.runtime_status, RuntimeStatus::Running);
+    worker.shutdown().await;
+}
