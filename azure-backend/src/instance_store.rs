@@ -174,6 +174,35 @@ impl AzureBackend {
         }
     }
 
+    /// The events `seqs` of the current execution among `rows`, in order, read from the
+    /// generation `ranges` names for each (a stale writer's rows are skipped); `None` when
+    /// one is missing (a commit landed between the reads).
+    async fn visible_events(
+        &self,
+        rows: &[Row],
+        state: &InstanceState,
+        ranges: &[Range],
+        seqs: std::ops::Range<u64>,
+    ) -> Result<Option<Vec<HistoryEvent>>, Error> {
+        let mut events: Vec<Option<HistoryEvent>> =
+            vec![None; seqs.end.saturating_sub(seqs.start) as usize];
+        for row in rows {
+            let Some((execution, seq, gen)) = parse_history_key(&row.row_key) else {
+                continue;
+            };
+            if execution != state.execution_id || !seqs.contains(&seq) || gen != gen_of(ranges, seq)
+            {
+                continue;
+            }
+            let text = self.inline(row.event.clone().unwrap_or_default()).await?;
+            let event: HistoryEvent = serde_json::from_str(&text).map_err(|e| {
+                Error::Permanent(format!("history row {} unreadable: {e}", row.row_key))
+            })?;
+            events[(seq - seqs.start) as usize] = Some(event);
+        }
+        Ok(events.into_iter().collect())
+    }
+
     async fn partition_rows(&self, instance_id: &str) -> Result<Vec<Row>, Error> {
         let filter = format!("PartitionKey eq '{}'", odata_quote(instance_id));
         self.query_rows(filter).await
@@ -338,24 +367,9 @@ impl InstanceStore for AzureBackend {
         let (state, ranges) = self.decode_state(state_row).await?;
         let etag = ETag(state_row.etag.clone().unwrap_or_default());
         self.ranges.put(instance_id, &etag.0, ranges.clone());
-        let mut history: Vec<Option<HistoryEvent>> = vec![None; state.history_len as usize];
-        for row in &rows {
-            let Some((execution, seq, gen)) = parse_history_key(&row.row_key) else {
-                continue;
-            };
-            if execution != state.execution_id
-                || seq >= state.history_len
-                || gen != gen_of(&ranges, seq)
-            {
-                continue;
-            }
-            let text = self.inline(row.event.clone().unwrap_or_default()).await?;
-            let event: HistoryEvent = serde_json::from_str(&text).map_err(|e| {
-                Error::Permanent(format!("history row {} unreadable: {e}", row.row_key))
-            })?;
-            history[seq as usize] = Some(event);
-        }
-        let history: Option<Vec<HistoryEvent>> = history.into_iter().collect();
+        let history = self
+            .visible_events(&rows, &state, &ranges, 0..state.history_len)
+            .await?;
         match history {
             Some(history) => Ok(Some(LoadedInstance {
                 state,
@@ -386,8 +400,7 @@ impl InstanceStore for AzureBackend {
             return Ok(None);
         };
         let to = from.saturating_add(max as u64).min(state.history_len);
-        let mut events: Vec<Option<HistoryEvent>> = vec![None; to.saturating_sub(from) as usize];
-        if !events.is_empty() {
+        let rows = if to > from {
             // Only the page's rows: history keys sort by sequence within an execution.
             let execution = &state.execution_id;
             let filter = format!(
@@ -396,25 +409,14 @@ impl InstanceStore for AzureBackend {
                 odata_quote(&format!("h-{execution}-{from:010}")),
                 odata_quote(&format!("h-{execution}-{to:010}")),
             );
-            for row in self.query_rows(filter).await? {
-                let Some((row_execution, seq, gen)) = parse_history_key(&row.row_key) else {
-                    continue;
-                };
-                if row_execution != execution
-                    || seq < from
-                    || seq >= to
-                    || gen != gen_of(&ranges, seq)
-                {
-                    continue;
-                }
-                let text = self.inline(row.event.clone().unwrap_or_default()).await?;
-                let event: HistoryEvent = serde_json::from_str(&text).map_err(|e| {
-                    Error::Permanent(format!("history row {} unreadable: {e}", row.row_key))
-                })?;
-                events[(seq - from) as usize] = Some(event);
-            }
-        }
-        let Some(events) = events.into_iter().collect::<Option<Vec<_>>>() else {
+            self.query_rows(filter).await?
+        } else {
+            Vec::new()
+        };
+        let events = self
+            .visible_events(&rows, &state, &ranges, from..to)
+            .await?;
+        let Some(events) = events else {
             // A commit landed between the reads: read again later.
             return Err(Error::Transient(format!(
                 "history of '{instance_id}' changed while read"
