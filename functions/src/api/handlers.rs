@@ -238,8 +238,10 @@ pub async fn status(
     };
     let wait = wait_of(&params)?;
     // `historyTop`: a page of the history (from `historyFrom`), read alone, after any wait.
-    let page = match (options.show_history, params.count("historyTop")?) {
-        (true, Some(top)) => Some((params.position("historyFrom")?.unwrap_or(0), top)),
+    // Both are checked whether or not they apply (a bad value is a 400 either way).
+    let (top, from) = (params.count("historyTop")?, params.position("historyFrom")?);
+    let page = match (options.show_history, top) {
+        (true, Some(top)) => Some((from.unwrap_or(0), top)),
         _ => None,
     };
     let waiting = StatusOptions {
