@@ -17,6 +17,7 @@ use crate::local_arrivals::LocalArrivals;
 use crate::payload::{as_blob_ref, blob_name, blob_ref_text};
 use crate::ranges_cache::RangesCache;
 use crate::start_bundler::StartBundler;
+use crate::status_index_store::StatusIndex;
 use crate::storage_health::{DeadlinePolicy, StorageHealth};
 use crate::wake::WakeSignals;
 
@@ -35,6 +36,7 @@ pub struct AzureBackend {
     pub(crate) arrivals: LocalArrivals,
     pub(crate) created: CreatedHere,
     pub(crate) start_bundler: StartBundler,
+    pub(crate) index: StatusIndex,
     health: Arc<StorageHealth>,
 }
 
@@ -66,6 +68,11 @@ impl AzureBackend {
         let run_logs = tables.table_client(format!("{}runlogs", config.task_hub));
         let documents = tables.table_client(format!("{}documents", config.task_hub));
         let payloads = blobs.container_client(format!("{}-payloads", config.task_hub));
+        let index = StatusIndex {
+            table: tables.table_client(format!("{}statusindex", config.task_hub)),
+            on: false.into(),
+            complete: false.into(),
+        };
         let backend = Arc::new(Self {
             config,
             table,
@@ -80,12 +87,14 @@ impl AzureBackend {
             arrivals: LocalArrivals::default(),
             created: CreatedHere::default(),
             start_bundler: StartBundler::default(),
+            index,
             health,
         });
         let writer: std::sync::Weak<dyn crate::start_bundler::StartWriter> =
             Arc::downgrade(&backend) as _;
         backend.start_bundler.attach(writer);
         backend.create_task_hub().await?;
+        backend.prepare_status_index().await?;
         Ok(backend)
     }
 
@@ -118,6 +127,7 @@ impl AzureBackend {
         ignore_missing(self.dead_letters.delete().await.map(|_| ()), "delete table")?;
         ignore_missing(self.run_logs.delete().await.map(|_| ()), "delete table")?;
         ignore_missing(self.documents.delete().await.map(|_| ()), "delete table")?;
+        ignore_missing(self.index.table.delete().await.map(|_| ()), "delete table")?;
         for queue in self.all_queue_names() {
             ignore_missing(
                 self.queue_client(&queue).delete().await.map(|_| ()),
@@ -245,7 +255,7 @@ fn client_options(config: &AzureConfig, health: &Arc<StorageHealth>) -> ClientOp
         .per_retry_policies(vec![deadline])
 }
 
-fn ignore_exists(result: azure_core::Result<()>, what: &str) -> Result<(), Error> {
+pub(crate) fn ignore_exists(result: azure_core::Result<()>, what: &str) -> Result<(), Error> {
     match result.map_err(|e| classify(what, e)) {
         Err(Error::Conflict(_)) => Ok(()),
         other => other,

@@ -115,6 +115,10 @@ pub struct AzureConfig {
     /// fails (default 30 s): with [`attempt_deadline`](Self::attempt_deadline), every
     /// storage call ends within about a minute whatever the service does.
     pub retry_budget: Duration,
+    /// Maintain the status index (see `status_index`): listings by status read about as
+    /// many rows as they return at any hub size, for a write ahead and a delete behind on
+    /// each status change. Once on, it stays on for every process of the hub.
+    pub status_index: bool,
 }
 
 /// Well-known Azurite account key (public, documented by Microsoft).
@@ -172,6 +176,7 @@ impl AzureConfig {
             max_inline_property: 30 * 1024,
             attempt_deadline: Duration::from_secs(10),
             retry_budget: Duration::from_secs(30),
+            status_index: false,
         }
     }
 

@@ -19,6 +19,7 @@ use crate::list_query;
 use crate::rows::{
     gen_of, history_key, odata_quote, parse_history_key, Range, Row, ATOMIC_GEN, STATE_ROW,
 };
+use crate::status_index::{self, IndexKey};
 
 /// Operations per entity group transaction (the service allows 100).
 pub(crate) const BATCH: usize = 100;
@@ -166,7 +167,8 @@ impl AzureBackend {
             Ok(got) => {
                 let (state, ranges) = self.decode_state(&got.entity).await?;
                 let etag = got.etag.to_string();
-                self.ranges.put(instance_id, &etag, ranges.clone());
+                self.ranges
+                    .put(instance_id, &etag, ranges.clone(), IndexKey::of(&state));
                 Ok(Some((state, ranges, ETag(etag))))
             }
             Err(Error::NotFound(_)) => Ok(None),
@@ -309,7 +311,10 @@ impl InstanceStore for AzureBackend {
     ) -> Result<ETag, Error> {
         // The start message goes first: a worker that sees it before the state row exists
         // creates the instance itself, so no crash between the two writes loses the start.
-        // This process's workers wait for the row instead (`take_created`).
+        // This process's workers wait for the row instead (`take_created`). The status
+        // index is written ahead of both (see `status_index`).
+        let index = IndexKey::of(state);
+        self.index_ahead(&state.instance_id, None, &index).await?;
         let _in_flight = self.created.begin(&state.instance_id);
         let queue = self.send_start(start).await?;
         let row = self.state_row(state, &[]).await;
@@ -329,7 +334,8 @@ impl InstanceStore for AzureBackend {
                 let etag = ETag(etag.unwrap_or_default());
                 // The row as written (no history ranges yet), for this process's worker:
                 // its first commit builds on it without reading it back.
-                self.ranges.put(&state.instance_id, &etag.0, Vec::new());
+                self.ranges
+                    .put(&state.instance_id, &etag.0, Vec::new(), index.clone());
                 self.created.put(state, &etag);
                 Ok(etag)
             }
@@ -366,7 +372,8 @@ impl InstanceStore for AzureBackend {
         };
         let (state, ranges) = self.decode_state(state_row).await?;
         let etag = ETag(state_row.etag.clone().unwrap_or_default());
-        self.ranges.put(instance_id, &etag.0, ranges.clone());
+        self.ranges
+            .put(instance_id, &etag.0, ranges.clone(), IndexKey::of(&state));
         let history = self
             .visible_events(&rows, &state, &ranges, 0..state.history_len)
             .await?;
@@ -436,6 +443,13 @@ impl InstanceStore for AzureBackend {
         commit: EpisodeCommit,
     ) -> Result<ETag, Error> {
         let execution = commit.state.execution_id.clone();
+        let new_index = IndexKey::of(&commit.state);
+        let old_index = match &commit.expected {
+            Some(expected) => self.index_key_left(instance_id, expected).await?,
+            None => None,
+        };
+        self.index_ahead(instance_id, old_index.as_ref(), &new_index)
+            .await?;
         let (events, replace) = match commit.history {
             HistoryWrite::Append(events) => (events, false),
             HistoryWrite::Replace(events) => (events, true),
@@ -522,7 +536,11 @@ impl InstanceStore for AzureBackend {
             .await?
         };
         if let Some(etag) = &etag {
-            self.ranges.put(instance_id, etag, ranges);
+            self.ranges
+                .put(instance_id, etag, ranges, new_index.clone());
+        }
+        if let Some(old) = &old_index {
+            self.index_behind(instance_id, old, &new_index).await;
         }
         // Decided messages go out only now. If this process dies before they are all sent,
         // the consumed messages come back and the runtime re-derives them from history.
@@ -536,6 +554,9 @@ impl InstanceStore for AzureBackend {
         } else {
             query.page_size
         };
+        if let Some(page) = self.list_by_index(query, size).await? {
+            return Ok(page);
+        }
         let mut stream = self
             .table
             .query()
@@ -566,18 +587,30 @@ impl InstanceStore for AzureBackend {
     }
 
     async fn delete_instance(&self, instance_id: &str) -> Result<bool, Error> {
-        let mut rows = self.partition_rows(instance_id).await?;
+        let rows = self.partition_rows(instance_id).await?;
         let existed = rows.iter().any(|r| r.row_key == STATE_ROW);
+        let index = rows
+            .iter()
+            .find(|r| r.row_key == STATE_ROW)
+            .and_then(status_index::key_of_row);
         // Two purges of one instance at once (two callers, a purge by filter beside a purge
         // of the id): a batch that meets a row the other already deleted fails with 404;
         // the rows left are read again and deleted, so both purges succeed.
+        let mut deleted = self.delete_rows(instance_id, rows).await;
         for _ in 0..3 {
-            match self.delete_rows(instance_id, rows).await {
-                Err(Error::NotFound(_)) => rows = self.partition_rows(instance_id).await?,
-                other => return other.map(|()| existed),
+            if !matches!(deleted, Err(Error::NotFound(_))) {
+                break;
             }
+            let rows = self.partition_rows(instance_id).await?;
+            deleted = self.delete_rows(instance_id, rows).await;
         }
-        self.delete_rows(instance_id, rows).await.map(|()| existed)
+        deleted?;
+        // Behind the state row: a purge that dies before this leaves a stale index row,
+        // which a listing drops.
+        if let Some(index) = index {
+            self.index_remove(&index).await;
+        }
+        Ok(existed)
     }
 }
 

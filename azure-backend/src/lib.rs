@@ -33,6 +33,8 @@ mod ranges_cache;
 pub mod rows;
 mod run_log_store;
 mod start_bundler;
+mod status_index;
+mod status_index_store;
 mod storage_health;
 mod wake;
 

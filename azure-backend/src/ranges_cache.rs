@@ -1,18 +1,26 @@
-//! The history ranges of state rows this process has read or written, keyed by instance and
-//! valid only for one ETag: a commit that builds on the ETag it expects needs the ranges of
-//! exactly that row, and without this it would read the row again first.
+//! The history ranges and status-index keys of state rows this process has read or written,
+//! keyed by instance and valid only for one ETag: a commit that builds on the ETag it
+//! expects needs the ranges of exactly that row (and the index key it leaves), and without
+//! this it would read the row again first.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
 use crate::rows::Range;
+use crate::status_index::IndexKey;
 
 /// Entries kept before the cache starts over (a miss only costs one read).
 const CAPACITY: usize = 10_000;
 
 #[derive(Default)]
 pub(crate) struct RangesCache {
-    entries: Mutex<HashMap<String, (String, Vec<Range>)>>,
+    entries: Mutex<HashMap<String, Cached>>,
+}
+
+struct Cached {
+    etag: String,
+    ranges: Vec<Range>,
+    index: IndexKey,
 }
 
 impl RangesCache {
@@ -20,18 +28,35 @@ impl RangesCache {
     pub(crate) fn get(&self, instance_id: &str, etag: &str) -> Option<Vec<Range>> {
         let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         match entries.get(instance_id) {
-            Some((cached, ranges)) if cached == etag => Some(ranges.clone()),
+            Some(cached) if cached.etag == etag => Some(cached.ranges.clone()),
             _ => None,
         }
     }
 
-    /// Remembers the ranges of a state row at `etag`.
-    pub(crate) fn put(&self, instance_id: &str, etag: &str, ranges: Vec<Range>) {
+    /// The status-index key of `instance_id`'s state row if its cached ETag is `etag`.
+    pub(crate) fn index_key(&self, instance_id: &str, etag: &str) -> Option<IndexKey> {
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        match entries.get(instance_id) {
+            Some(cached) if cached.etag == etag => Some(cached.index.clone()),
+            _ => None,
+        }
+    }
+
+    /// Remembers the ranges and index key of a state row at `etag`.
+    pub(crate) fn put(&self, instance_id: &str, etag: &str, ranges: Vec<Range>, index: IndexKey) {
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         if entries.len() >= CAPACITY && !entries.contains_key(instance_id) {
             entries.clear();
         }
-        entries.insert(instance_id.to_owned(), (etag.to_owned(), ranges));
+        let etag = etag.to_owned();
+        entries.insert(
+            instance_id.to_owned(),
+            Cached {
+                etag,
+                ranges,
+                index,
+            },
+        );
     }
 
     /// Forgets an instance (deleted).
@@ -46,15 +71,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ranges_are_returned_only_for_the_same_etag() {
+    fn ranges_and_index_keys_are_returned_only_for_the_same_etag() {
         let cache = RangesCache::default();
         let ranges = vec![Range {
             from_seq: 0,
             gen: "a".into(),
         }];
-        cache.put("i", "e1", ranges.clone());
+        let index = IndexKey {
+            status: flowforge_orchestrator::status::RuntimeStatus::Running,
+            row_key: "2026-12-03T09:00:00.000000Z|i".into(),
+        };
+        cache.put("i", "e1", ranges.clone(), index.clone());
         assert_eq!(cache.get("i", "e1"), Some(ranges));
+        assert_eq!(cache.index_key("i", "e1"), Some(index));
         assert_eq!(cache.get("i", "e2"), None);
+        assert_eq!(cache.index_key("i", "e2"), None);
         cache.forget("i");
         assert_eq!(cache.get("i", "e1"), None);
     }

@@ -42,6 +42,11 @@ pub struct StorageArgs {
         default_value_t = 4
     )]
     pub partitions: u32,
+    /// Maintain the status index, so that listings by status read about as many rows as
+    /// they return at any task-hub size (a write ahead and a delete behind on each status
+    /// change; once on, every process of the hub keeps it).
+    #[arg(long, global = true, env = "FLOWFORGE_STATUS_INDEX")]
+    pub status_index: bool,
     /// Use the in-memory backend (nothing persists; for trying things out).
     #[arg(long, global = true)]
     pub in_memory: bool,
@@ -71,6 +76,7 @@ impl StorageArgs {
             ),
         };
         config.control_partitions = self.partitions;
+        config.status_index = self.status_index;
         Ok(config)
     }
 

@@ -1,0 +1,351 @@
+//! The status index in storage (layout and rules in [`crate::status_index`]): written
+//! ahead of state rows, deleted behind them, backfilled for an existing hub, and read by
+//! listings of statuses, each candidate checked against its state row.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use azure_data_tables::operations::QueryEntityResponse;
+use flowforge_orchestrator::backend::{Error, InstancePage, InstanceQuery, InstanceStore};
+use flowforge_orchestrator::status::InstanceState;
+use futures::stream::BoxStream;
+use futures::StreamExt;
+
+use crate::backend::AzureBackend;
+use crate::error::classify;
+use crate::instance_store::{Op, BATCH};
+use crate::rows::{Row, STATE_ROW};
+use crate::status_index::{self, IndexKey, COMPLETE_ROW, ENABLED_ROW, MARKER_PARTITION};
+
+/// Candidates whose state rows are read at once.
+const VERIFY_AT_ONCE: usize = 16;
+
+impl AzureBackend {
+    /// Whether this hub maintains the status index.
+    pub(crate) fn index_on(&self) -> bool {
+        self.index.on.load(Ordering::Acquire)
+    }
+
+    /// Creates the index table and learns whether the hub maintains the index: it does once
+    /// any process was configured so (the `enabled` row). Backfills an existing hub whose
+    /// index is not complete yet, in the background.
+    pub(crate) async fn prepare_status_index(self: &Arc<Self>) -> Result<(), Error> {
+        let created = self.index.table.create().await.map(|_| ());
+        crate::backend::ignore_exists(created, "create table")?;
+        if self.config.status_index {
+            self.write_marker(ENABLED_ROW).await?;
+        } else if !self.marker_exists(ENABLED_ROW).await? {
+            return Ok(());
+        }
+        self.index.on.store(true, Ordering::Release);
+        if self.marker_exists(COMPLETE_ROW).await? {
+            self.index.complete.store(true, Ordering::Release);
+            return Ok(());
+        }
+        let backend = Arc::clone(self);
+        tokio::spawn(async move {
+            match backend.backfill_status_index().await {
+                Ok(count) => tracing::info!(count, "status index backfilled"),
+                Err(error) => {
+                    tracing::warn!(%error, "status index backfill failed; listings scan state rows")
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// Indexes every state row of the hub, then marks the index complete. Safe beside
+    /// running workers: they index what they write from the moment the index is on, and a
+    /// row this copies after it changed is stale, which listings drop.
+    pub async fn backfill_status_index(&self) -> Result<usize, Error> {
+        let mut stream = self
+            .table
+            .query()
+            .filter(format!("RowKey eq '{STATE_ROW}'"))
+            .select("PartitionKey,RowKey,Status,CreatedAt")
+            .into_stream::<Row>();
+        let mut count = 0;
+        while let Some(response) = stream.next().await {
+            self.counter.count("table.query");
+            let rows = response.map_err(|e| classify("table query", e))?.entities;
+            let mut by_status: BTreeMap<&'static str, Vec<Op>> = BTreeMap::new();
+            for key in rows.iter().filter_map(status_index::key_of_row) {
+                by_status
+                    .entry(key.status.as_str())
+                    .or_default()
+                    .push(Op::Upsert(index_row(&key)));
+            }
+            for (status, ops) in by_status {
+                let mut ops = ops.into_iter().peekable();
+                while ops.peek().is_some() {
+                    let chunk: Vec<Op> = ops.by_ref().take(BATCH).collect();
+                    count += chunk.len();
+                    self.transact(&self.index.table, status, chunk).await?;
+                }
+            }
+        }
+        self.write_marker(COMPLETE_ROW).await?;
+        self.index.complete.store(true, Ordering::Release);
+        Ok(count)
+    }
+
+    /// Writes the entry `new` ahead of a state row that leaves `old` (none: a new row).
+    pub(crate) async fn index_ahead(
+        &self,
+        instance_id: &str,
+        old: Option<&IndexKey>,
+        new: &IndexKey,
+    ) -> Result<(), Error> {
+        if !self.index_on() || old == Some(new) {
+            return Ok(());
+        }
+        let partition = new.status.as_str();
+        let written = self
+            .transact(
+                &self.index.table,
+                partition,
+                vec![Op::Upsert(index_row(new))],
+            )
+            .await;
+        written.map(|_| ()).map_err(|e| {
+            tracing::debug!(instance_id, %e, "status index write failed");
+            e
+        })
+    }
+
+    /// Deletes the entry `old` once a state row with `new` is committed. Best effort: one
+    /// left behind is stale, and listings drop it.
+    pub(crate) async fn index_behind(&self, instance_id: &str, old: &IndexKey, new: &IndexKey) {
+        if self.index_on() && old != new {
+            tracing::trace!(instance_id, "status index entry left");
+            self.index_remove(old).await;
+        }
+    }
+
+    /// Deletes an entry (best effort; a missing one is already gone).
+    pub(crate) async fn index_remove(&self, key: &IndexKey) {
+        if !self.index_on() {
+            return;
+        }
+        let partition = key.status.as_str();
+        let op = vec![Op::Delete(key.row_key.clone())];
+        match self.transact(&self.index.table, partition, op).await {
+            Ok(_) | Err(Error::NotFound(_)) => {}
+            Err(error) => {
+                tracing::debug!(%error, "stale status index entry left for listings to drop")
+            }
+        }
+    }
+
+    /// The index key of the state row at `etag`, when the index is on: from this process's
+    /// cache, else read (a row that changed since is a conflict, as the commit would be).
+    pub(crate) async fn index_key_left(
+        &self,
+        instance_id: &str,
+        etag: &flowforge_orchestrator::backend::ETag,
+    ) -> Result<Option<IndexKey>, Error> {
+        if !self.index_on() {
+            return Ok(None);
+        }
+        if let Some(key) = self.ranges.index_key(instance_id, &etag.0) {
+            return Ok(Some(key));
+        }
+        match self.read_state(instance_id).await? {
+            Some((state, current)) if current == *etag => Ok(Some(IndexKey::of(&state))),
+            Some(_) => Err(Error::Conflict(format!("instance '{instance_id}' changed"))),
+            None => Ok(None),
+        }
+    }
+
+    /// A page of a listing by status from the index, or `None` when the index does not
+    /// serve it (off, not complete yet, a query it does not narrow, a scan's token).
+    pub(crate) async fn list_by_index(
+        &self,
+        query: &InstanceQuery,
+        size: usize,
+    ) -> Result<Option<InstancePage>, Error> {
+        let token = query.continuation.as_deref();
+        let served = self.index_on()
+            && self.index.complete.load(Ordering::Acquire)
+            && status_index::serves(query);
+        let Ok(after) = status_index::resume_after(query) else {
+            return Ok(None);
+        };
+        if !served {
+            return match token.filter(|t| status_index::is_index_token(t)) {
+                Some(_) => Err(Error::Permanent(
+                    "the continuation token is of a listing by the status index, which no \
+                     longer serves this query: list again from the first page"
+                        .into(),
+                )),
+                None => Ok(None),
+            };
+        }
+        let mut partitions = Vec::new();
+        for status in &query.statuses {
+            let filter = status_index::partition_filter(*status, query, after);
+            partitions.push(Partition::open(self, filter, size));
+        }
+        let mut matches: Vec<(String, InstanceState)> = Vec::new();
+        'page: loop {
+            // No more than the page still needs (its last match says a next page exists).
+            let wanted = (size + 1 - matches.len()).min(VERIFY_AT_ONCE);
+            let mut candidates = Vec::new();
+            while candidates.len() < wanted {
+                match next_in_order(self, &mut partitions).await? {
+                    Some(key) => candidates.push(key),
+                    None => break,
+                }
+            }
+            if candidates.is_empty() {
+                break;
+            }
+            let checked =
+                futures::future::join_all(candidates.iter().map(|key| self.current_entry(key)))
+                    .await;
+            for (key, state) in candidates.into_iter().zip(checked) {
+                match state? {
+                    Some(state) if query.matches(&state) => {
+                        matches.push((key.row_key, state));
+                        if matches.len() > size {
+                            break 'page;
+                        }
+                    }
+                    Some(_) => {}
+                    None => self.index_remove(&key).await,
+                }
+            }
+        }
+        let more = matches.len() > size;
+        matches.truncate(size);
+        let continuation = more
+            .then(|| matches.last().map(|(key, _)| status_index::token(key)))
+            .flatten();
+        Ok(Some(InstancePage {
+            instances: matches.into_iter().map(|(_, state)| state).collect(),
+            continuation,
+        }))
+    }
+
+    /// The state an index entry stands for, `None` when the entry is stale (the instance
+    /// is gone or its state row has another key now).
+    async fn current_entry(&self, key: &IndexKey) -> Result<Option<InstanceState>, Error> {
+        let Some(id) = status_index::instance_of(&key.row_key) else {
+            return Ok(None);
+        };
+        Ok(self
+            .read_state(id)
+            .await?
+            .map(|(state, _)| state)
+            .filter(|state| IndexKey::of(state) == *key))
+    }
+
+    async fn write_marker(&self, row_key: &str) -> Result<(), Error> {
+        let row = Row {
+            partition_key: MARKER_PARTITION.into(),
+            row_key: row_key.into(),
+            ..Row::default()
+        };
+        self.transact(&self.index.table, MARKER_PARTITION, vec![Op::Upsert(row)])
+            .await
+            .map(|_| ())
+    }
+
+    async fn marker_exists(&self, row_key: &str) -> Result<bool, Error> {
+        self.counter.count("table.get");
+        let got = self
+            .index
+            .table
+            .partition_key_client(MARKER_PARTITION)
+            .entity_client(row_key)
+            .get::<Row>()
+            .await;
+        match got.map_err(|e| classify("read status index", e)) {
+            Ok(_) => Ok(true),
+            Err(Error::NotFound(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// The index's table and what this process knows of it.
+#[derive(Debug)]
+pub(crate) struct StatusIndex {
+    pub table: azure_data_tables::clients::TableClient,
+    pub on: std::sync::atomic::AtomicBool,
+    pub complete: std::sync::atomic::AtomicBool,
+}
+
+fn index_row(key: &IndexKey) -> Row {
+    Row {
+        partition_key: key.status.as_str().into(),
+        row_key: key.row_key.clone(),
+        ..Row::default()
+    }
+}
+
+/// One status's partition being read in key order, a response at a time.
+struct Partition {
+    rows: BoxStream<'static, azure_core::Result<QueryEntityResponse<Row>>>,
+    buffered: VecDeque<IndexKey>,
+    done: bool,
+}
+
+impl Partition {
+    fn open(backend: &AzureBackend, filter: String, size: usize) -> Self {
+        let top = azure_data_tables::Top::new(crate::list_query::rows_per_request(size));
+        let rows = backend
+            .index
+            .table
+            .query()
+            .filter(filter)
+            .top(top)
+            .into_stream::<Row>()
+            .boxed();
+        Self {
+            rows,
+            buffered: VecDeque::new(),
+            done: false,
+        }
+    }
+
+    /// Reads the next response if nothing is buffered; false once the partition is done.
+    async fn fill(&mut self, backend: &AzureBackend) -> Result<bool, Error> {
+        while self.buffered.is_empty() && !self.done {
+            match self.rows.next().await {
+                None => self.done = true,
+                Some(response) => {
+                    backend.counter.count("table.query");
+                    let rows = response.map_err(|e| classify("table query", e))?.entities;
+                    self.buffered.extend(rows.into_iter().filter_map(|row| {
+                        let status = row.partition_key.parse().ok()?;
+                        Some(IndexKey {
+                            status,
+                            row_key: row.row_key,
+                        })
+                    }));
+                }
+            }
+        }
+        Ok(!self.buffered.is_empty())
+    }
+}
+
+/// The next entry over all the listed statuses in key order (a merge of their partitions).
+async fn next_in_order(
+    backend: &AzureBackend,
+    partitions: &mut [Partition],
+) -> Result<Option<IndexKey>, Error> {
+    let mut first: Option<usize> = None;
+    for i in 0..partitions.len() {
+        if !partitions[i].fill(backend).await? {
+            continue;
+        }
+        let key = &partitions[i].buffered[0].row_key;
+        if first.is_none_or(|f| *key < partitions[f].buffered[0].row_key) {
+            first = Some(i);
+        }
+    }
+    Ok(first.and_then(|i| partitions[i].buffered.pop_front()))
+}
