@@ -1,12 +1,16 @@
 //! Crash safety and split brain with real worker processes on Azurite: workers killed with
 //! SIGKILL at random points during waves of fan-outs, a group-committed chain and bundled
 //! starts, and three workers on one task hub at once, taking in bundled starts.
-//! Every instance must finish with a gap-free history that records each result once.
+//! Every instance must finish with a gap-free history that records each result once, and
+//! the status index (on in both hubs) must list exactly the instances the state rows say.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
 
-use flowforge_azure::{azurite, AzureBackend};
+use flowforge_azure::{azurite, AzureBackend, AzureConfig};
+use flowforge_orchestrator::backend::{InstanceQuery, InstanceStore};
 use flowforge_orchestrator::client::StatusOptions;
 use flowforge_orchestrator::prelude::*;
 use flowforge_tests::processes::{Lcg, WorkerProcess};
@@ -23,6 +27,56 @@ fn spawn_worker(hub: &str) -> WorkerProcess {
         None,
     )
     .unwrap()
+}
+
+/// The hub's configuration: the status index on, so every worker process keeps it too.
+fn indexed(hub: &str) -> AzureConfig {
+    let mut config = azurite::shared().config(hub);
+    config.status_index = true;
+    config
+}
+
+/// Every page of a listing, as instance ids.
+async fn listed(backend: &AzureBackend, mut query: InstanceQuery) -> BTreeSet<String> {
+    let mut ids = BTreeSet::new();
+    loop {
+        let page = backend.list_instances(&query).await.unwrap();
+        ids.extend(page.instances.into_iter().map(|s| s.instance_id));
+        match page.continuation {
+            Some(token) => query.continuation = Some(token),
+            None => return ids,
+        }
+    }
+}
+
+/// Once every instance has finished: the index lists as Completed exactly the instances
+/// whose state rows say so (read by the scan of state rows), and nothing as unfinished.
+async fn verify_index(backend: &AzureBackend) {
+    let by_index = |statuses: Vec<RuntimeStatus>| InstanceQuery {
+        statuses,
+        page_size: 50,
+        ..Default::default()
+    };
+    let mut scan = InstanceQuery {
+        page_size: 1000,
+        ..Default::default()
+    };
+    let mut completed = BTreeSet::new();
+    loop {
+        let page = backend.list_instances(&scan).await.unwrap();
+        for state in page.instances {
+            assert_eq!(state.status, RuntimeStatus::Completed, "{}", state.instance_id);
+            completed.insert(state.instance_id);
+        }
+        match page.continuation {
+            Some(token) => scan.continuation = Some(token),
+            None => break,
+        }
+    }
+    let indexed = listed(backend, by_index(vec![RuntimeStatus::Completed])).await;
+    assert_eq!(indexed, completed);
+    let unfinished = vec![RuntimeStatus::Pending, RuntimeStatus::Running];
+    assert!(listed(backend, by_index(unfinished)).await.is_empty());
 }
 
 /// `chained`: the runs are "waves", whose end starts a "waves_report" (see the registry).
@@ -80,10 +134,8 @@ async fn verify(client: &Client, ids: &[String], n: u64, chained: bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workers_killed_at_random_points_lose_nothing() {
     let hub = "crash";
-    let backend = AzureBackend::connect(azurite::shared().config(hub))
-        .await
-        .unwrap();
-    let client = Client::new(backend);
+    let backend = AzureBackend::connect(indexed(hub)).await.unwrap();
+    let client = Client::new(backend.clone());
     // Waves in sequence take at least 12 × WAVE_MIN_MS = 1.2 s of activity time, so the
     // first kill (at most KILL_AFTER_MAX_MS after its worker started) lands mid-run
     // however fast the engine gets.
@@ -171,15 +223,14 @@ async fn workers_killed_at_random_points_lose_nothing() {
     verify(&client, &ids, n, true).await;
     verify(&client, &[chain], CHAIN, false).await;
     verify(&client, &bundled, 3, false).await;
+    verify_index(&backend).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_workers_on_one_task_hub_never_split_brain() {
     let hub = "splitbrain";
-    let backend = AzureBackend::connect(azurite::shared().config(hub))
-        .await
-        .unwrap();
-    let client = Client::new(backend);
+    let backend: Arc<AzureBackend> = AzureBackend::connect(indexed(hub)).await.unwrap();
+    let client = Client::new(backend.clone());
     let _workers: Vec<WorkerProcess> = (0..3).map(|_| spawn_worker(hub)).collect();
     let n = 20;
     // Started at once, so the starts go out in bundles that three processes take in (a
@@ -194,4 +245,5 @@ async fn three_workers_on_one_task_hub_never_split_brain() {
     }
     let ids = starting.join_all().await;
     verify(&client, &ids, n, false).await;
+    verify_index(&backend).await;
 }
