@@ -61,6 +61,9 @@ struct Args {
     /// Instances of the grown task hub (`task_hub`, Azurite; at least 2,000).
     #[arg(long, default_value_t = 10_000)]
     hub_instances: u64,
+    /// Keep the status index in the Azurite hubs (`FLOWFORGE_STATUS_INDEX`).
+    #[arg(long)]
+    status_index: bool,
     /// Where to write the JSON results.
     #[arg(long, default_value = "bench-results.json")]
     json: PathBuf,
@@ -104,7 +107,11 @@ async fn main() -> anyhow::Result<()> {
     let mut fresh = |kind: &str| {
         hub += 1;
         let kind = kind.to_owned();
-        let config = azurite.as_ref().map(|a| a.config(&format!("bench{hub}")));
+        let config = azurite.as_ref().map(|a| {
+            let mut config = a.config(&format!("bench{hub}"));
+            config.status_index = args.status_index;
+            config
+        });
         async move {
             let hub = match (kind.as_str(), config) {
                 ("azurite", Some(config)) => scenarios::Hub {
@@ -154,7 +161,8 @@ async fn main() -> anyhow::Result<()> {
                 args.hub_instances
             );
             let engine = fresh(kind).await?.engine;
-            rows.extend(task_hub::task_hub(engine, args.hub_instances.max(2000), runs).await?);
+            let n = args.hub_instances.max(2000);
+            rows.extend(task_hub::task_hub(engine, n, runs, args.status_index).await?);
         }
         if *kind == "azurite" && wanted("idle") {
             rows.push(scenarios::idle(fresh(kind).await?.engine, args.idle_secs).await?);

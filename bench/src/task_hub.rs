@@ -1,7 +1,8 @@
-//! A task hub that has grown: `n` instances on Azurite (99 in 100 Completed, 1 in 100
-//! Running, ids in creation order), then what an operator does with it — a page by status,
-//! a page by creation window, a page of the rare status, and a purge by filter — each
-//! timed (median of `runs`) with the storage transactions it took.
+//! A task hub that has grown: `n` instances on Azurite (1 in 100 Running, 1 in 1,000
+//! Failed, the rest Completed, ids in creation order), then what an operator does with it —
+//! a page by status, a page by creation window, a page of each rare status, and a purge by
+//! filter — each timed (median of `runs`) with the storage transactions it took, with the
+//! status index or without it.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,6 +24,7 @@ pub async fn task_hub(
     backend: Arc<dyn Backend>,
     n: u64,
     runs: usize,
+    status_index: bool,
 ) -> anyhow::Result<Vec<Value>> {
     let filled = Instant::now();
     let mut created_at = Vec::with_capacity(n as usize);
@@ -66,7 +68,19 @@ pub async fn task_hub(
             "a page of 100 Running (1 in 100 instances)",
             page(vec![RuntimeStatus::Running]),
         ),
+        (
+            "a page of 100 Failed (1 in 1,000 instances)",
+            page(vec![RuntimeStatus::Failed]),
+        ),
     ];
+    let row = |n: u64, label: &str, wall: Duration, notes: String| {
+        let index = if status_index {
+            "status index"
+        } else {
+            "no index"
+        };
+        row(n, &format!("{label} [{index}]"), wall, notes)
+    };
     for (label, query) in listings {
         let mut times = Vec::new();
         let mut transactions = 0;
@@ -117,12 +131,15 @@ pub async fn task_hub(
     Ok(rows)
 }
 
-/// Instance `i`: Running when `i % 100 == 50`, else Completed.
+/// Instance `i`: Running when `i % 100 == 50`, Failed when `i % 1000 == 500`, else
+/// Completed.
 async fn create(backend: Arc<dyn Backend>, i: u64) -> anyhow::Result<DateTime<Utc>> {
     let id = format!("hub-{i:06}");
     let now = Utc::now();
     let start = StartInfo::new("one", "e1", json!(i)).into_event();
-    let status = if i % 100 == 50 {
+    let status = if i % 1000 == 500 {
+        RuntimeStatus::Failed
+    } else if i % 100 == 50 {
         RuntimeStatus::Running
     } else {
         RuntimeStatus::Completed

@@ -37,6 +37,10 @@ pub struct ServeArgs {
     /// handler exits (the host retries what it did not answer).
     #[arg(long, env = "FLOWFORGE_SHUTDOWN_GRACE_SECS", default_value_t = 20)]
     pub shutdown_grace_secs: u64,
+    /// Purge finished instances past their retention, from the `Retention` timer function
+    /// (hourly), e.g. `completed=7d,failed=30d,terminated=30d`.
+    #[arg(long, env = "FLOWFORGE_RETENTION", value_parser = crate::worker_command::parse_retention)]
+    pub retention: Option<flowforge_orchestrator::retention::RetentionPolicy>,
     /// The schedules to fire from the timer function.
     #[command(flatten)]
     pub schedules: crate::schedules::SchedulesArgs,
@@ -59,6 +63,7 @@ pub async fn run(
             anyhow::anyhow!("no port: the Functions host sets FUNCTIONS_CUSTOMHANDLER_PORT")
         })?;
     let schedules = args.schedules.load()?;
+    let retention = args.retention.clone();
     let app_root = args.app_root.clone().unwrap_or_else(|| ".".into());
     let mut limits = HostLimits::read(&app_root, &|name| std::env::var(name).ok())
         .map_err(anyhow::Error::msg)?;
@@ -106,8 +111,14 @@ pub async fn run(
         };
         match connected.await {
             Ok((backend, registry)) => {
-                let state =
-                    HostState::new(backend, registry, schedules, host_options, worker_options);
+                let state = HostState::new(
+                    backend,
+                    registry,
+                    schedules,
+                    host_options,
+                    worker_options,
+                    retention,
+                );
                 let _ = ready.send(Some(state));
                 info!("storage connected");
             }

@@ -86,7 +86,7 @@ pub struct WorkerArgs {
     pub retention_interval_secs: u64,
 }
 
-fn parse_retention(setting: &str) -> Result<RetentionPolicy, String> {
+pub(crate) fn parse_retention(setting: &str) -> Result<RetentionPolicy, String> {
     RetentionPolicy::parse(setting).map_err(|e| e.to_string())
 }
 

@@ -722,3 +722,45 @@ async fn the_medallion_runs_under_the_host() {
     assert_nothing_running(&host).await;
     assert_healthy(&host);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_retention_timer_purges_finished_instances_under_the_host() {
+    let _one = one_at_a_time().await;
+    let host = Host::start(
+        "strictretain",
+        settings(),
+        &[("FLOWFORGE_RETENTION", "completed=0s,failed=30d")],
+    )
+    .await;
+    let done = start(&host, "/api/orchestrators/hello_sequence/retain-done", &Value::Null).await;
+    let waiting = start(&host, "/api/orchestrators/await_approval/retain-waiting", &json!(3600)).await;
+    let finished = host
+        .wait_done(&status_path(&done), Duration::from_secs(120))
+        .await;
+    assert_eq!(finished["runtimeStatus"], "Completed", "{finished}");
+
+    let (status, logs) = host.fire_retention().await;
+    assert_eq!(status, 200, "{logs:?}");
+    assert_eq!(
+        logs,
+        ["retention completed=0s,failed=2592000s: 1 finished instances read, 1 purged"]
+    );
+    let gone = host
+        .http("HttpInstance", "GET", &status_path(&done), None, false)
+        .await;
+    assert_eq!(gone.status, 404, "{}", gone.body);
+    // A running instance is never purged.
+    let kept = host
+        .http("HttpInstance", "GET", &status_path(&waiting), None, false)
+        .await;
+    assert_eq!(kept.status, 202, "{}", kept.body);
+    assert_eq!(kept.json()["runtimeStatus"], "Running", "{}", kept.body);
+    // Nothing more to do on the next tick.
+    let (status, logs) = host.fire_retention().await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        logs,
+        ["retention completed=0s,failed=2592000s: 0 finished instances read, 0 purged"]
+    );
+    assert_healthy(&host);
+}

@@ -129,6 +129,10 @@ pub struct Pace {
     pub page_size: usize,
     /// Pause after each page.
     pub pause: Duration,
+    /// Stop after the page during which this much time has passed (`None`: go to the end).
+    /// Under the Functions host a pass must end within the invocation's `functionTimeout`;
+    /// the next one carries on (what was purged is gone, so it starts further on).
+    pub budget: Option<Duration>,
 }
 
 impl Default for Pace {
@@ -136,6 +140,7 @@ impl Default for Pace {
         Self {
             page_size: 100,
             pause: Duration::from_millis(200),
+            budget: None,
         }
     }
 }
@@ -147,6 +152,8 @@ pub struct RetentionReport {
     pub scanned: usize,
     /// Instances purged by this pass.
     pub purged: usize,
+    /// The pass stopped at its time budget before the last page.
+    pub cut_short: bool,
 }
 
 /// Purges the finished instances past their retention at `now`.
@@ -170,6 +177,7 @@ pub async fn purge_expired(
         ..InstanceQuery::default()
     };
     let mut report = RetentionReport::default();
+    let started = std::time::Instant::now();
     loop {
         let page = backend.list_instances(&query).await?;
         report.scanned += page.instances.len();
@@ -181,6 +189,10 @@ pub async fn purge_expired(
             }
         }
         match page.continuation {
+            Some(_) if pace.budget.is_some_and(|b| started.elapsed() >= b) => {
+                report.cut_short = true;
+                return Ok(report);
+            }
             Some(token) => query.continuation = Some(token),
             None => return Ok(report),
         }

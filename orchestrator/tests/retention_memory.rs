@@ -73,6 +73,7 @@ async fn a_pass_purges_finished_instances_past_their_status_retention_only() {
     let pace = Pace {
         page_size: 2,
         pause: Duration::ZERO,
+        budget: None,
     };
     let now = Utc::now();
     let at = |days: i64| now + chrono::Duration::days(days);
@@ -83,7 +84,8 @@ async fn a_pass_purges_finished_instances_past_their_status_retention_only() {
         tomorrow,
         RetentionReport {
             scanned: 6,
-            purged: 0
+            purged: 0,
+            cut_short: false,
         }
     );
 
@@ -94,7 +96,8 @@ async fn a_pass_purges_finished_instances_past_their_status_retention_only() {
         next_week,
         RetentionReport {
             scanned: 6,
-            purged: 5
+            purged: 5,
+            cut_short: false,
         }
     );
     for i in 0..5 {
@@ -114,7 +117,8 @@ async fn a_pass_purges_finished_instances_past_their_status_retention_only() {
         next_month,
         RetentionReport {
             scanned: 1,
-            purged: 1
+            purged: 1,
+            cut_short: false,
         }
     );
     assert!(!exists(&client, "failed").await);
@@ -147,4 +151,44 @@ async fn the_worker_purges_expired_instances_in_the_background() {
     .await;
     assert!(exists(&client, "running").await, "a running instance stays");
     worker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pass_past_its_budget_stops_after_the_page_and_the_next_carries_on() {
+    let backend = Arc::new(MemoryBackend::new());
+    let worker = Worker::new(backend.clone(), registry(), WorkerOptions::default()).start();
+    let client = Client::new(backend.clone());
+    for i in 0..5 {
+        start(&client, "fan", &format!("done-{i}")).await;
+    }
+    for i in 0..5 {
+        client
+            .wait_for_completion(&format!("done-{i}"), WAIT)
+            .await
+            .unwrap();
+    }
+    worker.shutdown().await;
+    let policy = RetentionPolicy::parse("completed=1s").unwrap();
+    // A budget already spent: one page per pass (as under a short functionTimeout).
+    let pace = Pace {
+        page_size: 2,
+        pause: Duration::ZERO,
+        budget: Some(Duration::ZERO),
+    };
+    let later = Utc::now() + chrono::Duration::hours(1);
+    let mut passes = Vec::new();
+    loop {
+        let report = purge_expired(backend.as_ref(), &policy, later, pace)
+            .await
+            .unwrap();
+        passes.push(report);
+        if !report.cut_short {
+            break;
+        }
+    }
+    let purged: Vec<usize> = passes.iter().map(|r| r.purged).collect();
+    assert_eq!(purged, [2, 2, 1]);
+    for i in 0..5 {
+        assert!(!exists(&client, &format!("done-{i}")).await, "done-{i}");
+    }
 }

@@ -312,3 +312,46 @@ async fn an_existing_hub_is_backfilled_and_every_process_keeps_the_index() {
     }
     after.delete_task_hub().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retention_pass_reads_the_index_and_takes_the_entries_with_the_instances() {
+    use flowforge_orchestrator::retention::{purge_expired, Pace, RetentionPolicy};
+    let backend = AzureBackend::connect(config("idxretain", true)).await.unwrap();
+    let mut kept = Vec::new();
+    for i in 0..12 {
+        let id = format!("ret-{i:02}");
+        let status = match i % 4 {
+            0 => RuntimeStatus::Running,
+            1 => RuntimeStatus::Terminated,
+            2 => RuntimeStatus::Failed,
+            _ => RuntimeStatus::Completed,
+        };
+        create(&backend, &id, status).await;
+        if matches!(status, RuntimeStatus::Running | RuntimeStatus::Terminated) {
+            kept.push(id);
+        }
+    }
+    let policy = RetentionPolicy::parse("completed=1h,failed=1h").unwrap();
+    let pace = Pace {
+        page_size: 2,
+        pause: Duration::ZERO,
+        budget: None,
+    };
+    let before = backend.transaction_counts();
+    let later = Utc::now() + chrono::Duration::hours(2);
+    let report = purge_expired(backend.as_ref(), &policy, later, pace)
+        .await
+        .unwrap();
+    assert_eq!((report.scanned, report.purged), (6, 6));
+    // Only the finished instances' entries were read: no scan of the state rows.
+    let gets = backend.transaction_counts()["table.get"] - before["table.get"];
+    assert!(gets <= 6 + 3, "{gets} state rows read for 6 entries in pages of 2");
+    let finished = [RuntimeStatus::Completed, RuntimeStatus::Failed];
+    let (left, costs) = list_all(&backend, by_status(&finished, 10)).await;
+    assert!(left.is_empty(), "{left:?}");
+    assert_eq!(costs[0].get("table.get"), None, "entries left behind: {costs:?}");
+    let all = [RuntimeStatus::Running, RuntimeStatus::Terminated];
+    let (listed, _) = list_all(&backend, by_status(&all, 10)).await;
+    assert_eq!(listed, kept);
+    backend.delete_task_hub().await.unwrap();
+}

@@ -16,6 +16,8 @@ pub enum Trigger {
     WorkItemsPoison,
     /// The schedules' timer.
     Timer,
+    /// The retention purge's timer (hourly; a no-op unless `FLOWFORGE_RETENTION` is set).
+    Retention,
     /// Event Grid events of the landing container (`BlobCreated` starts the medallion).
     EventGrid,
 }
@@ -36,6 +38,7 @@ pub fn all() -> Vec<(String, Trigger)> {
         ("WorkItems".to_owned(), Trigger::WorkItems),
         ("WorkItemsPoison".to_owned(), Trigger::WorkItemsPoison),
         ("Schedules".to_owned(), Trigger::Timer),
+        ("Retention".to_owned(), Trigger::Retention),
         ("LandingBlobCreated".to_owned(), Trigger::EventGrid),
     ];
     for p in 0..PARTITIONS {

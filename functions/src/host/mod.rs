@@ -29,10 +29,11 @@ use flowforge_orchestrator::prelude::*;
 use flowforge_orchestrator::runtime::{HostOptions, HostedWorker};
 use serde_json::{json, Value};
 use tower::ServiceExt;
-use tracing::warn;
+use tracing::{info, warn};
 
 use crate::api::{self, Access, ApiState};
 use crate::schedules::{self, Schedule, ScheduleBook};
+use flowforge_orchestrator::retention::{purge_expired, Pace, RetentionPolicy};
 use functions::Trigger;
 
 /// Everything the handler needs.
@@ -46,6 +47,12 @@ pub struct HostState {
     pub client: Client,
     /// The task hub's schedules.
     pub schedules: ScheduleBook,
+    /// The storage, for the retention pass.
+    pub backend: Arc<dyn flowforge_orchestrator::backend::Backend>,
+    /// The retention policy the `Retention` timer applies (`None`: the timer does nothing).
+    pub retention: Option<RetentionPolicy>,
+    /// How long one retention pass may run: the invocation's budget within `functionTimeout`.
+    pub retention_budget: std::time::Duration,
 }
 
 impl HostState {
@@ -56,6 +63,7 @@ impl HostState {
         schedules: Vec<Schedule>,
         host: HostOptions,
         worker_options: WorkerOptions,
+        retention: Option<RetentionPolicy>,
     ) -> Self {
         let client = Client::new(backend.clone());
         let schedules = ScheduleBook::new(client.clone(), schedules);
@@ -69,12 +77,16 @@ impl HostState {
             schedules: schedules.clone(),
             chains: Arc::new(registry.chains().to_vec()),
         };
-        let worker = HostedWorker::new(backend, registry, worker_options, host);
+        let retention_budget = host.invocation_budget;
+        let worker = HostedWorker::new(backend.clone(), registry, worker_options, host);
         Self {
             api: api::router(api_state),
             worker: Arc::new(worker),
             client,
             schedules,
+            backend,
+            retention,
+            retention_budget,
         }
     }
 }
@@ -135,6 +147,7 @@ async fn invoke(
         Trigger::ControlPoison(p) => poison(&state, QueueName::Control(p), &data, &metadata).await,
         Trigger::WorkItemsPoison => poison(&state, QueueName::Work, &data, &metadata).await,
         Trigger::Timer => timer(&state, &data).await,
+        Trigger::Retention => retention(&state).await,
         Trigger::EventGrid => landing_event(&state, &data).await,
     };
     match result {
@@ -389,6 +402,38 @@ async fn timer(state: &HostState, data: &Value) -> Result<Value, String> {
         return Err(format!("schedule {name}: {e}"));
     }
     Ok(envelope::response(json!({}), logs))
+}
+
+/// The retention timer: one pass of the policy, ended within the invocation's budget (the
+/// next tick carries on). The host runs a timer function on one instance at a time.
+async fn retention(state: &HostState) -> Result<Value, String> {
+    let Some(policy) = &state.retention else {
+        let off = "retention off: FLOWFORGE_RETENTION is not set".to_owned();
+        return Ok(envelope::response(json!({}), vec![off]));
+    };
+    let pace = Pace {
+        budget: Some(state.retention_budget),
+        ..Pace::default()
+    };
+    let report = purge_expired(state.backend.as_ref(), policy, chrono::Utc::now(), pace)
+        .await
+        .map_err(|e| format!("retention pass: {e}"))?;
+    let rest = if report.cut_short {
+        "; stopped at the invocation's budget, the next tick carries on"
+    } else {
+        ""
+    };
+    let log = format!(
+        "retention {policy}: {} finished instances read, {} purged{rest}",
+        report.scanned, report.purged
+    );
+    info!(
+        scanned = report.scanned,
+        purged = report.purged,
+        cut_short = report.cut_short,
+        "retention pass"
+    );
+    Ok(envelope::response(json!({}), vec![log]))
 }
 
 /// The Event Grid trigger: the event (an object, or JSON in a string, possibly encoded once

@@ -617,6 +617,26 @@ impl Host {
             .map_or(0, |(s, _)| s)
     }
 
+    /// Fires the `Retention` timer function once, as the timer extension invokes a timer
+    /// function; returns the status and the handler's log lines.
+    pub async fn fire_retention(&self) -> (u16, Vec<String>) {
+        let envelope = json!({
+            "Data": {"timer": {"Schedule": {"AdjustForDST": true}, "ScheduleStatus": null, "IsPastDue": false}},
+            "Metadata": {"sys": {"MethodName": "Retention"}}
+        });
+        match self.invoke("Retention", &envelope).await {
+            Some((status, body)) => {
+                let logs = body["Logs"].as_array().cloned().unwrap_or_default();
+                let logs = logs
+                    .iter()
+                    .filter_map(|l| l.as_str().map(str::to_owned))
+                    .collect();
+                (status, logs)
+            }
+            None => (0, Vec::new()),
+        }
+    }
+
     /// Polls an instance over HTTP until it has finished, as the web app does (a poll that
     /// failed while the handler restarted is tried again).
     pub async fn wait_done(&self, status_path: &str, within: Duration) -> Value {
