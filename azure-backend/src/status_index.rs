@@ -89,14 +89,23 @@ pub(crate) fn instance_of(row_key: &str) -> Option<&str> {
     row_key.split_once('|').map(|(_, id)| id)
 }
 
-/// Whether a listing may be served by the index: it asks for statuses (the index's
-/// partitions) and no id prefix (the scan of state rows is in id order and serves that).
-pub(crate) fn serves(query: &InstanceQuery) -> bool {
-    !query.statuses.is_empty()
-        && query
-            .instance_id_prefix
-            .as_deref()
-            .is_none_or(str::is_empty)
+/// The index partitions that serve a listing, `None` when the index does not narrow it:
+/// the statuses it asks for, or every status for a creation window alone (each partition
+/// is in creation order); not with an id prefix (the scan of state rows is in id order and
+/// serves that), nor for a listing of everything.
+pub(crate) fn partitions_serving(query: &InstanceQuery) -> Option<Vec<RuntimeStatus>> {
+    if query
+        .instance_id_prefix
+        .as_deref()
+        .is_some_and(|p| !p.is_empty())
+    {
+        return None;
+    }
+    if !query.statuses.is_empty() {
+        return Some(query.statuses.clone());
+    }
+    let window = query.created_from.is_some() || query.created_to.is_some();
+    window.then(|| RuntimeStatus::ALL.to_vec())
 }
 
 /// The row key a listing continues after, from its continuation token: `Ok(None)` without
@@ -244,16 +253,30 @@ mod tests {
     }
 
     #[test]
-    fn only_status_listings_without_an_id_prefix_use_the_index() {
+    fn statuses_and_creation_windows_use_the_index_id_prefixes_do_not() {
         let by_status = InstanceQuery {
             statuses: vec![RuntimeStatus::Failed],
             ..Default::default()
         };
-        assert!(serves(&by_status));
-        assert!(!serves(&InstanceQuery::default()));
-        assert!(!serves(&InstanceQuery {
-            instance_id_prefix: Some("run-".into()),
-            ..by_status
-        }));
+        assert_eq!(
+            partitions_serving(&by_status),
+            Some(vec![RuntimeStatus::Failed])
+        );
+        let window = InstanceQuery {
+            created_from: Some(at(5, 0)),
+            ..Default::default()
+        };
+        assert_eq!(
+            partitions_serving(&window),
+            Some(RuntimeStatus::ALL.to_vec())
+        );
+        assert_eq!(partitions_serving(&InstanceQuery::default()), None);
+        assert_eq!(
+            partitions_serving(&InstanceQuery {
+                instance_id_prefix: Some("run-".into()),
+                ..by_status
+            }),
+            None
+        );
     }
 }

@@ -158,7 +158,7 @@ impl AzureBackend {
         }
     }
 
-    /// A page of a listing by status from the index, or `None` when the index does not
+    /// A page of a listing by status or creation window from the index, or `None` when the index does not
     /// serve it (off, not complete yet, a query it does not narrow, a scan's token).
     pub(crate) async fn list_by_index(
         &self,
@@ -166,13 +166,12 @@ impl AzureBackend {
         size: usize,
     ) -> Result<Option<InstancePage>, Error> {
         let token = query.continuation.as_deref();
-        let served = self.index_on()
-            && self.index.complete.load(Ordering::Acquire)
-            && status_index::serves(query);
+        let ready = self.index_on() && self.index.complete.load(Ordering::Acquire);
+        let statuses = status_index::partitions_serving(query).filter(|_| ready);
         let Ok(after) = status_index::resume_after(query) else {
             return Ok(None);
         };
-        if !served {
+        let Some(statuses) = statuses else {
             return match token.filter(|t| status_index::is_index_token(t)) {
                 Some(_) => Err(Error::Permanent(
                     "the continuation token is of a listing by the status index, which no \
@@ -181,10 +180,10 @@ impl AzureBackend {
                 )),
                 None => Ok(None),
             };
-        }
+        };
         let mut partitions = Vec::new();
-        for status in &query.statuses {
-            let filter = status_index::partition_filter(*status, query, after);
+        for status in statuses {
+            let filter = status_index::partition_filter(status, query, after);
             partitions.push(Partition::open(self, filter, size));
         }
         let mut matches: Vec<(String, InstanceState)> = Vec::new();

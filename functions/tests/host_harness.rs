@@ -732,8 +732,18 @@ async fn the_retention_timer_purges_finished_instances_under_the_host() {
         &[("FLOWFORGE_RETENTION", "completed=0s,failed=30d")],
     )
     .await;
-    let done = start(&host, "/api/orchestrators/hello_sequence/retain-done", &Value::Null).await;
-    let waiting = start(&host, "/api/orchestrators/await_approval/retain-waiting", &json!(3600)).await;
+    let done = start(
+        &host,
+        "/api/orchestrators/hello_sequence/retain-done",
+        &Value::Null,
+    )
+    .await;
+    let waiting = start(
+        &host,
+        "/api/orchestrators/await_approval/retain-waiting",
+        &json!(3600),
+    )
+    .await;
     let finished = host
         .wait_done(&status_path(&done), Duration::from_secs(120))
         .await;

@@ -65,7 +65,12 @@ async fn verify_index(backend: &AzureBackend) {
     loop {
         let page = backend.list_instances(&scan).await.unwrap();
         for state in page.instances {
-            assert_eq!(state.status, RuntimeStatus::Completed, "{}", state.instance_id);
+            assert_eq!(
+                state.status,
+                RuntimeStatus::Completed,
+                "{}",
+                state.instance_id
+            );
             completed.insert(state.instance_id);
         }
         match page.continuation {

@@ -159,8 +159,19 @@ async fn listings_by_status_read_the_index_and_follow_every_status_change() {
         created_to: Some(to),
         ..by_status(&[RuntimeStatus::Completed], 7)
     };
-    let (in_window, _) = list_all(&backend, window).await;
+    let (in_window, _) = list_all(&backend, window.clone()).await;
     assert_eq!(in_window, done[20..40]);
+    // The window alone (every status): the same, from all the index's partitions.
+    let any_status = InstanceQuery {
+        statuses: Vec::new(),
+        ..window
+    };
+    let (in_window, costs) = list_all(&backend, any_status).await;
+    assert_eq!(in_window, done[20..40]);
+    assert!(
+        costs[0].contains_key("table.query") && costs.len() == 3,
+        "{costs:?}"
+    );
 
     // A purge takes the entry with it.
     client.purge(&waiting[0]).await.unwrap();
@@ -316,7 +327,9 @@ async fn an_existing_hub_is_backfilled_and_every_process_keeps_the_index() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retention_pass_reads_the_index_and_takes_the_entries_with_the_instances() {
     use flowforge_orchestrator::retention::{purge_expired, Pace, RetentionPolicy};
-    let backend = AzureBackend::connect(config("idxretain", true)).await.unwrap();
+    let backend = AzureBackend::connect(config("idxretain", true))
+        .await
+        .unwrap();
     let mut kept = Vec::new();
     for i in 0..12 {
         let id = format!("ret-{i:02}");
@@ -345,11 +358,18 @@ async fn a_retention_pass_reads_the_index_and_takes_the_entries_with_the_instanc
     assert_eq!((report.scanned, report.purged), (6, 6));
     // Only the finished instances' entries were read: no scan of the state rows.
     let gets = backend.transaction_counts()["table.get"] - before["table.get"];
-    assert!(gets <= 6 + 3, "{gets} state rows read for 6 entries in pages of 2");
+    assert!(
+        gets <= 6 + 3,
+        "{gets} state rows read for 6 entries in pages of 2"
+    );
     let finished = [RuntimeStatus::Completed, RuntimeStatus::Failed];
     let (left, costs) = list_all(&backend, by_status(&finished, 10)).await;
     assert!(left.is_empty(), "{left:?}");
-    assert_eq!(costs[0].get("table.get"), None, "entries left behind: {costs:?}");
+    assert_eq!(
+        costs[0].get("table.get"),
+        None,
+        "entries left behind: {costs:?}"
+    );
     let all = [RuntimeStatus::Running, RuntimeStatus::Terminated];
     let (listed, _) = list_all(&backend, by_status(&all, 10)).await;
     assert_eq!(listed, kept);
