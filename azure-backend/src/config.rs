@@ -119,6 +119,10 @@ pub struct AzureConfig {
     /// many rows as they return at any hub size, for a write ahead and a delete behind on
     /// each status change. Once on, it stays on for every process of the hub.
     pub status_index: bool,
+    /// How old a status index entry that does not match its state row must be before a
+    /// listing deletes it as stale (default 10 min): a younger one may be written ahead of
+    /// a commit still under way. Configurable so tests can use zero.
+    pub stale_index_grace: Duration,
 }
 
 /// Well-known Azurite account key (public, documented by Microsoft).
@@ -177,6 +181,7 @@ impl AzureConfig {
             attempt_deadline: Duration::from_secs(10),
             retry_budget: Duration::from_secs(30),
             status_index: false,
+            stale_index_grace: Duration::from_secs(600),
         }
     }
 

@@ -19,7 +19,7 @@ use crate::list_query;
 use crate::rows::{
     gen_of, history_key, odata_quote, parse_history_key, Range, Row, ATOMIC_GEN, STATE_ROW,
 };
-use crate::status_index::{self, IndexKey};
+use crate::status_index::{self, IndexEntry, IndexKey};
 
 /// Operations per entity group transaction (the service allows 100).
 pub(crate) const BATCH: usize = 100;
@@ -35,6 +35,8 @@ pub(crate) enum Op {
     Update(Row, String),
     Merge(Row, String),
     Delete(String),
+    /// Deletes the row only while it still has this ETag.
+    DeleteIf(String, String),
 }
 
 impl AzureBackend {
@@ -73,6 +75,9 @@ impl AzureBackend {
                         .map_err(build)?
                 }
                 Op::Delete(key) => tx.delete(key, Some(IfMatchCondition::Any)).map_err(build)?,
+                Op::DeleteIf(key, etag) => tx
+                    .delete(key, Some(IfMatchCondition::Etag(etag.into())))
+                    .map_err(build)?,
             };
         }
         self.counter.count("table.batch");
@@ -145,6 +150,13 @@ impl AzureBackend {
                     .map(|_| String::new())
                     .map_err(|e| classify("table delete", e));
             }
+            Op::DeleteIf(key, etag) => {
+                let condition = IfMatchCondition::Etag(etag.into());
+                let deleted = entity(&key).delete().if_match(condition).await;
+                return deleted
+                    .map(|_| String::new())
+                    .map_err(|e| classify("table delete", e));
+            }
         };
         etag.map(|e| e.to_string())
             .map_err(|e| classify("table write", e))
@@ -167,8 +179,8 @@ impl AzureBackend {
             Ok(got) => {
                 let (state, ranges) = self.decode_state(&got.entity).await?;
                 let etag = got.etag.to_string();
-                self.ranges
-                    .put(instance_id, &etag, ranges.clone(), IndexKey::of(&state));
+                let index = IndexEntry::of_row(&state, &got.entity);
+                self.ranges.put(instance_id, &etag, ranges.clone(), index);
                 Ok(Some((state, ranges, ETag(etag))))
             }
             Err(Error::NotFound(_)) => Ok(None),
@@ -237,7 +249,14 @@ impl AzureBackend {
         Ok((state, ranges))
     }
 
-    async fn state_row(&self, state: &InstanceState, ranges: &[Range]) -> Result<Row, Error> {
+    /// The state row of `state`; `index_etag`: the ETag of its status index entry as
+    /// written ahead (see `status_index`), which the delete behind it will be made on.
+    async fn state_row(
+        &self,
+        state: &InstanceState,
+        ranges: &[Range],
+        index_etag: Option<&str>,
+    ) -> Result<Row, Error> {
         let id = &state.instance_id;
         let body = serde_json::to_string(state).map_err(|e| Error::Permanent(e.to_string()))?;
         let limit = self.config.max_inline_property;
@@ -249,6 +268,7 @@ impl AzureBackend {
             created_at: Some(state.created_at.to_rfc3339()),
             body: Some(self.offload(id, body, limit).await?),
             ranges: Some(serde_json::to_string(ranges).unwrap_or_else(|_| "[]".into())),
+            index_etag: index_etag.map(str::to_owned),
             ..Row::default()
         })
     }
@@ -314,10 +334,10 @@ impl InstanceStore for AzureBackend {
         // This process's workers wait for the row instead (`take_created`). The status
         // index is written ahead of both (see `status_index`).
         let index = IndexKey::of(state);
-        self.index_ahead(&state.instance_id, None, &index).await?;
+        let index_etag = self.index_ahead(&state.instance_id, None, &index).await?;
         let _in_flight = self.created.begin(&state.instance_id);
         let queue = self.send_start(start).await?;
-        let row = self.state_row(state, &[]).await;
+        let row = self.state_row(state, &[], index_etag.as_deref()).await;
         let op = row.map(|row| match replace {
             None => Op::Insert(row),
             Some(etag) => Op::Update(row, etag.0.clone()),
@@ -334,8 +354,12 @@ impl InstanceStore for AzureBackend {
                 let etag = ETag(etag.unwrap_or_default());
                 // The row as written (no history ranges yet), for this process's worker:
                 // its first commit builds on it without reading it back.
+                let index = IndexEntry {
+                    key: index.clone(),
+                    etag: index_etag.clone(),
+                };
                 self.ranges
-                    .put(&state.instance_id, &etag.0, Vec::new(), index.clone());
+                    .put(&state.instance_id, &etag.0, Vec::new(), index);
                 self.created.put(state, &etag);
                 Ok(etag)
             }
@@ -372,8 +396,8 @@ impl InstanceStore for AzureBackend {
         };
         let (state, ranges) = self.decode_state(state_row).await?;
         let etag = ETag(state_row.etag.clone().unwrap_or_default());
-        self.ranges
-            .put(instance_id, &etag.0, ranges.clone(), IndexKey::of(&state));
+        let index = IndexEntry::of_row(&state, state_row);
+        self.ranges.put(instance_id, &etag.0, ranges.clone(), index);
         let history = self
             .visible_events(&rows, &state, &ranges, 0..state.history_len)
             .await?;
@@ -445,11 +469,22 @@ impl InstanceStore for AzureBackend {
         let execution = commit.state.execution_id.clone();
         let new_index = IndexKey::of(&commit.state);
         let old_index = match &commit.expected {
-            Some(expected) => self.index_key_left(instance_id, expected).await?,
+            Some(expected) => self.index_entry_left(instance_id, expected).await?,
             None => None,
         };
-        self.index_ahead(instance_id, old_index.as_ref(), &new_index)
-            .await?;
+        let old_key = old_index.as_ref().map(|entry| &entry.key);
+        let written = self.index_ahead(instance_id, old_key, &new_index).await?;
+        // The entry's ETag as of this commit: the one just written, or the one it keeps.
+        let new_index = IndexEntry {
+            etag: written.or_else(|| {
+                old_index
+                    .as_ref()
+                    .filter(|old| old.key == new_index)
+                    .and_then(|old| old.etag.clone())
+            }),
+            key: new_index,
+        };
+        let index_etag = new_index.etag.as_deref();
         let (events, replace) = match commit.history {
             HistoryWrite::Append(events) => (events, false),
             HistoryWrite::Replace(events) => (events, true),
@@ -475,7 +510,7 @@ impl InstanceStore for AzureBackend {
                         .await?,
                 ));
             }
-            let state = self.state_row(&commit.state, &ranges).await?;
+            let state = self.state_row(&commit.state, &ranges, index_etag).await?;
             ops.push(match &commit.expected {
                 None => Op::Insert(state),
                 Some(etag) => Op::Update(state, etag.0.clone()),
@@ -505,7 +540,7 @@ impl InstanceStore for AzureBackend {
                     let mut placeholder = commit.state.clone();
                     placeholder.status = flowforge_orchestrator::status::RuntimeStatus::Pending;
                     placeholder.history_len = 0;
-                    let row = self.state_row(&placeholder, &[]).await?;
+                    let row = self.state_row(&placeholder, &[], index_etag).await?;
                     self.transact(&self.table, instance_id, vec![Op::Insert(row)])
                         .await?
                 }
@@ -527,7 +562,7 @@ impl InstanceStore for AzureBackend {
                     gen: claim,
                 });
             }
-            let state = self.state_row(&commit.state, &ranges).await?;
+            let state = self.state_row(&commit.state, &ranges, index_etag).await?;
             self.transact(
                 &self.table,
                 instance_id,
@@ -540,7 +575,7 @@ impl InstanceStore for AzureBackend {
                 .put(instance_id, etag, ranges, new_index.clone());
         }
         if let Some(old) = &old_index {
-            self.index_behind(instance_id, old, &new_index).await;
+            self.index_behind(instance_id, old, &new_index.key).await;
         }
         // Decided messages go out only now. If this process dies before they are all sent,
         // the consumed messages come back and the runtime re-derives them from history.
@@ -592,7 +627,8 @@ impl InstanceStore for AzureBackend {
         let index = rows
             .iter()
             .find(|r| r.row_key == STATE_ROW)
-            .and_then(status_index::key_of_row);
+            .and_then(status_index::key_of_row)
+            .map(|key| IndexEntry { key, etag: None });
         // Two purges of one instance at once (two callers, a purge by filter beside a purge
         // of the id): a batch that meets a row the other already deleted fails with 404;
         // the rows left are read again and deleted, so both purges succeed.

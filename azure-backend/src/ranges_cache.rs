@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use crate::rows::Range;
-use crate::status_index::IndexKey;
+use crate::status_index::IndexEntry;
 
 /// Entries kept before the cache starts over (a miss only costs one read).
 const CAPACITY: usize = 10_000;
@@ -20,7 +20,7 @@ pub(crate) struct RangesCache {
 struct Cached {
     etag: String,
     ranges: Vec<Range>,
-    index: IndexKey,
+    index: IndexEntry,
 }
 
 impl RangesCache {
@@ -33,8 +33,8 @@ impl RangesCache {
         }
     }
 
-    /// The status-index key of `instance_id`'s state row if its cached ETag is `etag`.
-    pub(crate) fn index_key(&self, instance_id: &str, etag: &str) -> Option<IndexKey> {
+    /// The status-index entry of `instance_id`'s state row if its cached ETag is `etag`.
+    pub(crate) fn index_entry(&self, instance_id: &str, etag: &str) -> Option<IndexEntry> {
         let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         match entries.get(instance_id) {
             Some(cached) if cached.etag == etag => Some(cached.index.clone()),
@@ -43,7 +43,7 @@ impl RangesCache {
     }
 
     /// Remembers the ranges and index key of a state row at `etag`.
-    pub(crate) fn put(&self, instance_id: &str, etag: &str, ranges: Vec<Range>, index: IndexKey) {
+    pub(crate) fn put(&self, instance_id: &str, etag: &str, ranges: Vec<Range>, index: IndexEntry) {
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         if entries.len() >= CAPACITY && !entries.contains_key(instance_id) {
             entries.clear();
@@ -77,15 +77,18 @@ mod tests {
             from_seq: 0,
             gen: "a".into(),
         }];
-        let index = IndexKey {
-            status: flowforge_orchestrator::status::RuntimeStatus::Running,
-            row_key: "2026-12-03T09:00:00.000000Z|i".into(),
+        let index = IndexEntry {
+            key: crate::status_index::IndexKey {
+                status: flowforge_orchestrator::status::RuntimeStatus::Running,
+                row_key: "2026-12-03T09:00:00.000000Z|i".into(),
+            },
+            etag: Some("W/1".into()),
         };
         cache.put("i", "e1", ranges.clone(), index.clone());
         assert_eq!(cache.get("i", "e1"), Some(ranges));
-        assert_eq!(cache.index_key("i", "e1"), Some(index));
+        assert_eq!(cache.index_entry("i", "e1"), Some(index));
         assert_eq!(cache.get("i", "e2"), None);
-        assert_eq!(cache.index_key("i", "e2"), None);
+        assert_eq!(cache.index_entry("i", "e2"), None);
         cache.forget("i");
         assert_eq!(cache.get("i", "e1"), None);
     }

@@ -3,7 +3,7 @@
 //!
 //! | RowKey | what |
 //! | --- | --- |
-//! | `state` | the state row: `Status`, `Name`, `CreatedAt` (for listing), `Body` (the state as JSON), `Ranges` |
+//! | `state` | the state row: `Status`, `Name`, `CreatedAt` (for listing), `Body` (the state as JSON), `Ranges`, `IndexETag` (status index on) |
 //! | `h-{execution}-{seq:010}-{gen}` | one history event (`Event`, JSON) |
 //!
 //! `gen` is `a` for events written by single-batch commits and the commit's claim id for
@@ -61,6 +61,9 @@ pub(crate) struct Row {
     pub row_key: String,
     #[serde(rename = "odata.etag", default, skip_serializing)]
     pub etag: Option<String>,
+    /// When the service last wrote the row (its own property; never written by us).
+    #[serde(rename = "Timestamp", default, skip_serializing)]
+    pub timestamp: Option<String>,
     #[serde(rename = "Status", default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
     #[serde(rename = "Name", default, skip_serializing_if = "Option::is_none")]
@@ -75,6 +78,9 @@ pub(crate) struct Row {
     pub claim: Option<String>,
     #[serde(rename = "Event", default, skip_serializing_if = "Option::is_none")]
     pub event: Option<String>,
+    /// On a state row: the ETag of its status index entry as written ahead.
+    #[serde(rename = "IndexETag", default, skip_serializing_if = "Option::is_none")]
+    pub index_etag: Option<String>,
 }
 
 #[cfg(test)]

@@ -11,10 +11,13 @@
 //!
 //! An index row lives in another partition than its state row, so the two cannot be written
 //! in one transaction. The index is written ahead: a state row with a new (status, creation
-//! time) is written only after its index row, so every state row has one; the row of the key
-//! it leaves is deleted after the commit. A crash in between leaves a stale row, never a
-//! missing one, and a listing reads each candidate's state row and keeps it only while its
-//! key is still that row's (a stale row is deleted when met).
+//! time) is written only after its index row, so every state row has one; the state row
+//! keeps the entry's ETag (`IndexETag`), and the entry of the key it leaves is deleted after
+//! the commit on that ETag only (an entry another process wrote again meanwhile — the
+//! instance back in that status — stays). A crash in between leaves a stale row, never a
+//! missing one. A listing reads each candidate's state row and lists it only while its key
+//! is still that row's; a stale row is deleted when met, once older than any commit that
+//! may still be under way behind it (`stale_index_grace`, 10 min), and only as read.
 //!
 //! Opt-in per task hub (`FLOWFORGE_STATUS_INDEX=true`): it costs a write ahead and a delete
 //! behind for each status change. Once one process has enabled it, every process connecting
@@ -72,6 +75,26 @@ pub(crate) fn key_of_row(row: &Row) -> Option<IndexKey> {
         row.status.as_deref()?,
         row.created_at.as_deref()?,
     )
+}
+
+/// An instance's entry as its state row knows it: the key, and the entry's ETag as written
+/// ahead (`None`: the index is off, or the entry came from the backfill). The delete behind
+/// a status change is conditional on that ETag, so that an entry another process has
+/// written again meanwhile (the instance back in that status, e.g. resumed) stays.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct IndexEntry {
+    pub key: IndexKey,
+    pub etag: Option<String>,
+}
+
+impl IndexEntry {
+    /// The entry a state row names.
+    pub(crate) fn of_row(state: &InstanceState, row: &Row) -> Self {
+        Self {
+            key: IndexKey::of(state),
+            etag: row.index_etag.clone(),
+        }
+    }
 }
 
 /// `{created}|{id}`: fixed-width microseconds, so keys sort by creation time, then id.

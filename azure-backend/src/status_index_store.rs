@@ -16,7 +16,9 @@ use crate::backend::AzureBackend;
 use crate::error::classify;
 use crate::instance_store::{Op, BATCH};
 use crate::rows::{Row, STATE_ROW};
-use crate::status_index::{self, IndexKey, COMPLETE_ROW, ENABLED_ROW, MARKER_PARTITION};
+use crate::status_index::{
+    self, IndexEntry, IndexKey, COMPLETE_ROW, ENABLED_ROW, MARKER_PARTITION,
+};
 
 /// Candidates whose state rows are read at once.
 const VERIFY_AT_ONCE: usize = 16;
@@ -90,71 +92,74 @@ impl AzureBackend {
         Ok(count)
     }
 
-    /// Writes the entry `new` ahead of a state row that leaves `old` (none: a new row).
+    /// Writes the entry `new` ahead of a state row that leaves `old` (none: a new row);
+    /// returns the written entry's ETag (`None`: nothing to write).
     pub(crate) async fn index_ahead(
         &self,
         instance_id: &str,
         old: Option<&IndexKey>,
         new: &IndexKey,
-    ) -> Result<(), Error> {
+    ) -> Result<Option<String>, Error> {
         if !self.index_on() || old == Some(new) {
-            return Ok(());
+            return Ok(None);
         }
         let partition = new.status.as_str();
-        let written = self
-            .transact(
-                &self.index.table,
-                partition,
-                vec![Op::Upsert(index_row(new))],
-            )
-            .await;
-        written.map(|_| ()).map_err(|e| {
+        let op = vec![Op::Upsert(index_row(new))];
+        let written = self.transact(&self.index.table, partition, op).await;
+        written.map_err(|e| {
             tracing::debug!(instance_id, %e, "status index write failed");
             e
         })
     }
 
-    /// Deletes the entry `old` once a state row with `new` is committed. Best effort: one
-    /// left behind is stale, and listings drop it.
-    pub(crate) async fn index_behind(&self, instance_id: &str, old: &IndexKey, new: &IndexKey) {
-        if self.index_on() && old != new {
+    /// Deletes the entry `old` once a state row with `new` is committed, only while it is
+    /// still as written ahead of `old`'s state (see [`IndexEntry`]). Best effort: one left
+    /// behind is stale, and listings drop it.
+    pub(crate) async fn index_behind(&self, instance_id: &str, old: &IndexEntry, new: &IndexKey) {
+        if self.index_on() && old.key != *new {
             tracing::trace!(instance_id, "status index entry left");
             self.index_remove(old).await;
         }
     }
 
-    /// Deletes an entry (best effort; a missing one is already gone).
-    pub(crate) async fn index_remove(&self, key: &IndexKey) {
+    /// Deletes an entry, conditionally on its ETag when known (best effort; a missing one
+    /// is already gone, a changed one was written again and stays).
+    pub(crate) async fn index_remove(&self, entry: &IndexEntry) {
         if !self.index_on() {
             return;
         }
-        let partition = key.status.as_str();
-        let op = vec![Op::Delete(key.row_key.clone())];
-        match self.transact(&self.index.table, partition, op).await {
-            Ok(_) | Err(Error::NotFound(_)) => {}
+        let partition = entry.key.status.as_str();
+        let key = entry.key.row_key.clone();
+        let op = match &entry.etag {
+            Some(etag) => Op::DeleteIf(key, etag.clone()),
+            None => Op::Delete(key),
+        };
+        match self.transact(&self.index.table, partition, vec![op]).await {
+            Ok(_) | Err(Error::NotFound(_)) | Err(Error::Conflict(_)) => {}
             Err(error) => {
                 tracing::debug!(%error, "stale status index entry left for listings to drop")
             }
         }
     }
 
-    /// The index key of the state row at `etag`, when the index is on: from this process's
-    /// cache, else read (a row that changed since is a conflict, as the commit would be).
-    pub(crate) async fn index_key_left(
+    /// The index entry of the state row at `etag`, when the index is on: from this
+    /// process's cache, else read (a row that changed since is a conflict, as the commit
+    /// would be).
+    pub(crate) async fn index_entry_left(
         &self,
         instance_id: &str,
         etag: &flowforge_orchestrator::backend::ETag,
-    ) -> Result<Option<IndexKey>, Error> {
+    ) -> Result<Option<IndexEntry>, Error> {
         if !self.index_on() {
             return Ok(None);
         }
-        if let Some(key) = self.ranges.index_key(instance_id, &etag.0) {
-            return Ok(Some(key));
+        if self.ranges.index_entry(instance_id, &etag.0).is_none() {
+            // Reading the row caches its entry under its ETag.
+            self.read_state(instance_id).await?;
         }
-        match self.read_state(instance_id).await? {
-            Some((state, current)) if current == *etag => Ok(Some(IndexKey::of(&state))),
-            Some(_) => Err(Error::Conflict(format!("instance '{instance_id}' changed"))),
-            None => Ok(None),
+        match self.ranges.index_entry(instance_id, &etag.0) {
+            Some(entry) => Ok(Some(entry)),
+            None => Err(Error::Conflict(format!("instance '{instance_id}' changed"))),
         }
     }
 
@@ -200,19 +205,25 @@ impl AzureBackend {
             if candidates.is_empty() {
                 break;
             }
-            let checked =
-                futures::future::join_all(candidates.iter().map(|key| self.current_entry(key)))
-                    .await;
-            for (key, state) in candidates.into_iter().zip(checked) {
+            let checked = futures::future::join_all(
+                candidates.iter().map(|c| self.current_entry(&c.entry.key)),
+            )
+            .await;
+            for (candidate, state) in candidates.into_iter().zip(checked) {
                 match state? {
                     Some(state) if query.matches(&state) => {
-                        matches.push((key.row_key, state));
+                        matches.push((candidate.entry.key.row_key, state));
                         if matches.len() > size {
                             break 'page;
                         }
                     }
                     Some(_) => {}
-                    None => self.index_remove(&key).await,
+                    // Not listed. Deleted only once older than any commit under way (it
+                    // may be written ahead of one) and as read (not if written again).
+                    None if candidate.older_than(self.config.stale_index_grace) => {
+                        self.index_remove(&candidate.entry).await;
+                    }
+                    None => {}
                 }
             }
         }
@@ -284,10 +295,24 @@ fn index_row(key: &IndexKey) -> Row {
     }
 }
 
+/// An entry as a listing read it.
+struct Candidate {
+    entry: IndexEntry,
+    written_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl Candidate {
+    fn older_than(&self, grace: std::time::Duration) -> bool {
+        let grace = chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::MAX);
+        self.written_at
+            .is_some_and(|at| at + grace <= chrono::Utc::now())
+    }
+}
+
 /// One status's partition being read in key order, a response at a time.
 struct Partition {
     rows: BoxStream<'static, azure_core::Result<QueryEntityResponse<Row>>>,
-    buffered: VecDeque<IndexKey>,
+    buffered: VecDeque<Candidate>,
     done: bool,
 }
 
@@ -319,10 +344,20 @@ impl Partition {
                     let rows = response.map_err(|e| classify("table query", e))?.entities;
                     self.buffered.extend(rows.into_iter().filter_map(|row| {
                         let status = row.partition_key.parse().ok()?;
-                        Some(IndexKey {
+                        let written_at = row
+                            .timestamp
+                            .as_deref()
+                            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                            .map(|t| t.to_utc());
+                        let key = IndexKey {
                             status,
                             row_key: row.row_key,
-                        })
+                        };
+                        let entry = IndexEntry {
+                            key,
+                            etag: row.etag,
+                        };
+                        Some(Candidate { entry, written_at })
                     }));
                 }
             }
@@ -335,14 +370,14 @@ impl Partition {
 async fn next_in_order(
     backend: &AzureBackend,
     partitions: &mut [Partition],
-) -> Result<Option<IndexKey>, Error> {
+) -> Result<Option<Candidate>, Error> {
     let mut first: Option<usize> = None;
     for i in 0..partitions.len() {
         if !partitions[i].fill(backend).await? {
             continue;
         }
-        let key = &partitions[i].buffered[0].row_key;
-        if first.is_none_or(|f| *key < partitions[f].buffered[0].row_key) {
+        let key = &partitions[i].buffered[0].entry.key.row_key;
+        if first.is_none_or(|f| *key < partitions[f].buffered[0].entry.key.row_key) {
             first = Some(i);
         }
     }
