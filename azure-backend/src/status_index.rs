@@ -51,7 +51,7 @@ impl IndexKey {
     /// The index entry of a state.
     pub(crate) fn of(state: &InstanceState) -> Self {
         Self {
-            status: state.status,
+            status: partition_of(state.status),
             row_key: row_key(state.created_at, &state.instance_id),
         }
     }
@@ -59,7 +59,7 @@ impl IndexKey {
     /// The entry of a state row's listing properties (`Status`, `CreatedAt`), for the
     /// backfill, which does not read the state's body.
     pub(crate) fn from_properties(id: &str, status: &str, created_at: &str) -> Option<Self> {
-        let status = status.parse().ok()?;
+        let status = partition_of(status.parse().ok()?);
         let created = DateTime::parse_from_rfc3339(created_at).ok()?.to_utc();
         Some(Self {
             status,
@@ -125,10 +125,33 @@ pub(crate) fn partitions_serving(query: &InstanceQuery) -> Option<Vec<RuntimeSta
         return None;
     }
     if !query.statuses.is_empty() {
-        return Some(query.statuses.clone());
+        let mut partitions: Vec<RuntimeStatus> =
+            query.statuses.iter().map(|s| partition_of(*s)).collect();
+        partitions.sort_by_key(|s| s.as_str());
+        partitions.dedup();
+        return Some(partitions);
     }
     let window = query.created_from.is_some() || query.created_to.is_some();
-    window.then(|| RuntimeStatus::ALL.to_vec())
+    window.then(|| {
+        let mut partitions: Vec<RuntimeStatus> = RuntimeStatus::ALL
+            .iter()
+            .map(|s| partition_of(*s))
+            .collect();
+        partitions.sort_by_key(|s| s.as_str());
+        partitions.dedup();
+        partitions
+    })
+}
+
+/// The partition of a status: its own, except that Pending and ContinuedAsNew (passing
+/// statuses on the way to Running) share Running's, so that an instance starting to run
+/// costs no index writes; a listing of one of them reads that partition and keeps the
+/// instances whose state has the status asked for.
+pub(crate) fn partition_of(status: RuntimeStatus) -> RuntimeStatus {
+    match status {
+        RuntimeStatus::Pending | RuntimeStatus::ContinuedAsNew => RuntimeStatus::Running,
+        other => other,
+    }
 }
 
 /// The row key a listing continues after, from its continuation token: `Ok(None)` without
@@ -289,9 +312,21 @@ mod tests {
             created_from: Some(at(5, 0)),
             ..Default::default()
         };
+        let every = [
+            RuntimeStatus::Completed,
+            RuntimeStatus::Failed,
+            RuntimeStatus::Running,
+            RuntimeStatus::Suspended,
+            RuntimeStatus::Terminated,
+        ];
+        assert_eq!(partitions_serving(&window), Some(every.to_vec()));
+        let starting = InstanceQuery {
+            statuses: vec![RuntimeStatus::Pending, RuntimeStatus::Running],
+            ..Default::default()
+        };
         assert_eq!(
-            partitions_serving(&window),
-            Some(RuntimeStatus::ALL.to_vec())
+            partitions_serving(&starting),
+            Some(vec![RuntimeStatus::Running])
         );
         assert_eq!(partitions_serving(&InstanceQuery::default()), None);
         assert_eq!(
