@@ -332,11 +332,17 @@ impl InstanceStore for AzureBackend {
         // The start message goes first: a worker that sees it before the state row exists
         // creates the instance itself, so no crash between the two writes loses the start.
         // This process's workers wait for the row instead (`take_created`). The status
-        // index is written ahead of both (see `status_index`).
+        // index entry is written ahead of the row (see `status_index`).
         let index = IndexKey::of(state);
-        let index_etag = self.index_ahead(&state.instance_id, None, &index).await?;
         let _in_flight = self.created.begin(&state.instance_id);
-        let queue = self.send_start(start).await?;
+        // The index entry beside the message, not before it (so starts made at once still
+        // share bundles): it need only precede the state row. A worker that creates the
+        // instance from the message writes its own entry ahead of its row.
+        let (index_etag, queue) = tokio::join!(
+            self.index_ahead(&state.instance_id, None, &index),
+            self.send_start(start)
+        );
+        let (index_etag, queue) = (index_etag?, queue?);
         let row = self.state_row(state, &[], index_etag.as_deref()).await;
         let op = row.map(|row| match replace {
             None => Op::Insert(row),
