@@ -17,7 +17,7 @@ use crate::local_arrivals::LocalArrivals;
 use crate::payload::{as_blob_ref, blob_name, blob_ref_text};
 use crate::ranges_cache::RangesCache;
 use crate::start_bundler::StartBundler;
-use crate::status_index_store::StatusIndex;
+use crate::status_index::StatusIndex;
 use crate::storage_health::{DeadlinePolicy, StorageHealth};
 use crate::wake::WakeSignals;
 

@@ -40,6 +40,14 @@ pub(crate) const COMPLETE_ROW: &str = "complete";
 /// in a table key, so no instance id (a scan's token) does.
 const TOKEN_PREFIX: &str = "#index:";
 
+/// The index's table and what this process knows of it.
+#[derive(Debug)]
+pub(crate) struct StatusIndex {
+    pub table: azure_data_tables::clients::TableClient,
+    pub on: std::sync::atomic::AtomicBool,
+    pub complete: std::sync::atomic::AtomicBool,
+}
+
 /// Where an instance stands in the index: its status (the partition) and its row key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct IndexKey {

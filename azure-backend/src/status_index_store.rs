@@ -279,14 +279,6 @@ impl AzureBackend {
     }
 }
 
-/// The index's table and what this process knows of it.
-#[derive(Debug)]
-pub(crate) struct StatusIndex {
-    pub table: azure_data_tables::clients::TableClient,
-    pub on: std::sync::atomic::AtomicBool,
-    pub complete: std::sync::atomic::AtomicBool,
-}
-
 fn index_row(key: &IndexKey) -> Row {
     Row {
         partition_key: key.status.as_str().into(),
