@@ -49,6 +49,12 @@ param failureRateThreshold string = '0.1'
 @description('Alert when the oldest visible message of a queue is older than this many seconds.')
 param oldestMessageSeconds int = 300
 
+@description('Retention of finished instances, applied hourly by the Retention timer function, e.g. completed=7d,failed=30d,terminated=30d; empty: kept until purged.')
+param retention string = ''
+
+@description('Keep the status index (listings by status or creation window read only their page at any task-hub size; about three more table transactions per orchestration).')
+param statusIndex bool = false
+
 @description('OpenLineage endpoint (Marquez, a Purview OpenLineage connector, …) that receives the RunEvent of each medallion run at {url}/api/v1/lineage; empty: the events are only written to the lake (gold/_lineage/).')
 param openLineageUrl string = ''
 
@@ -203,6 +209,12 @@ var commonSettings = [
   { name: 'FLOWFORGE_TASK_HUB', value: taskHub }
   { name: 'FLOWFORGE_CONTROL_PARTITIONS', value: '4' }
 ]
+var retentionSettings = empty(retention) ? [] : [
+  { name: 'FLOWFORGE_RETENTION', value: retention }
+]
+var indexSettings = statusIndex ? [
+  { name: 'FLOWFORGE_STATUS_INDEX', value: 'true' }
+] : []
 var lineageSettings = empty(openLineageUrl) ? [] : [
   { name: 'OPENLINEAGE_URL', value: openLineageUrl }
 ]
@@ -237,7 +249,7 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
     siteConfig: {
       linuxFxVersion: ''
       minTlsVersion: '1.2'
-      appSettings: isFlex ? concat(commonSettings, lineageSettings) : concat(commonSettings, lineageSettings, premiumSettings)
+      appSettings: isFlex ? concat(commonSettings, lineageSettings, retentionSettings, indexSettings) : concat(commonSettings, lineageSettings, retentionSettings, indexSettings, premiumSettings)
     }
   }
 }
