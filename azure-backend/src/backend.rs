@@ -72,6 +72,9 @@ impl AzureBackend {
             table: tables.table_client(format!("{}statusindex", config.task_hub)),
             on: false.into(),
             complete: false.into(),
+            left: Default::default(),
+            left_signal: Default::default(),
+            flushing: Default::default(),
         };
         let backend = Arc::new(Self {
             config,

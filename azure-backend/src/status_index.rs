@@ -46,6 +46,13 @@ pub(crate) struct StatusIndex {
     pub table: azure_data_tables::clients::TableClient,
     pub on: std::sync::atomic::AtomicBool,
     pub complete: std::sync::atomic::AtomicBool,
+    /// Entries left behind by commits, deleted in batches per partition (see
+    /// `status_index_store::sweep_left`).
+    pub left: std::sync::Mutex<Vec<IndexEntry>>,
+    /// Wakes the sweeper when entries are left.
+    pub left_signal: std::sync::Arc<tokio::sync::Notify>,
+    /// One flush at a time, so a flush returns only once what was left before it is done.
+    pub flushing: tokio::sync::Mutex<()>,
 }
 
 /// Where an instance stands in the index: its status (the partition) and its row key.

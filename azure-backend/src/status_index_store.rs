@@ -41,6 +41,7 @@ impl AzureBackend {
             return Ok(());
         }
         self.index.on.store(true, Ordering::Release);
+        tokio::spawn(sweep_left(Arc::downgrade(self)));
         if self.marker_exists(COMPLETE_ROW).await? {
             self.index.complete.store(true, Ordering::Release);
             return Ok(());
@@ -118,7 +119,39 @@ impl AzureBackend {
     pub(crate) async fn index_behind(&self, instance_id: &str, old: &IndexEntry, new: &IndexKey) {
         if self.index_on() && old.key != *new {
             tracing::trace!(instance_id, "status index entry left");
-            self.index_remove(old).await;
+            let mut left = self.index.left.lock().unwrap_or_else(|p| p.into_inner());
+            left.push(old.clone());
+            self.index.left_signal.notify_one();
+        }
+    }
+
+    /// Deletes the entries commits have left so far, a batch per partition (conditional on
+    /// their ETags; a batch one of them fails is done one by one). Tests call it to see the
+    /// index settled; the sweeper calls it as entries are left.
+    pub async fn flush_status_index(&self) {
+        let _one_at_a_time = self.index.flushing.lock().await;
+        let left = std::mem::take(&mut *self.index.left.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut by_partition: BTreeMap<&'static str, Vec<IndexEntry>> = BTreeMap::new();
+        for entry in left {
+            by_partition
+                .entry(entry.key.status.as_str())
+                .or_default()
+                .push(entry);
+        }
+        for (partition, entries) in by_partition {
+            for chunk in entries.chunks(BATCH) {
+                let ops = chunk.iter().map(delete_op).collect();
+                if self
+                    .transact(&self.index.table, partition, ops)
+                    .await
+                    .is_err()
+                {
+                    // One entry written again or gone fails the whole batch: one by one.
+                    for entry in chunk {
+                        self.index_remove(entry).await;
+                    }
+                }
+            }
         }
     }
 
@@ -129,11 +162,7 @@ impl AzureBackend {
             return;
         }
         let partition = entry.key.status.as_str();
-        let key = entry.key.row_key.clone();
-        let op = match &entry.etag {
-            Some(etag) => Op::DeleteIf(key, etag.clone()),
-            None => Op::Delete(key),
-        };
+        let op = delete_op(entry);
         match self.transact(&self.index.table, partition, vec![op]).await {
             Ok(_) | Err(Error::NotFound(_)) | Err(Error::Conflict(_)) => {}
             Err(error) => {
@@ -276,6 +305,40 @@ impl AzureBackend {
             Err(Error::NotFound(_)) => Ok(false),
             Err(e) => Err(e),
         }
+    }
+}
+
+/// How long the sweeper gathers entries left behind before it deletes them: more
+/// entries per batch (at a few hundred completions a second, tens), a later delete
+/// (an entry not yet deleted is stale, which listings skip).
+const SWEEP_GATHER: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Deletes the entries commits leave behind, in batches, while the backend lives. Entries
+/// still waiting when the process ends stay as stale entries, which listings drop.
+async fn sweep_left(backend: std::sync::Weak<AzureBackend>) {
+    loop {
+        let Some(live) = backend.upgrade() else {
+            return;
+        };
+        // Waits without keeping the backend alive, so it can be dropped.
+        let signal = Arc::clone(&live.index.left_signal);
+        drop(live);
+        let wake = tokio::time::timeout(std::time::Duration::from_secs(60), signal.notified());
+        let _ = wake.await;
+        tokio::time::sleep(SWEEP_GATHER).await;
+        match backend.upgrade() {
+            Some(live) => live.flush_status_index().await,
+            None => return,
+        }
+    }
+}
+
+/// The delete of an entry: on its ETag when known.
+fn delete_op(entry: &IndexEntry) -> Op {
+    let key = entry.key.row_key.clone();
+    match &entry.etag {
+        Some(etag) => Op::DeleteIf(key, etag.clone()),
+        None => Op::Delete(key),
     }
 }
 

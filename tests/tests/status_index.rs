@@ -142,7 +142,9 @@ async fn listings_by_status_read_the_index_and_follow_every_status_change() {
     let (running, _) = list_all(&backend, by_status(&[RuntimeStatus::Running], 100)).await;
     assert_eq!(running, waiting[2..]);
     // Nothing is left Pending (Pending shares Running's partition: its three instances are
-    // read, no more), and no entry a status change left behind is met.
+    // read, no more), and no entry a status change left behind is met once the entries
+    // left are swept.
+    backend.flush_status_index().await;
     let (pending, costs) = list_all(&backend, by_status(&[RuntimeStatus::Pending], 100)).await;
     assert!(pending.is_empty());
     assert_eq!(
