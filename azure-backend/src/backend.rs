@@ -13,6 +13,7 @@ use crate::config::AzureConfig;
 use crate::counter::Counter;
 use crate::created_here::CreatedHere;
 use crate::error::classify;
+use crate::index_batcher::IndexBatcher;
 use crate::local_arrivals::LocalArrivals;
 use crate::payload::{as_blob_ref, blob_name, blob_ref_text};
 use crate::ranges_cache::RangesCache;
@@ -37,6 +38,7 @@ pub struct AzureBackend {
     pub(crate) created: CreatedHere,
     pub(crate) start_bundler: StartBundler,
     pub(crate) index: StatusIndex,
+    pub(crate) index_batcher: IndexBatcher,
     health: Arc<StorageHealth>,
 }
 
@@ -91,8 +93,10 @@ impl AzureBackend {
             created: CreatedHere::default(),
             start_bundler: StartBundler::default(),
             index,
+            index_batcher: IndexBatcher::default(),
             health,
         });
+        backend.index_batcher.attach(&backend);
         let writer: std::sync::Weak<dyn crate::start_bundler::StartWriter> =
             Arc::downgrade(&backend) as _;
         backend.start_bundler.attach(writer);

@@ -47,11 +47,25 @@ impl AzureBackend {
         &self,
         table: &TableClient,
         partition: &str,
-        mut ops: Vec<Op>,
+        ops: Vec<Op>,
     ) -> Result<Option<String>, Error> {
+        let etags = self.transact_each(table, partition, ops).await?;
+        Ok(etags.into_iter().last().flatten())
+    }
+
+    /// [`transact`](Self::transact), returning every operation's ETag in order.
+    pub(crate) async fn transact_each(
+        &self,
+        table: &TableClient,
+        partition: &str,
+        mut ops: Vec<Op>,
+    ) -> Result<Vec<Option<String>>, Error> {
         if ops.len() == 1 {
             if let Some(op) = ops.pop() {
-                return self.single(table, partition, op).await.map(Some);
+                return self
+                    .single(table, partition, op)
+                    .await
+                    .map(|etag| vec![Some(etag)]);
             }
         }
         let expected_responses = ops.len();
@@ -104,9 +118,9 @@ impl AzureBackend {
         }
         Ok(response
             .operation_responses
-            .last()
-            .and_then(|r| r.etag.as_ref())
-            .map(|e| e.to_string()))
+            .iter()
+            .map(|r| r.etag.as_ref().map(|e| e.to_string()))
+            .collect())
     }
 
     /// One write as a plain entity request: the same one transaction, without the batch's

@@ -23,6 +23,7 @@ mod dead_letter_store;
 mod document_store;
 mod error;
 pub mod identity;
+mod index_batcher;
 mod instance_store;
 mod list_query;
 mod local_arrivals;

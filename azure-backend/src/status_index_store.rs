@@ -104,9 +104,7 @@ impl AzureBackend {
         if !self.index_on() || old == Some(new) {
             return Ok(None);
         }
-        let partition = new.status.as_str();
-        let op = vec![Op::Upsert(index_row(new))];
-        let written = self.transact(&self.index.table, partition, op).await;
+        let written = self.index_batcher.upsert(index_row(new)).await;
         written.map_err(|e| {
             tracing::debug!(instance_id, %e, "status index write failed");
             e

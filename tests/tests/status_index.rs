@@ -90,15 +90,24 @@ async fn listings_by_status_read_the_index_and_follow_every_status_change() {
     let client = Client::new(backend.clone());
     // 60 chains that complete, 5 collectors that wait for events (Running), 2 of them
     // terminated (the rare status).
-    let mut done = Vec::new();
+    // Started at once: their entries are written ahead in shared batches, each with its
+    // own ETag, which the deletes behind their later status changes depend on.
+    let mut starting = tokio::task::JoinSet::new();
     for i in 0..60 {
-        let id = format!("done-{i:02}");
-        client
-            .start("chain", StartOptions::with_instance_id(&id), &1u64)
-            .await
-            .unwrap();
-        done.push(id);
+        let client = client.clone();
+        starting.spawn(async move {
+            let id = format!("done-{i:02}");
+            let options = StartOptions::with_instance_id(&id);
+            client.start("chain", options, &1u64).await.unwrap();
+            let status = client.status(&id, StatusOptions::default()).await.unwrap();
+            // The index keys times to the microsecond.
+            (status.created_time.timestamp_micros(), id)
+        });
     }
+    let mut created = starting.join_all().await;
+    created.sort();
+    // In the index's order: creation time, then id.
+    let done: Vec<String> = created.into_iter().map(|(_, id)| id).collect();
     let waiting: Vec<String> = (0..5).map(|i| format!("wait-{i}")).collect();
     for id in &waiting {
         client
