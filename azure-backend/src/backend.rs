@@ -96,7 +96,9 @@ impl AzureBackend {
             index_batcher: IndexBatcher::default(),
             health,
         });
-        backend.index_batcher.attach(&backend);
+        let index_writer: std::sync::Weak<dyn crate::index_batcher::IndexWriter> =
+            Arc::downgrade(&backend) as _;
+        backend.index_batcher.attach(index_writer);
         let writer: std::sync::Weak<dyn crate::start_bundler::StartWriter> =
             Arc::downgrade(&backend) as _;
         backend.start_bundler.attach(writer);

@@ -8,12 +8,27 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
+use async_trait::async_trait;
 use flowforge_orchestrator::backend::Error;
 use tokio::sync::oneshot;
 
-use crate::backend::AzureBackend;
-use crate::instance_store::{Op, BATCH};
 use crate::rows::Row;
+
+/// What the batcher writes through: the backend's index table and its batcher.
+#[async_trait]
+pub(crate) trait IndexWriter: Send + Sync + 'static {
+    /// The batcher of this backend.
+    fn index_batcher(&self) -> &IndexBatcher;
+    /// Upserts rows of one index partition in one transaction; each row's ETag in order.
+    async fn upsert_index_rows(
+        &self,
+        partition: &str,
+        rows: Vec<Row>,
+    ) -> Result<Vec<Option<String>>, Error>;
+}
+
+/// Entries in one batch at most (an entity group transaction's limit).
+const MAX_BATCH: usize = 100;
 
 type Reply = oneshot::Sender<Result<Option<String>, Error>>;
 
@@ -21,7 +36,7 @@ type Reply = oneshot::Sender<Result<Option<String>, Error>>;
 #[derive(Default)]
 pub(crate) struct IndexBatcher {
     partitions: Mutex<HashMap<String, Waiting>>,
-    backend: OnceLock<Weak<AzureBackend>>,
+    backend: OnceLock<Weak<dyn IndexWriter>>,
 }
 
 #[derive(Default)]
@@ -32,8 +47,8 @@ struct Waiting {
 
 impl IndexBatcher {
     /// The backend the batches are written through (set once it is built).
-    pub(crate) fn attach(&self, backend: &Arc<AzureBackend>) {
-        let _ = self.backend.set(Arc::downgrade(backend));
+    pub(crate) fn attach(&self, backend: Weak<dyn IndexWriter>) {
+        let _ = self.backend.set(backend);
     }
 
     /// Upserts an entry row with the others of its partition; returns its ETag.
@@ -47,8 +62,16 @@ impl IndexBatcher {
             !std::mem::replace(&mut waiting.in_flight, true)
         };
         if start_writer {
-            let backend = self.backend.get().cloned().unwrap_or_default();
-            tokio::spawn(write_batches(backend, partition));
+            match self.backend.get().and_then(Weak::upgrade) {
+                Some(backend) => {
+                    tokio::spawn(write_batches(Arc::downgrade(&backend), partition));
+                }
+                // Not attached or gone: the waiting replies drop, and their callers get an error.
+                None => {
+                    let mut partitions = self.partitions.lock().unwrap_or_else(|p| p.into_inner());
+                    partitions.remove(&partition);
+                }
+            }
         }
         answer
             .await
@@ -63,37 +86,37 @@ impl IndexBatcher {
             waiting.in_flight = false;
             return None;
         }
-        let take = waiting.rows.len().min(BATCH);
+        let take = waiting.rows.len().min(MAX_BATCH);
         Some(waiting.rows.drain(..take).collect())
     }
 }
 
 /// Writes a partition's batches until none waits.
-async fn write_batches(backend: Weak<AzureBackend>, partition: String) {
+async fn write_batches(backend: Weak<dyn IndexWriter>, partition: String) {
     loop {
         // Gone: the waiting callers' replies drop, and they get an error.
         let Some(live) = backend.upgrade() else {
             return;
         };
-        let Some(batch) = live.index_batcher.next_batch(&partition) else {
+        let Some(batch) = live.index_batcher().next_batch(&partition) else {
             return;
         };
         // One operation per entity: an entry asked for twice is written once.
         let mut keys: Vec<String> = Vec::new();
-        let mut ops = Vec::new();
+        let mut rows = Vec::new();
         let mut slots = Vec::with_capacity(batch.len());
         for (row, reply) in batch {
             let slot = match keys.iter().position(|k| *k == row.row_key) {
                 Some(slot) => slot,
                 None => {
                     keys.push(row.row_key.clone());
-                    ops.push(Op::Upsert(row));
+                    rows.push(row);
                     keys.len() - 1
                 }
             };
             slots.push((slot, reply));
         }
-        let written = live.transact_each(&live.index.table, &partition, ops).await;
+        let written = live.upsert_index_rows(&partition, rows).await;
         for (slot, reply) in slots {
             let answer = match &written {
                 Ok(etags) => Ok(etags.get(slot).cloned().flatten()),

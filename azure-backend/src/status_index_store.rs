@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use async_trait::async_trait;
 use azure_data_tables::operations::QueryEntityResponse;
 use flowforge_orchestrator::backend::{Error, InstancePage, InstanceQuery, InstanceStore};
 use flowforge_orchestrator::status::InstanceState;
@@ -14,6 +15,7 @@ use futures::StreamExt;
 
 use crate::backend::AzureBackend;
 use crate::error::classify;
+use crate::index_batcher::{IndexBatcher, IndexWriter};
 use crate::instance_store::{Op, BATCH};
 use crate::rows::{Row, STATE_ROW};
 use crate::status_index::{
@@ -22,6 +24,22 @@ use crate::status_index::{
 
 /// Candidates whose state rows are read at once.
 const VERIFY_AT_ONCE: usize = 16;
+
+#[async_trait]
+impl IndexWriter for AzureBackend {
+    fn index_batcher(&self) -> &IndexBatcher {
+        &self.index_batcher
+    }
+
+    async fn upsert_index_rows(
+        &self,
+        partition: &str,
+        rows: Vec<Row>,
+    ) -> Result<Vec<Option<String>>, Error> {
+        let ops = rows.into_iter().map(Op::Upsert).collect();
+        self.transact_each(&self.index.table, partition, ops).await
+    }
+}
 
 impl AzureBackend {
     /// Whether this hub maintains the status index.
