@@ -661,10 +661,11 @@ impl InstanceStore for AzureBackend {
             deleted = self.delete_rows(instance_id, rows).await;
         }
         deleted?;
-        // Behind the state row: a purge that dies before this leaves a stale index row,
+        // Behind the state row, with the other entries left behind (purges of a filter
+        // share batches): a purge that dies before the sweep leaves a stale index row,
         // which a listing drops.
         if let Some(index) = index {
-            self.index_remove(&index).await;
+            self.index_leave(index);
         }
         Ok(existed)
     }

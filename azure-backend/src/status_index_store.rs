@@ -133,10 +133,19 @@ impl AzureBackend {
     /// still as written ahead of `old`'s state (see [`IndexEntry`]). Best effort: one left
     /// behind is stale, and listings drop it.
     pub(crate) async fn index_behind(&self, instance_id: &str, old: &IndexEntry, new: &IndexKey) {
-        if self.index_on() && old.key != *new {
+        if old.key != *new {
             tracing::trace!(instance_id, "status index entry left");
+            self.index_leave(old.clone());
+        }
+    }
+
+    /// Hands an entry no state row points at any more (left by a commit, or by a purge)
+    /// to the sweeper, which deletes it in a batch of its partition. Best effort: one the
+    /// process dies with is stale, and listings drop it.
+    pub(crate) fn index_leave(&self, entry: IndexEntry) {
+        if self.index_on() {
             let mut left = self.index.left.lock().unwrap_or_else(|p| p.into_inner());
-            left.push(old.clone());
+            left.push(entry);
             self.index.left_signal.notify_one();
         }
     }

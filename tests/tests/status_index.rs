@@ -199,8 +199,9 @@ async fn listings_by_status_read_the_index_and_follow_every_status_change() {
         "{costs:?}"
     );
 
-    // A purge takes the entry with it.
+    // A purge takes the entry with it (deleted by the sweeper: flushed to see it).
     client.purge(&waiting[0]).await.unwrap();
+    backend.flush_status_index().await;
     let (terminated, costs) =
         list_all(&backend, by_status(&[RuntimeStatus::Terminated], 100)).await;
     assert_eq!(terminated, waiting[1..2]);
@@ -390,6 +391,7 @@ async fn a_retention_pass_reads_the_index_and_takes_the_entries_with_the_instanc
         .await
         .unwrap();
     assert_eq!((report.scanned, report.purged), (6, 6));
+    backend.flush_status_index().await;
     // Only the finished instances' entries were read: no scan of the state rows.
     let gets = backend.transaction_counts()["table.get"] - before["table.get"];
     assert!(
