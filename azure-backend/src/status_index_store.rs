@@ -139,8 +139,8 @@ impl AzureBackend {
         }
     }
 
-    /// Hands an entry no state row points at any more (left by a commit, or by a purge)
-    /// to the sweeper, which deletes it in a batch of its partition. Best effort: one the
+    /// Hands an entry no state row points at any more (left by a commit or a purge, or
+    /// met stale by a listing) to the sweeper, which deletes it in a batch of its partition. Best effort: one the
     /// process dies with is stale, and listings drop it.
     pub(crate) fn index_leave(&self, entry: IndexEntry) {
         if self.index_on() {
@@ -150,8 +150,8 @@ impl AzureBackend {
         }
     }
 
-    /// Deletes the entries commits have left so far, a batch per partition (conditional on
-    /// their ETags; a batch one of them fails is done one by one). Tests call it to see the
+    /// Deletes the entries handed to the sweeper so far, a batch per partition
+    /// (conditional on their ETags; a batch one of them fails is done one by one). Tests call it to see the
     /// index settled; the sweeper calls it as entries are left.
     pub async fn flush_status_index(&self) {
         let _one_at_a_time = self.index.flushing.lock().await;
@@ -182,7 +182,7 @@ impl AzureBackend {
 
     /// Deletes an entry, conditionally on its ETag when known (best effort; a missing one
     /// is already gone, a changed one was written again and stays).
-    pub(crate) async fn index_remove(&self, entry: &IndexEntry) {
+    async fn index_remove(&self, entry: &IndexEntry) {
         if !self.index_on() {
             return;
         }
@@ -273,9 +273,10 @@ impl AzureBackend {
                     }
                     Some(_) => {}
                     // Not listed. Deleted only once older than any commit under way (it
-                    // may be written ahead of one) and as read (not if written again).
+                    // may be written ahead of one) and as read (not if written again), by
+                    // the sweeper, so the listing does not wait for it.
                     None if candidate.older_than(self.config.stale_index_grace) => {
-                        self.index_remove(&candidate.entry).await;
+                        self.index_leave(candidate.entry);
                     }
                     None => {}
                 }
@@ -338,8 +339,9 @@ impl AzureBackend {
 /// (an entry not yet deleted is stale, which listings skip).
 const SWEEP_GATHER: std::time::Duration = std::time::Duration::from_millis(50);
 
-/// Deletes the entries commits leave behind, in batches, while the backend lives. Entries
-/// still waiting when the process ends stay as stale entries, which listings drop.
+/// Deletes the entries handed to it (left by commits and purges, met stale by listings),
+/// in batches, while the backend lives. Entries still waiting when the process ends stay
+/// as stale entries, which listings drop.
 async fn sweep_left(backend: std::sync::Weak<AzureBackend>) {
     loop {
         let Some(live) = backend.upgrade() else {

@@ -302,7 +302,8 @@ async fn a_stale_entry_is_never_listed_and_is_dropped_when_met() {
         Some(&1),
         "the entry was checked: {costs:?}"
     );
-    // Dropped when met: the next listing finds nothing to check.
+    // Dropped when met (handed to the sweeper): the next listing finds nothing to check.
+    one.flush_status_index().await;
     let (failed, costs) = list_all(&one, by_status(&[RuntimeStatus::Failed], 10)).await;
     assert!(failed.is_empty());
     assert_eq!(costs[0].get("table.get"), None, "{costs:?}");
