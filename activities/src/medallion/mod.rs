@@ -3,6 +3,7 @@
 
 pub mod bronze;
 mod frames;
+mod keys;
 pub mod gold;
 pub mod orchestration;
 pub mod silver;

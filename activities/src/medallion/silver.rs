@@ -14,6 +14,7 @@ use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::frames::{blocking, failure, parquet_slices, stack, to_parquet};
+use super::keys::{repeated_keys, value_runs};
 use super::spec_for;
 use crate::lake::DataLake;
 use crate::spec::{ColumnType, DatasetSpec, Rule};
@@ -218,26 +219,6 @@ struct SilverFrames {
     dropped: DataFrame,
 }
 
-/// Which rows repeat the primary key of an earlier row (in order). Only called when the
-/// distinct count says there are some.
-fn repeats(valid: &DataFrame, key: &[String]) -> PolarsResult<BooleanChunked> {
-    let columns: Vec<&Column> = key
-        .iter()
-        .map(|k| valid.column(k.as_str()))
-        .collect::<PolarsResult<_>>()?;
-    let mut seen = std::collections::HashSet::with_capacity(valid.height());
-    let mut repeated = Vec::with_capacity(valid.height());
-    for row in 0..valid.height() {
-        let mut text = String::new();
-        for column in &columns {
-            text.push_str(&column.get(row)?.to_string());
-            text.push('\u{1f}');
-        }
-        repeated.push(!seen.insert(text));
-    }
-    Ok(BooleanChunked::from_slice("_repeat".into(), &repeated))
-}
-
 /// Casts and checks bronze one slice at a time (each column typed once; text columns are
 /// dropped as soon as a slice is typed), then removes duplicates of the primary key.
 fn transform(spec: &DatasetSpec, bronze: Vec<Vec<u8>>) -> PolarsResult<SilverFrames> {
@@ -303,23 +284,15 @@ fn transform(spec: &DatasetSpec, bronze: Vec<Vec<u8>>) -> PolarsResult<SilverFra
     }
     let rejects = stack(rejects)?;
     let valid = stack(valid)?;
-    let key: Vec<Expr> = spec.primary_key.iter().map(|k| col(k.as_str())).collect();
-    // Counting distinct keys needs only the key columns; the rows are copied only when
-    // there are duplicates to drop.
-    let distinct = valid
-        .clone()
-        .lazy()
-        .select(key.clone())
-        .unique_generic(None, UniqueKeepStrategy::Any)
-        .collect()?
-        .height();
-    let (good, dropped) = if valid.height() == distinct {
-        let dropped = valid.clear();
-        (valid, dropped)
-    } else {
-        let repeated = repeats(&valid, &spec.primary_key)?;
-        let dropped = valid.filter(&repeated)?;
-        (valid.filter(&!&repeated)?, dropped)
+    let (good, dropped) = match repeated_keys(&valid, &spec.primary_key)? {
+        None => {
+            let dropped = valid.clear();
+            (valid, dropped)
+        }
+        Some(repeated) => {
+            let dropped = valid.filter(&repeated)?;
+            (valid.filter(&!&repeated)?, dropped)
+        }
     };
     Ok(SilverFrames {
         rows_in,
@@ -332,31 +305,6 @@ fn transform(spec: &DatasetSpec, bronze: Vec<Vec<u8>>) -> PolarsResult<SilverFra
 /// A partition's values, `(column, value as text)` in the spec's order.
 type PartitionValues = Vec<(String, Option<String>)>;
 
-/// The rows of each partition (by the spec's partition columns, in order of first
-/// appearance) with its values, without copying the frame.
-fn partitions(
-    partition_by: &[String],
-    good: &DataFrame,
-) -> PolarsResult<Vec<(PartitionValues, IdxCa)>> {
-    if partition_by.is_empty() {
-        let all = IdxCa::from_vec("_row".into(), (0..good.height() as IdxSize).collect());
-        return Ok(vec![(Vec::new(), all)]);
-    }
-    let index = good
-        .select(partition_by.iter().map(String::as_str))?
-        .with_row_index("_row".into(), None)?;
-    index
-        .partition_by_stable(partition_by.iter().map(String::as_str), true)?
-        .into_iter()
-        .map(|part| {
-            Ok((
-                partition_values(partition_by, &part)?,
-                part.column("_row")?.idx()?.clone(),
-            ))
-        })
-        .collect()
-}
-
 /// The partition files of a frame: each partition's rows without the partition columns
 /// (Delta keeps their values in the log), as parquet.
 pub fn partition_files(
@@ -367,8 +315,15 @@ pub fn partition_files(
     if frame.height() == 0 {
         return Ok(files);
     }
-    for (values, rows) in partitions(partition_by, frame)? {
-        let mut part = rows_of(frame, &rows)?.drop_many(partition_by.iter().map(String::as_str));
+    let all = [(0, frame.height())];
+    let runs = match partition_by.is_empty() {
+        true => vec![all.to_vec()],
+        false => value_runs(frame, partition_by)?,
+    };
+    for runs in runs {
+        let rows = rows_of(frame, &runs)?;
+        let values = partition_values(partition_by, &rows)?;
+        let mut part = rows.drop_many(partition_by.iter().map(String::as_str));
         files.push(EncodedFile {
             partition_values: values,
             rows: part.height(),
@@ -378,20 +333,14 @@ pub fn partition_files(
     Ok(files)
 }
 
-/// The given rows of a frame: a zero-copy slice when they are consecutive (a landing
-/// file in date order puts each month's rows together), else a copy.
-fn rows_of(frame: &DataFrame, rows: &IdxCa) -> PolarsResult<DataFrame> {
-    if let Some(first) = rows.first() {
-        let consecutive = rows.null_count() == 0
-            && rows
-                .into_no_null_iter()
-                .zip(first..)
-                .all(|(row, expected)| row == expected);
-        if consecutive {
-            return Ok(frame.slice(first as i64, rows.len()));
-        }
-    }
-    frame.take(rows)
+/// The rows of the given runs `(start, length)` of a frame: a zero-copy slice for one run
+/// (a landing file in date order puts each month's rows together), else slices stacked.
+fn rows_of(frame: &DataFrame, runs: &[(usize, usize)]) -> PolarsResult<DataFrame> {
+    let slices = runs
+        .iter()
+        .map(|&(start, length)| frame.slice(start as i64, length))
+        .collect();
+    stack(slices)
 }
 
 fn count_reasons(rejects: &DataFrame) -> PolarsResult<BTreeMap<String, usize>> {
