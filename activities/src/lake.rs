@@ -191,7 +191,14 @@ impl DataLake {
             if blob.capacity() == 0 {
                 let size = match answer.remaining_range {
                     None => answer.blob.properties.content_length,
-                    Some(_) => client.get_properties().await?.blob.properties.content_length,
+                    Some(_) => {
+                        client
+                            .get_properties()
+                            .await?
+                            .blob
+                            .properties
+                            .content_length
+                    }
                 };
                 blob.reserve_exact(usize::try_from(size).unwrap_or(0));
             }

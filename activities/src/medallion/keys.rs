@@ -75,7 +75,8 @@ pub fn repeated_keys(frame: &DataFrame, key: &[String]) -> PolarsResult<Option<B
         .collect::<PolarsResult<_>>()?;
     // The first row of each hash, then (only for hashes met again) every distinct key's
     // first row under that hash.
-    let mut first: HashMap<u64, usize, _> = HashMap::with_capacity_and_hasher(hashes.len(), hasher());
+    let mut first: HashMap<u64, usize, _> =
+        HashMap::with_capacity_and_hasher(hashes.len(), hasher());
     let mut met_again: HashMap<u64, Vec<usize>> = HashMap::new();
     let mut repeated: Option<Vec<bool>> = None;
     for (row, hash) in hashes.iter().enumerate() {
@@ -183,7 +184,9 @@ mod tests {
         let rows: Vec<bool> = repeated.iter().map(|r| r == Some(true)).collect();
         assert_eq!(rows, [false, false, false, true, true, false]);
         let distinct = df!("a" => [1i64, 2, 3], "f" => [0.5f64, 0.5, -0.0]).unwrap();
-        assert!(repeated_keys(&distinct, &names(&["a", "f"])).unwrap().is_none());
+        assert!(repeated_keys(&distinct, &names(&["a", "f"]))
+            .unwrap()
+            .is_none());
     }
 
     #[test]

@@ -3,12 +3,13 @@
 
 pub mod bronze;
 mod frames;
-mod keys;
 pub mod gold;
+mod keys;
 pub mod orchestration;
 pub mod silver;
 
 use flowforge_orchestrator::history::FailureDetails;
+pub use frames::set_memory_release;
 
 use crate::spec::{self, DatasetSpec};
 
