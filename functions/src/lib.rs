@@ -8,6 +8,8 @@ pub mod demo;
 pub mod host;
 pub mod lake_command;
 pub mod landing_events;
+#[cfg(all(test, target_arch = "x86_64", not(target_env = "musl")))]
+mod native_memcpy;
 pub mod pipeline_command;
 pub mod schedules;
 pub mod serve_command;
