@@ -311,26 +311,27 @@ pub fn partition_files(
     partition_by: &[String],
     frame: &DataFrame,
 ) -> PolarsResult<Vec<EncodedFile>> {
-    let mut files = Vec::new();
     if frame.height() == 0 {
-        return Ok(files);
+        return Ok(Vec::new());
     }
-    let all = [(0, frame.height())];
     let runs = match partition_by.is_empty() {
-        true => vec![all.to_vec()],
+        true => vec![vec![(0, frame.height())]],
         false => value_runs(frame, partition_by)?,
     };
-    for runs in runs {
-        let rows = rows_of(frame, &runs)?;
+    let encode = |runs: &Vec<(usize, usize)>| {
+        let rows = rows_of(frame, runs)?;
         let values = partition_values(partition_by, &rows)?;
         let mut part = rows.drop_many(partition_by.iter().map(String::as_str));
-        files.push(EncodedFile {
+        Ok(EncodedFile {
             partition_values: values,
             rows: part.height(),
             bytes: to_parquet(&mut part)?,
-        });
-    }
-    Ok(files)
+        })
+    };
+    // Partitions are encoded side by side: one month's file is too small for polars to
+    // keep both cores busy encoding its columns.
+    use rayon::prelude::*;
+    polars_core::runtime::THREAD_POOL.install(|| runs.par_iter().map(encode).collect())
 }
 
 /// The rows of the given runs `(start, length)` of a frame: a zero-copy slice for one run
