@@ -9,7 +9,8 @@ use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::frames::{
-    blocking, csv_pieces, failure, read_csv_as_text, rows_reaching, ParquetPieces,
+    blocking, csv_pieces, failure, read_csv_as_text, read_csv_rows_as_text, rows_reaching,
+    ParquetPieces,
 };
 use super::spec_for;
 use crate::lake::DataLake;
@@ -48,15 +49,20 @@ struct Lineage<'a> {
     run_id: &'a str,
 }
 
-/// One piece of a landing file (after its header) as text columns with lineage.
+/// One piece of a landing file (rows after its header) as text columns with lineage.
 fn bronze_frame(
-    header: &[u8],
+    names: &[PlSmallStr],
     piece: &[u8],
     lineage: &Lineage,
 ) -> Result<DataFrame, FailureDetails> {
     let file = lineage.file;
-    let text = [header, piece].concat();
-    let df = read_landing(file, &text)?;
+    let df = read_csv_rows_as_text(piece, names).map_err(|e| {
+        failure(
+            "NotCsv",
+            &format!("landing file {file} is not readable CSV"),
+            e,
+        )
+    })?;
     df.lazy()
         .with_columns([
             lit(lineage.ingested_at).alias("_ingested_at"),
@@ -65,6 +71,15 @@ fn bronze_frame(
         ])
         .collect()
         .map_err(|e| failure("BronzeFailed", "adding lineage", e))
+}
+
+/// The column names of a landing file's header row.
+fn header_names(file: &str, header: &[u8]) -> Result<Vec<PlSmallStr>, FailureDetails> {
+    Ok(read_landing(file, header)?
+        .get_column_names()
+        .into_iter()
+        .cloned()
+        .collect())
 }
 
 /// CSV text of a landing file as text columns (as landed: no null markers applied), or
@@ -113,13 +128,12 @@ const NAMES_SHOWN: usize = 30;
 const NAME_CHARS: usize = 40;
 
 /// Fails when the landing file's header lacks a column of the schema.
-fn check_columns(spec: &DatasetSpec, file: &str, header: &[u8]) -> Result<(), FailureDetails> {
-    let df = read_landing(file, header)?;
-    let found: Vec<String> = df
-        .get_column_names()
-        .iter()
-        .map(|c| c.to_string())
-        .collect();
+fn check_columns(
+    spec: &DatasetSpec,
+    file: &str,
+    names: &[PlSmallStr],
+) -> Result<(), FailureDetails> {
+    let found: Vec<String> = names.iter().map(|c| c.to_string()).collect();
     let missing: Vec<&str> = spec
         .schema
         .iter()
@@ -174,8 +188,9 @@ pub async fn bronze(lake: DataLake, input: BronzeInput) -> Result<BronzeOutput, 
     let file = input.file.clone();
     let (parquet, rows) = blocking(move || {
         let (header, body) = bytes.split_at(rows_reaching(&bytes, 1));
+        let names = header_names(&file, header)?;
         if body.iter().all(u8::is_ascii_whitespace) {
-            check_columns(&spec, &file, header)?;
+            check_columns(&spec, &file, &names)?;
             return Err(FailureDetails::non_retryable(
                 "NoRows",
                 format!("landing file {file} has a header but no rows"),
@@ -188,8 +203,8 @@ pub async fn bronze(lake: DataLake, input: BronzeInput) -> Result<BronzeOutput, 
         };
         let mut pieces = csv_pieces(body, PIECE_BYTES).into_iter();
         let first = pieces.next().unwrap_or_default();
-        check_columns(&spec, &file, header)?;
-        let mut frame = bronze_frame(header, first, &lineage)?;
+        check_columns(&spec, &file, &names)?;
+        let mut frame = bronze_frame(&names, first, &lineage)?;
         let written = |e| failure("BronzeFailed", "writing parquet", e);
         let mut parquet = Vec::new();
         let mut writer = ParquetPieces::new(&mut parquet, frame.schema()).map_err(written)?;
@@ -198,7 +213,7 @@ pub async fn bronze(lake: DataLake, input: BronzeInput) -> Result<BronzeOutput, 
             rows += frame.height();
             writer.write(&mut frame).map_err(written)?;
             match pieces.next() {
-                Some(piece) => frame = bronze_frame(header, piece, &lineage)?,
+                Some(piece) => frame = bronze_frame(&names, piece, &lineage)?,
                 None => break,
             }
         }

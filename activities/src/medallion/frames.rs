@@ -24,15 +24,39 @@ pub fn read_csv_as_text(bytes: &[u8], null_values: &[String]) -> PolarsResult<Da
         .finish()
 }
 
+/// CSV rows without their header as text columns named `names`, parsed as
+/// [`read_csv_as_text`] parses them (bronze reads a landing file piece by piece against
+/// its header, read once, instead of copying the header in front of every piece).
+pub fn read_csv_rows_as_text(bytes: &[u8], names: &[PlSmallStr]) -> PolarsResult<DataFrame> {
+    let schema: Schema = names
+        .iter()
+        .map(|name| Field::new(name.clone(), DataType::String))
+        .collect();
+    CsvReadOptions::default()
+        .with_has_header(false)
+        .with_schema(Some(Arc::new(schema)))
+        .with_raise_if_empty(true)
+        .into_reader_with_file_handle(Cursor::new(bytes))
+        .finish()
+}
+
 /// A parquet file written one frame at a time (zstd; each frame becomes row groups), so
-/// a stage holds one frame, not the whole file's.
+/// a stage holds one frame, not the whole file's. Bronze's: columns carry null counts but
+/// no min/max statistics, which for text columns as landed cost a comparison of every
+/// value and serve no reader (silver reads bronze whole).
 pub struct ParquetPieces<W: std::io::Write>(polars::io::parquet::write::BatchedWriter<W>);
 
 impl<W: std::io::Write> ParquetPieces<W> {
     /// A writer of frames of `schema` into `sink`.
     pub fn new(sink: W, schema: &Schema) -> PolarsResult<Self> {
+        let statistics = StatisticsOptions {
+            min_value: false,
+            max_value: false,
+            ..StatisticsOptions::default()
+        };
         ParquetWriter::new(sink)
             .with_compression(ParquetCompression::Zstd(None))
+            .with_statistics(statistics)
             .batched(schema)
             .map(Self)
     }
