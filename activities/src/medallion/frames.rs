@@ -175,9 +175,9 @@ pub async fn blocking<T: Send + 'static>(
 /// allocator ([`set_memory_release`]).
 static RELEASE_FREED: OnceLock<fn()> = OnceLock::new();
 
-/// Sets what [`blocking`] calls, on its own thread and on each of polars' pool threads,
-/// once a stage's frame work is done. With mimalloc a block freed by another thread than
-/// the one that allocated it (polars builds chunks on its pool and the stage drops them)
+/// Sets what each stage calls, on its own thread and on each of polars' pool threads,
+/// once its frame work is done. With mimalloc a block freed by another thread than the
+/// one that allocated it (polars builds chunks on its pool and the stage drops them)
 /// stays counted in its page until the owning thread collects; without a collect the
 /// medallion on the full flights file held 60–70 MiB more at its peak (276–281 against
 /// 210–219 MiB) and faulted more fresh pages, the costly part on a VM.
