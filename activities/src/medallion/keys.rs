@@ -115,13 +115,23 @@ pub fn value_runs(frame: &DataFrame, names: &[String]) -> PolarsResult<Vec<Vec<(
         .map(|n| frame.column(n))
         .collect::<PolarsResult<_>>()?;
     let starts = run_starts(frame, names)?;
-    let hashes = row_hashes(frame, names)?;
+    // Only the first row of each run is looked up: hash those rows alone.
+    let firsts = IdxCa::from_vec(
+        "_start".into(),
+        starts.iter().map(|&row| row as IdxSize).collect(),
+    );
+    let hashes = row_hashes(
+        &frame
+            .select(names.iter().map(String::as_str))?
+            .take(&firsts)?,
+        names,
+    )?;
     // Per hash, the groups (by index into `groups`) whose values hash so.
     let mut by_hash: HashMap<u64, Vec<usize>, _> = HashMap::with_hasher(hasher());
     let mut groups: Vec<Vec<(usize, usize)>> = Vec::new();
     for (i, &start) in starts.iter().enumerate() {
         let end = starts.get(i + 1).copied().unwrap_or(height);
-        let candidates = by_hash.entry(hashes[start]).or_default();
+        let candidates = by_hash.entry(hashes[i]).or_default();
         let mut found = None;
         for &group in candidates.iter() {
             if same_values(&columns, groups[group][0].0, start)? {
