@@ -176,15 +176,18 @@ async fn start_answers_202_with_the_check_status_body_and_polling_reaches_200() 
     }
     assert!(pages > 2, "{pages} pages");
     assert_eq!(&paged, events);
-    let bad = app
-        .call(
-            "GET",
-            &format!("/api/instances/{id}?showHistory=true&historyTop=20&historyFrom=-1"),
-            None,
-        )
-        .await;
-    assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{:?}", bad.body);
-    assert!(bad.body["error"].as_str().unwrap().contains("historyFrom"));
+    // Below 0 and above the document's maximum (2^53 - 1) are refused alike.
+    for from in ["-1", "9007199254740992"] {
+        let bad = app
+            .call(
+                "GET",
+                &format!("/api/instances/{id}?showHistory=true&historyTop=20&historyFrom={from}"),
+                None,
+            )
+            .await;
+        assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{:?}", bad.body);
+        assert!(bad.body["error"].as_str().unwrap().contains("historyFrom"));
+    }
     app.worker.shutdown().await;
 }
 

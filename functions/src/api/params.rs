@@ -10,6 +10,10 @@ use serde_json::Value;
 
 use super::ApiError;
 
+/// The largest position a parameter takes: 2^53 - 1, the largest integer every JSON client
+/// reads exactly (the OpenAPI document's `maximum` for `historyFrom`).
+pub const MAX_POSITION: u64 = (1 << 53) - 1;
+
 /// Query parameters by name.
 pub struct Params(pub HashMap<String, String>);
 
@@ -69,16 +73,16 @@ impl Params {
             .transpose()
     }
 
-    /// A position (a non-negative integer) parameter.
+    /// A position parameter: a whole number from 0 to [`MAX_POSITION`] (the maximum the
+    /// OpenAPI document declares).
     pub fn position(&self, name: &str) -> Result<Option<u64>, ApiError> {
         self.0
             .get(name)
-            .map(|v| {
-                v.parse::<u64>().map_err(|_| {
-                    ApiError::bad_request(format!(
-                        "{name} must be a whole number from 0, not '{v}'"
-                    ))
-                })
+            .map(|v| match v.parse::<u64>() {
+                Ok(n) if n <= MAX_POSITION => Ok(n),
+                _ => Err(ApiError::bad_request(format!(
+                    "{name} must be a whole number from 0 to {MAX_POSITION}, not '{v}'"
+                ))),
             })
             .transpose()
     }
