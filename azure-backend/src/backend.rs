@@ -1,6 +1,7 @@
 //! The Azure Storage backend: clients, task hub lifecycle and large-value offload.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::AtomicU32;
 use std::sync::Arc;
 
 use azure_core::{ClientOptions, ExponentialRetryOptions, Policy, RetryOptions};
@@ -17,6 +18,7 @@ use crate::index_batcher::IndexBatcher;
 use crate::local_arrivals::LocalArrivals;
 use crate::payload::{as_blob_ref, blob_name, blob_ref_text};
 use crate::ranges_cache::RangesCache;
+use crate::row_batcher::RowBatcher;
 use crate::start_bundler::StartBundler;
 use crate::status_index::StatusIndex;
 use crate::storage_health::{DeadlinePolicy, StorageHealth};
@@ -39,12 +41,30 @@ pub struct AzureBackend {
     pub(crate) start_bundler: StartBundler,
     pub(crate) index: StatusIndex,
     pub(crate) index_batcher: IndexBatcher,
+    pub(crate) row_batcher: RowBatcher,
+    /// Table partitions of the instances table, from the hub's layout row (`layout`).
+    pub(crate) table_partitions: AtomicU32,
     health: Arc<StorageHealth>,
 }
 
 impl AzureBackend {
     /// Connects to the task hub and creates its tables, queues and container if missing.
+    /// A hub whose instances table is in an older layout is refused (see
+    /// [`connect_to_migrate`](Self::connect_to_migrate)).
     pub async fn connect(config: AzureConfig) -> Result<Arc<Self>, Error> {
+        let backend = Self::open(config).await?;
+        backend.prepare_layout().await?;
+        backend.prepare_status_index().await?;
+        Ok(backend)
+    }
+
+    /// Connects to a task hub to move it to the current layout
+    /// ([`migrate_layout`](Self::migrate_layout)), whatever layout it holds.
+    pub async fn connect_to_migrate(config: AzureConfig) -> Result<Arc<Self>, Error> {
+        Self::open(config).await
+    }
+
+    async fn open(config: AzureConfig) -> Result<Arc<Self>, Error> {
         config.validate().map_err(Error::Permanent)?;
         let credentials = config.storage_credentials().map_err(Error::Permanent)?;
         let health = Arc::new(StorageHealth::default());
@@ -94,16 +114,20 @@ impl AzureBackend {
             start_bundler: StartBundler::default(),
             index,
             index_batcher: IndexBatcher::default(),
+            row_batcher: RowBatcher::default(),
+            table_partitions: AtomicU32::new(0),
             health,
         });
         let index_writer: std::sync::Weak<dyn crate::index_batcher::IndexWriter> =
             Arc::downgrade(&backend) as _;
         backend.index_batcher.attach(index_writer);
+        let row_writer: std::sync::Weak<dyn crate::row_batcher::RowWriter> =
+            Arc::downgrade(&backend) as _;
+        backend.row_batcher.attach(row_writer);
         let writer: std::sync::Weak<dyn crate::start_bundler::StartWriter> =
             Arc::downgrade(&backend) as _;
         backend.start_bundler.attach(writer);
         backend.create_task_hub().await?;
-        backend.prepare_status_index().await?;
         Ok(backend)
     }
 

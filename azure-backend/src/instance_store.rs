@@ -1,6 +1,7 @@
-//! Instance state and history in Table Storage, committed per the engine invariants: one
-//! partition per instance, every commit conditional on the state row's ETag, multi-batch
-//! appends under a claim with generation-tagged row keys, the state row written last.
+//! Instance state and history in Table Storage, committed per the engine invariants: an
+//! instance's rows in its control partition's table partition (`rows`), every commit
+//! conditional on the state row's ETag, multi-batch appends under a claim with
+//! generation-tagged row keys, the state row written last.
 
 use async_trait::async_trait;
 use azure_data_tables::clients::TableClient;
@@ -17,7 +18,8 @@ use crate::backend::AzureBackend;
 use crate::error::classify;
 use crate::list_query;
 use crate::rows::{
-    gen_of, history_key, odata_quote, parse_history_key, Range, Row, ATOMIC_GEN, STATE_ROW,
+    gen_of, history_part, id_of_state_row, odata_quote, parse_history_key, partition_key,
+    InstanceKeys, Range, Row, ATOMIC_GEN, STATE_KIND,
 };
 use crate::status_index::{self, IndexEntry, IndexKey};
 
@@ -29,6 +31,7 @@ const DEFAULT_PAGE_SIZE: usize = 100;
 const CREATION_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// One write of a transaction.
+#[derive(Clone)]
 pub(crate) enum Op {
     Insert(Row),
     Upsert(Row),
@@ -39,7 +42,49 @@ pub(crate) enum Op {
     DeleteIf(String, String),
 }
 
+#[async_trait]
+impl crate::row_batcher::RowWriter for AzureBackend {
+    fn row_batcher(&self) -> &crate::row_batcher::RowBatcher {
+        &self.row_batcher
+    }
+
+    async fn transact_rows(
+        &self,
+        partition: &str,
+        ops: Vec<Op>,
+    ) -> Result<Vec<Option<String>>, Error> {
+        self.transact_each(&self.table, partition, ops).await
+    }
+}
+
+impl Op {
+    /// The RowKey the operation writes.
+    pub(crate) fn row_key(&self) -> &str {
+        match self {
+            Op::Insert(row) | Op::Upsert(row) | Op::Update(row, _) | Op::Merge(row, _) => {
+                &row.row_key
+            }
+            Op::Delete(key) | Op::DeleteIf(key, _) => key,
+        }
+    }
+
+    /// About how many bytes the operation's properties take in a request.
+    pub(crate) fn approximate_bytes(&self) -> usize {
+        let row = match self {
+            Op::Insert(row) | Op::Upsert(row) | Op::Update(row, _) | Op::Merge(row, _) => row,
+            Op::Delete(_) | Op::DeleteIf(..) => return 256,
+        };
+        let text = |value: &Option<String>| value.as_ref().map_or(0, String::len);
+        512 + text(&row.body) + text(&row.event) + text(&row.ranges) + text(&row.name)
+    }
+}
+
 impl AzureBackend {
+    /// The table partition and RowKey prefix of an instance in this hub.
+    pub(crate) fn keys(&self, instance_id: &str) -> InstanceKeys {
+        InstanceKeys::of(instance_id, self.table_partitions())
+    }
+
     /// Runs one entity group transaction and checks every operation's status (the SDK
     /// returns `Ok` even when the service rejected the batch). Returns the ETag of the
     /// last operation.
@@ -176,17 +221,17 @@ impl AzureBackend {
             .map_err(|e| classify("table write", e))
     }
 
-    /// Every row of an instance's partition.
     /// The state row: the state, its history ranges and its ETag.
     async fn read_state_row(
         &self,
         instance_id: &str,
     ) -> Result<Option<(InstanceState, Vec<Range>, ETag)>, Error> {
         self.counter.count("table.get");
+        let keys = self.keys(instance_id);
         let got = self
             .table
-            .partition_key_client(instance_id)
-            .entity_client(STATE_ROW)
+            .partition_key_client(&keys.partition)
+            .entity_client(keys.state_row())
             .get::<Row>()
             .await;
         match got.map_err(|e| classify("read state", e)) {
@@ -207,6 +252,7 @@ impl AzureBackend {
     /// one is missing (a commit landed between the reads).
     async fn visible_events(
         &self,
+        keys: &InstanceKeys,
         rows: &[Row],
         state: &InstanceState,
         ranges: &[Range],
@@ -215,7 +261,9 @@ impl AzureBackend {
         let mut events: Vec<Option<HistoryEvent>> =
             vec![None; seqs.end.saturating_sub(seqs.start) as usize];
         for row in rows {
-            let Some((execution, seq, gen)) = parse_history_key(&row.row_key) else {
+            let Some((execution, seq, gen)) =
+                history_part(keys, &row.row_key).and_then(parse_history_key)
+            else {
                 continue;
             };
             if execution != state.execution_id || !seqs.contains(&seq) || gen != gen_of(ranges, seq)
@@ -231,8 +279,14 @@ impl AzureBackend {
         Ok(events.into_iter().collect())
     }
 
-    async fn partition_rows(&self, instance_id: &str) -> Result<Vec<Row>, Error> {
-        let filter = format!("PartitionKey eq '{}'", odata_quote(instance_id));
+    /// Every row of an instance: one range of its table partition.
+    async fn instance_rows(&self, keys: &InstanceKeys) -> Result<Vec<Row>, Error> {
+        let filter = format!(
+            "PartitionKey eq '{}' and RowKey ge '{}' and RowKey lt '{}'",
+            keys.partition,
+            odata_quote(&keys.prefix),
+            odata_quote(&keys.rows_end()),
+        );
         self.query_rows(filter).await
     }
 
@@ -250,13 +304,13 @@ impl AzureBackend {
         let body = self.inline(row.body.clone().unwrap_or_default()).await?;
         let state: InstanceState = serde_json::from_str(&body).map_err(|e| {
             Error::Permanent(format!(
-                "state row of '{}' is unreadable: {e}",
-                row.partition_key
+                "state row '{}' is unreadable: {e}",
+                row.row_key
             ))
         })?;
         let ranges = match &row.ranges {
             Some(text) => serde_json::from_str(text).map_err(|e| {
-                Error::Permanent(format!("ranges of '{}' unreadable: {e}", row.partition_key))
+                Error::Permanent(format!("ranges of '{}' unreadable: {e}", row.row_key))
             })?,
             None => Vec::new(),
         };
@@ -274,9 +328,11 @@ impl AzureBackend {
         let id = &state.instance_id;
         let body = serde_json::to_string(state).map_err(|e| Error::Permanent(e.to_string()))?;
         let limit = self.config.max_inline_property;
+        let keys = self.keys(id);
         Ok(Row {
-            partition_key: id.clone(),
-            row_key: STATE_ROW.into(),
+            partition_key: keys.partition.clone(),
+            row_key: keys.state_row(),
+            kind: Some(STATE_KIND.into()),
             status: Some(state.status.as_str().into()),
             name: Some(state.name.clone()),
             created_at: Some(state.created_at.to_rfc3339()),
@@ -295,9 +351,10 @@ impl AzureBackend {
         gen: &str,
     ) -> Result<Row, Error> {
         let text = serde_json::to_string(event).map_err(|e| Error::Permanent(e.to_string()))?;
+        let keys = self.keys(instance_id);
         Ok(Row {
-            partition_key: instance_id.to_owned(),
-            row_key: history_key(execution_id, event.seq, gen),
+            partition_key: keys.partition.clone(),
+            row_key: keys.history_row(execution_id, event.seq, gen),
             event: Some(
                 self.offload(instance_id, text, self.config.max_inline_property)
                     .await?,
@@ -316,10 +373,11 @@ impl AzureBackend {
             return Ok(ranges);
         }
         self.counter.count("table.get");
+        let keys = self.keys(instance_id);
         let got = self
             .table
-            .partition_key_client(instance_id)
-            .entity_client(STATE_ROW)
+            .partition_key_client(&keys.partition)
+            .entity_client(keys.state_row())
             .get::<Row>()
             .await
             .map_err(|e| classify("read state", e))?;
@@ -331,7 +389,7 @@ impl AzureBackend {
 
     /// How many table rows an instance has (tools and tests).
     pub async fn load_instance_rows(&self, instance_id: &str) -> Result<usize, Error> {
-        Ok(self.partition_rows(instance_id).await?.len())
+        Ok(self.instance_rows(&self.keys(instance_id)).await?.len())
     }
 }
 
@@ -362,11 +420,14 @@ impl InstanceStore for AzureBackend {
             None => Op::Insert(row),
             Some(etag) => Op::Update(row, etag.0.clone()),
         });
+        // With the other starts and commits of its table partition made at once.
+        let partition = self.keys(&state.instance_id).partition;
         let written = match op {
-            Ok(op) => {
-                self.transact(&self.table, &state.instance_id, vec![op])
-                    .await
-            }
+            Ok(op) => self
+                .row_batcher
+                .write(&partition, vec![op])
+                .await
+                .map(|etags| etags.into_iter().last().flatten()),
             Err(error) => Err(error),
         };
         let created = match written {
@@ -410,8 +471,10 @@ impl InstanceStore for AzureBackend {
     }
 
     async fn load_instance(&self, instance_id: &str) -> Result<Option<LoadedInstance>, Error> {
-        let rows = self.partition_rows(instance_id).await?;
-        let Some(state_row) = rows.iter().find(|r| r.row_key == STATE_ROW) else {
+        let keys = self.keys(instance_id);
+        let rows = self.instance_rows(&keys).await?;
+        let state_key = keys.state_row();
+        let Some(state_row) = rows.iter().find(|r| r.row_key == state_key) else {
             return Ok(None);
         };
         let (state, ranges) = self.decode_state(state_row).await?;
@@ -419,7 +482,7 @@ impl InstanceStore for AzureBackend {
         let index = IndexEntry::of_row(&state, state_row);
         self.ranges.put(instance_id, &etag.0, ranges.clone(), index);
         let history = self
-            .visible_events(&rows, &state, &ranges, 0..state.history_len)
+            .visible_events(&keys, &rows, &state, &ranges, 0..state.history_len)
             .await?;
         match history {
             Some(history) => Ok(Some(LoadedInstance {
@@ -451,21 +514,22 @@ impl InstanceStore for AzureBackend {
             return Ok(None);
         };
         let to = from.saturating_add(max as u64).min(state.history_len);
+        let keys = self.keys(instance_id);
         let rows = if to > from {
             // Only the page's rows: history keys sort by sequence within an execution.
             let execution = &state.execution_id;
             let filter = format!(
                 "PartitionKey eq '{}' and RowKey ge '{}' and RowKey lt '{}'",
-                odata_quote(instance_id),
-                odata_quote(&format!("h-{execution}-{from:010}")),
-                odata_quote(&format!("h-{execution}-{to:010}")),
+                keys.partition,
+                odata_quote(&format!("{}h-{execution}-{from:010}", keys.prefix)),
+                odata_quote(&format!("{}h-{execution}-{to:010}", keys.prefix)),
             );
             self.query_rows(filter).await?
         } else {
             Vec::new()
         };
         let events = self
-            .visible_events(&rows, &state, &ranges, from..to)
+            .visible_events(&keys, &rows, &state, &ranges, from..to)
             .await?;
         let Some(events) = events else {
             // A commit landed between the reads: read again later.
@@ -487,6 +551,7 @@ impl InstanceStore for AzureBackend {
         commit: EpisodeCommit,
     ) -> Result<ETag, Error> {
         let execution = commit.state.execution_id.clone();
+        let keys = self.keys(instance_id);
         let new_index = IndexKey::of(&commit.state);
         let old_index = match &commit.expected {
             Some(expected) => self.index_entry_left(instance_id, expected).await?,
@@ -535,7 +600,9 @@ impl InstanceStore for AzureBackend {
                 None => Op::Insert(state),
                 Some(etag) => Op::Update(state, etag.0.clone()),
             });
-            self.transact(&self.table, instance_id, ops).await?
+            // With the commits of the other instances of its partition made at once.
+            let etags = self.row_batcher.write(&keys.partition, ops).await?;
+            etags.into_iter().last().flatten()
         } else {
             // Too many rows for one batch: claim the instance first (If-Match), so no stale
             // worker writes a row; write the rows under this claim's generation; then make
@@ -544,14 +611,14 @@ impl InstanceStore for AzureBackend {
             let claim_etag = match &commit.expected {
                 Some(etag) => {
                     let row = Row {
-                        partition_key: instance_id.to_owned(),
-                        row_key: STATE_ROW.into(),
+                        partition_key: keys.partition.clone(),
+                        row_key: keys.state_row(),
                         claim: Some(claim.clone()),
                         ..Row::default()
                     };
                     self.transact(
                         &self.table,
-                        instance_id,
+                        &keys.partition,
                         vec![Op::Merge(row, etag.0.clone())],
                     )
                     .await?
@@ -561,7 +628,7 @@ impl InstanceStore for AzureBackend {
                     placeholder.status = flowforge_orchestrator::status::RuntimeStatus::Pending;
                     placeholder.history_len = 0;
                     let row = self.state_row(&placeholder, &[], index_etag).await?;
-                    self.transact(&self.table, instance_id, vec![Op::Insert(row)])
+                    self.transact(&self.table, &keys.partition, vec![Op::Insert(row)])
                         .await?
                 }
             }
@@ -574,7 +641,7 @@ impl InstanceStore for AzureBackend {
                             .await?,
                     ));
                 }
-                self.transact(&self.table, instance_id, ops).await?;
+                self.transact(&self.table, &keys.partition, ops).await?;
             }
             if let Some(from_seq) = first_seq {
                 ranges.push(Range {
@@ -585,7 +652,7 @@ impl InstanceStore for AzureBackend {
             let state = self.state_row(&commit.state, &ranges, index_etag).await?;
             self.transact(
                 &self.table,
-                instance_id,
+                &keys.partition,
                 vec![Op::Update(state, claim_etag)],
             )
             .await?
@@ -612,53 +679,74 @@ impl InstanceStore for AzureBackend {
         if let Some(page) = self.list_by_index(query, size).await? {
             return Ok(page);
         }
-        let mut stream = self
-            .table
-            .query()
-            .filter(list_query::service_filter(query))
-            .top(azure_data_tables::Top::new(list_query::rows_per_request(
-                size,
-            )))
-            .into_stream::<Row>();
+        // One query per table partition, merged in instance id order: the page is complete
+        // at one match more than it holds (that one says a next page exists), and the rest
+        // of the hub is not read.
+        let top = list_query::rows_per_request(size);
+        let mut partitions: Vec<PartitionRows> = (0..self.table_partitions())
+            .map(|n| {
+                let filter = list_query::service_filter(query, &partition_key(n));
+                PartitionRows::new(
+                    self.table
+                        .query()
+                        .filter(filter)
+                        .top(azure_data_tables::Top::new(top))
+                        .into_stream::<Row>(),
+                )
+            })
+            .collect();
         let mut states = Vec::new();
-        // Rows come in instance id order: the page is complete at one match more than it
-        // holds (that one says a next page exists), and the rest of the hub is not read.
-        'requests: while let Some(response) = stream.next().await {
-            self.counter.count("table.query");
-            for row in response.map_err(|e| classify("table query", e))?.entities {
-                if list_query::past_prefix(query, &row.partition_key) {
-                    break 'requests;
-                }
-                let (state, _) = self.decode_state(&row).await?;
-                if query.matches(&state) {
-                    states.push(state);
-                    if states.len() > size {
-                        break 'requests;
-                    }
-                }
+        while states.len() <= size {
+            let counter = &self.counter;
+            futures::future::try_join_all(partitions.iter_mut().map(|rows| rows.fill(counter)))
+                .await?;
+            let next = partitions
+                .iter_mut()
+                .filter(|rows| !rows.buffered.is_empty())
+                .min_by(|a, b| a.buffered[0].row_key.cmp(&b.buffered[0].row_key));
+            let Some(rows) = next else {
+                break;
+            };
+            let Some(row) = rows.buffered.pop_front() else {
+                break;
+            };
+            let Some(id) = id_of_state_row(&row.row_key) else {
+                continue;
+            };
+            if list_query::past_prefix(query, &id) {
+                // This partition has no more ids with the prefix.
+                rows.done = true;
+                rows.buffered.clear();
+                continue;
+            }
+            let (state, _) = self.decode_state(&row).await?;
+            if query.matches(&state) {
+                states.push(state);
             }
         }
         Ok(InstancePage::from_matches(states, size))
     }
 
     async fn delete_instance(&self, instance_id: &str) -> Result<bool, Error> {
-        let rows = self.partition_rows(instance_id).await?;
-        let existed = rows.iter().any(|r| r.row_key == STATE_ROW);
+        let keys = self.keys(instance_id);
+        let state_key = keys.state_row();
+        let rows = self.instance_rows(&keys).await?;
+        let existed = rows.iter().any(|r| r.row_key == state_key);
         let index = rows
             .iter()
-            .find(|r| r.row_key == STATE_ROW)
+            .find(|r| r.row_key == state_key)
             .and_then(status_index::key_of_row)
             .map(|key| IndexEntry { key, etag: None });
         // Two purges of one instance at once (two callers, a purge by filter beside a purge
         // of the id): a batch that meets a row the other already deleted fails with 404;
         // the rows left are read again and deleted, so both purges succeed.
-        let mut deleted = self.delete_rows(instance_id, rows).await;
+        let mut deleted = self.delete_rows(instance_id, &keys, rows).await;
         for _ in 0..3 {
             if !matches!(deleted, Err(Error::NotFound(_))) {
                 break;
             }
-            let rows = self.partition_rows(instance_id).await?;
-            deleted = self.delete_rows(instance_id, rows).await;
+            let rows = self.instance_rows(&keys).await?;
+            deleted = self.delete_rows(instance_id, &keys, rows).await;
         }
         deleted?;
         // Behind the state row, with the other entries left behind (purges of a filter
@@ -673,25 +761,71 @@ impl InstanceStore for AzureBackend {
 
 impl AzureBackend {
     /// Deletes `rows` of an instance and its payloads.
-    async fn delete_rows(&self, instance_id: &str, rows: Vec<Row>) -> Result<(), Error> {
+    async fn delete_rows(
+        &self,
+        instance_id: &str,
+        keys: &InstanceKeys,
+        rows: Vec<Row>,
+    ) -> Result<(), Error> {
         // History first, the state row last: a purge that dies half-way leaves an instance
         // that still reads as itself and can be purged again.
+        let state_key = keys.state_row();
         let (state, history): (Vec<_>, Vec<_>) =
-            rows.into_iter().partition(|r| r.row_key == STATE_ROW);
+            rows.into_iter().partition(|r| r.row_key == state_key);
         for chunk in history.chunks(BATCH) {
             let ops = chunk
                 .iter()
                 .map(|r| Op::Delete(r.row_key.clone()))
                 .collect();
-            self.transact(&self.table, instance_id, ops).await?;
+            self.transact(&self.table, &keys.partition, ops).await?;
         }
         self.delete_run_logs(instance_id).await?;
         if !state.is_empty() {
-            self.transact(&self.table, instance_id, vec![Op::Delete(STATE_ROW.into())])
+            self.transact(&self.table, &keys.partition, vec![Op::Delete(state_key)])
                 .await?;
         }
         self.delete_payloads(&format!("{instance_id}/")).await?;
         self.ranges.forget(instance_id);
+        Ok(())
+    }
+}
+
+/// A listing's rows of one table partition, read a response at a time as the merge needs.
+struct PartitionRows {
+    stream: futures::stream::BoxStream<
+        'static,
+        azure_core::Result<azure_data_tables::operations::QueryEntityResponse<Row>>,
+    >,
+    buffered: std::collections::VecDeque<Row>,
+    done: bool,
+}
+
+impl PartitionRows {
+    fn new(
+        stream: impl futures::Stream<
+                Item = azure_core::Result<azure_data_tables::operations::QueryEntityResponse<Row>>,
+            > + Send
+            + 'static,
+    ) -> Self {
+        Self {
+            stream: stream.boxed(),
+            buffered: Default::default(),
+            done: false,
+        }
+    }
+
+    /// Reads responses until a row is buffered or the partition has no more.
+    async fn fill(&mut self, counter: &crate::counter::Counter) -> Result<(), Error> {
+        while self.buffered.is_empty() && !self.done {
+            match self.stream.next().await {
+                Some(response) => {
+                    counter.count("table.query");
+                    let rows = response.map_err(|e| classify("table query", e))?.entities;
+                    self.buffered.extend(rows);
+                }
+                None => self.done = true,
+            }
+        }
         Ok(())
     }
 }

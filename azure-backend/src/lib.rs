@@ -1,7 +1,8 @@
 //! The Azure Storage backend of FlowForge Durable.
 //!
-//! - State and history in Table Storage, one partition per instance, each episode committed
-//!   under the state row's ETag (see [`rows`] for the layout).
+//! - State and history in Table Storage, the instances of a control partition in one table
+//!   partition, each episode committed under the state row's ETag, the writes of instances
+//!   made at once sharing transactions (see [`rows`] for the layout).
 //! - Work items, events and timers over Storage Queues (partitioned control queues, one
 //!   work-item queue, and the `<queue>-poison` queues the Functions host moves messages
 //!   to); message bodies base64 as the Functions host expects.
@@ -25,12 +26,14 @@ mod error;
 pub mod identity;
 mod index_batcher;
 mod instance_store;
+mod layout;
 mod list_query;
 mod local_arrivals;
 mod payload;
 mod payload_store;
 mod queue_store;
 mod ranges_cache;
+mod row_batcher;
 pub mod rows;
 mod run_log_store;
 mod start_bundler;
@@ -40,6 +43,7 @@ mod storage_health;
 mod wake;
 
 pub use backend::AzureBackend;
+pub use layout::LayoutMove;
 pub use config::{
     AccountAccess, AccountCredential, AzureConfig, Credentials, Endpoints, AZURITE_ACCOUNT,
 };

@@ -1,30 +1,37 @@
 //! Listing instances: the filters the table service evaluates itself, so that a page reads
 //! about as many state rows as it returns instead of the whole task hub.
 //!
-//! The state row carries the status (`Status`), the creation time (`CreatedAt`, RFC 3339
-//! in UTC) and the instance id (the partition key) as properties of their own; the service
-//! returns rows in partition key order, so a page ends once it has one match more than it
-//! holds. The service's filter only narrows: every row is still checked against the whole
-//! query (the workflow id, inside the state body, only there).
+//! The state row carries its kind (`Kind`), the status (`Status`) and the creation time
+//! (`CreatedAt`, RFC 3339 in UTC) as properties of their own and begins its RowKey with the
+//! instance id; the service returns a partition's rows in RowKey order, which is instance id
+//! order (`rows`), so a listing merges one query per table partition and a page ends once
+//! it has one match more than it holds. The service's filter only narrows: every row is
+//! still checked against the whole query (the workflow id, inside the state body, only
+//! there).
 
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use flowforge_orchestrator::backend::InstanceQuery;
 
-use crate::rows::{odata_quote, STATE_ROW};
+use crate::rows::{encode_id, odata_quote, InstanceKeys, STATE_KIND};
 
-/// The OData filter of a listing: state rows after the continuation, of the statuses, in
-/// the creation window and from the id prefix on.
-pub(crate) fn service_filter(query: &InstanceQuery) -> String {
-    let mut clauses = vec![format!("RowKey eq '{STATE_ROW}'")];
+/// The OData filter of a listing in one table partition: state rows after the continuation,
+/// of the statuses, in the creation window and from the id prefix on.
+pub(crate) fn service_filter(query: &InstanceQuery, partition: &str) -> String {
+    let mut clauses = vec![
+        format!("PartitionKey eq '{partition}'"),
+        format!("Kind eq '{STATE_KIND}'"),
+    ];
     if let Some(after) = &query.continuation {
-        clauses.push(format!("PartitionKey gt '{}'", odata_quote(after)));
+        // The state row of the last instance listed (its partition does not matter).
+        let key = InstanceKeys::of(after, 1).state_row();
+        clauses.push(format!("RowKey gt '{}'", odata_quote(&key)));
     }
     if let Some(prefix) = query
         .instance_id_prefix
         .as_deref()
         .filter(|p| !p.is_empty())
     {
-        clauses.push(format!("PartitionKey ge '{}'", odata_quote(prefix)));
+        clauses.push(format!("RowKey ge '{}'", odata_quote(&encode_id(prefix))));
     }
     if !query.statuses.is_empty() {
         let any = query
@@ -87,9 +94,9 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            service_filter(&query),
-            "RowKey eq 'state' and PartitionKey gt 'run-o''brien-7' \
-             and PartitionKey ge 'run-o''brien' \
+            service_filter(&query, "03"),
+            "PartitionKey eq '03' and Kind eq 'state' and RowKey gt 'run-o''brien-7  state' \
+             and RowKey ge 'run-o''brien' \
              and (Status eq 'Running' or Status eq 'Pending') \
              and CreatedAt ge '2026-12-03T07:00:05+00:00' \
              and CreatedAt le '2026-12-03T08:00:01+00:00'"
@@ -99,8 +106,8 @@ mod tests {
     #[test]
     fn no_filter_lists_state_rows() {
         assert_eq!(
-            service_filter(&InstanceQuery::default()),
-            "RowKey eq 'state'"
+            service_filter(&InstanceQuery::default(), "00"),
+            "PartitionKey eq '00' and Kind eq 'state'"
         );
     }
 

@@ -28,7 +28,7 @@ use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use flowforge_orchestrator::backend::InstanceQuery;
 use flowforge_orchestrator::status::{InstanceState, RuntimeStatus};
 
-use crate::rows::{odata_quote, Row};
+use crate::rows::{id_of_state_row, odata_quote, Row};
 
 /// PartitionKey of the index's own rows (never a status name).
 pub(crate) const MARKER_PARTITION: &str = "Index";
@@ -86,7 +86,7 @@ impl IndexKey {
 /// The entry of a state row as stored (its `Status` and `CreatedAt` properties).
 pub(crate) fn key_of_row(row: &Row) -> Option<IndexKey> {
     IndexKey::from_properties(
-        &row.partition_key,
+        &id_of_state_row(&row.row_key)?,
         row.status.as_deref()?,
         row.created_at.as_deref()?,
     )

@@ -17,7 +17,7 @@ use crate::backend::AzureBackend;
 use crate::error::classify;
 use crate::index_batcher::{IndexBatcher, IndexWriter};
 use crate::instance_store::{Op, BATCH};
-use crate::rows::{Row, STATE_ROW};
+use crate::rows::{Row, STATE_KIND};
 use crate::status_index::{
     self, IndexEntry, IndexKey, COMPLETE_ROW, ENABLED_ROW, MARKER_PARTITION,
 };
@@ -83,7 +83,7 @@ impl AzureBackend {
         let mut stream = self
             .table
             .query()
-            .filter(format!("RowKey eq '{STATE_ROW}'"))
+            .filter(format!("Kind eq '{STATE_KIND}'"))
             .select("PartitionKey,RowKey,Status,CreatedAt")
             .into_stream::<Row>();
         let mut count = 0;
