@@ -133,6 +133,10 @@ pub enum ClientCommand {
         #[arg(long)]
         yes: bool,
     },
+    /// Move a task hub's instances table to the current layout (format 2: instances share
+    /// their control partition's table partition). Stop the hub's workers first; safe to
+    /// run again after an interruption.
+    MigrateLayout,
 }
 
 /// Operations on the task hub's schedules.
@@ -236,9 +240,18 @@ pub async fn run(command: ClientCommand, storage: StorageArgs) -> anyhow::Result
             "this deletes every instance of task hub '{}': pass --yes",
             storage.task_hub
         );
-        let backend = AzureBackend::connect(storage.azure_config()?).await?;
+        let backend = AzureBackend::connect_to_migrate(storage.azure_config()?).await?;
         backend.delete_task_hub().await?;
         println!("task hub '{}' deleted", storage.task_hub);
+        return Ok(());
+    }
+    if let ClientCommand::MigrateLayout = command {
+        let backend = AzureBackend::connect_to_migrate(storage.azure_config()?).await?;
+        let moved = backend.migrate_layout().await?;
+        println!(
+            "task hub '{}': {} instances moved to the current table layout ({} rows written)",
+            storage.task_hub, moved.instances, moved.rows
+        );
         return Ok(());
     }
     let client = Client::new(storage.connect().await?);
@@ -423,7 +436,7 @@ pub async fn run(command: ClientCommand, storage: StorageArgs) -> anyhow::Result
                 println!("deleted {id}");
             }
         },
-        ClientCommand::DeleteTaskHub { .. } => {}
+        ClientCommand::DeleteTaskHub { .. } | ClientCommand::MigrateLayout => {}
     }
     Ok(())
 }
