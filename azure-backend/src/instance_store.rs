@@ -772,6 +772,21 @@ impl AzureBackend {
         let state_key = keys.state_row();
         let (state, history): (Vec<_>, Vec<_>) =
             rows.into_iter().partition(|r| r.row_key == state_key);
+        if !state.is_empty() && history.len() < BATCH {
+            // All its rows in one transaction, shared with the purges of other instances
+            // of the partition made at once; the run logs first and the payloads after, so
+            // the instance reads as itself until its rows go.
+            self.delete_run_logs(instance_id).await?;
+            let ops = history
+                .iter()
+                .chain(&state)
+                .map(|r| Op::Delete(r.row_key.clone()))
+                .collect();
+            self.row_batcher.write(&keys.partition, ops).await?;
+            self.delete_payloads(&format!("{instance_id}/")).await?;
+            self.ranges.forget(instance_id);
+            return Ok(());
+        }
         for chunk in history.chunks(BATCH) {
             let ops = chunk
                 .iter()
