@@ -298,15 +298,15 @@ impl AzureConfig {
 
     /// A Table service client with these credentials (tools and tests that look at the
     /// task hub's tables themselves).
-    pub fn table_service(
-        &self,
-    ) -> Result<azure_data_tables::clients::TableServiceClient, String> {
+    pub fn table_service(&self) -> Result<azure_data_tables::clients::TableServiceClient, String> {
         let credentials = self.storage_credentials()?;
-        Ok(azure_data_tables::clients::TableServiceClientBuilder::with_location(
-            self.location(&self.endpoints.table),
-            credentials,
+        Ok(
+            azure_data_tables::clients::TableServiceClientBuilder::with_location(
+                self.location(&self.endpoints.table),
+                credentials,
+            )
+            .build(),
         )
-        .build())
     }
 
     /// How another storage client (the Delta tables' object store) reaches this account:

@@ -303,10 +303,7 @@ impl AzureBackend {
     async fn decode_state(&self, row: &Row) -> Result<(InstanceState, Vec<Range>), Error> {
         let body = self.inline(row.body.clone().unwrap_or_default()).await?;
         let state: InstanceState = serde_json::from_str(&body).map_err(|e| {
-            Error::Permanent(format!(
-                "state row '{}' is unreadable: {e}",
-                row.row_key
-            ))
+            Error::Permanent(format!("state row '{}' is unreadable: {e}", row.row_key))
         })?;
         let ranges = match &row.ranges {
             Some(text) => serde_json::from_str(text).map_err(|e| {

@@ -20,8 +20,8 @@ use crate::backend::AzureBackend;
 use crate::error::classify;
 use crate::instance_store::{Op, BATCH};
 use crate::rows::{
-    odata_quote, parse_history_key, Row, LAYOUT_FORMAT, LAYOUT_PARTITION, LAYOUT_ROW,
-    STATE_KIND, V1_STATE_ROW,
+    odata_quote, parse_history_key, Row, LAYOUT_FORMAT, LAYOUT_PARTITION, LAYOUT_ROW, STATE_KIND,
+    V1_STATE_ROW,
 };
 
 /// The hub's layout row.
@@ -218,7 +218,10 @@ impl AzureBackend {
         let (old_state, old_history): (Vec<_>, Vec<_>) =
             old.into_iter().partition(|r| r.row_key == V1_STATE_ROW);
         for chunk in old_history.chunks(BATCH) {
-            let ops = chunk.iter().map(|r| Op::Delete(r.row_key.clone())).collect();
+            let ops = chunk
+                .iter()
+                .map(|r| Op::Delete(r.row_key.clone()))
+                .collect();
             self.transact(&self.table, instance_id, ops).await?;
         }
         for row in old_state {

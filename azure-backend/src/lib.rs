@@ -43,7 +43,7 @@ mod storage_health;
 mod wake;
 
 pub use backend::AzureBackend;
-pub use layout::LayoutMove;
 pub use config::{
     AccountAccess, AccountCredential, AzureConfig, Credentials, Endpoints, AZURITE_ACCOUNT,
 };
+pub use layout::LayoutMove;

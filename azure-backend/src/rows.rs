@@ -196,7 +196,9 @@ mod tests {
 
     #[test]
     fn an_instances_rows_share_its_prefix_and_no_other_instances_do() {
-        let ids = ["run", "run ", "run  x", "run !", "run-1", "run 1", " ", "a b"];
+        let ids = [
+            "run", "run ", "run  x", "run !", "run-1", "run 1", " ", "a b",
+        ];
         for id in ids {
             let keys = InstanceKeys::of(id, 4);
             assert_eq!(id_of_state_row(&keys.state_row()).as_deref(), Some(id));
@@ -209,7 +211,10 @@ mod tests {
             );
             for other in ids.iter().filter(|o| **o != id) {
                 let theirs = InstanceKeys::of(other, 4);
-                assert!(!theirs.state_row().starts_with(&keys.prefix), "{other:?} under {id:?}");
+                assert!(
+                    !theirs.state_row().starts_with(&keys.prefix),
+                    "{other:?} under {id:?}"
+                );
                 let their_history = theirs.history_row("e1", 3, "a");
                 assert!(!their_history.starts_with(&keys.prefix));
             }
@@ -218,7 +223,9 @@ mod tests {
 
     #[test]
     fn state_rows_sort_in_instance_id_order() {
-        let mut ids = vec!["run", "run ", "run  x", "run !", "run-1", "run 1", "ru", "a b", "a"];
+        let mut ids = vec![
+            "run", "run ", "run  x", "run !", "run-1", "run 1", "ru", "a b", "a",
+        ];
         let mut by_key = ids.clone();
         ids.sort();
         by_key.sort_by_key(|id| InstanceKeys::of(id, 1).state_row());

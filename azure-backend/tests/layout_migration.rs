@@ -5,9 +5,9 @@
 
 use chrono::{TimeZone, Utc};
 use flowforge_azure::{azurite, AzureBackend};
+use flowforge_orchestrator::backend::to_instance;
 use flowforge_orchestrator::backend::{InstanceQuery, InstanceStore, QueueName};
 use flowforge_orchestrator::history::{EventKind, HistoryEvent};
-use flowforge_orchestrator::backend::to_instance;
 use flowforge_orchestrator::status::{InstanceState, RuntimeStatus};
 use serde_json::json;
 
@@ -53,7 +53,11 @@ async fn write_v1_instance(
             "RowKey": format!("h-x-{id}-{:010}-a", event.seq),
             "Event": serde_json::to_string(event).unwrap(),
         });
-        table.insert::<_, serde_json::Value>(row).unwrap().await.unwrap();
+        table
+            .insert::<_, serde_json::Value>(row)
+            .unwrap()
+            .await
+            .unwrap();
     }
     let row = json!({
         "PartitionKey": id,
@@ -64,7 +68,11 @@ async fn write_v1_instance(
         "Body": serde_json::to_string(&state).unwrap(),
         "Ranges": "[]",
     });
-    table.insert::<_, serde_json::Value>(row).unwrap().await.unwrap();
+    table
+        .insert::<_, serde_json::Value>(row)
+        .unwrap()
+        .await
+        .unwrap();
     (state, history)
 }
 
@@ -72,7 +80,9 @@ async fn write_v1_instance(
 async fn a_format_1_hub_is_refused_until_moved_and_the_move_keeps_every_instance() {
     let config = azurite::shared().config("layoutmove");
     // The hub's tables, as a format 1 build left them.
-    let opened = AzureBackend::connect_to_migrate(config.clone()).await.unwrap();
+    let opened = AzureBackend::connect_to_migrate(config.clone())
+        .await
+        .unwrap();
     drop(opened);
     let table = config
         .table_service()
@@ -90,7 +100,9 @@ async fn a_format_1_hub_is_refused_until_moved_and_the_move_keeps_every_instance
         "{refused}"
     );
 
-    let mover = AzureBackend::connect_to_migrate(config.clone()).await.unwrap();
+    let mover = AzureBackend::connect_to_migrate(config.clone())
+        .await
+        .unwrap();
     let moved = mover.migrate_layout().await.unwrap();
     assert_eq!(moved.instances, 4);
     assert_eq!(moved.rows, 4 + 3 + 63 + 123 + 183);

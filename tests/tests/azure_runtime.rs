@@ -472,7 +472,10 @@ async fn a_listing_page_reads_one_page_of_rows() {
             .map(|s| s.instance_id.clone())
             .collect();
         assert_eq!(got, ids[page * 10..page * 10 + 10], "page {page}");
-        assert_eq!(read, 2, "page {page}: one query request per table partition");
+        assert_eq!(
+            read, 2,
+            "page {page}: one query request per table partition"
+        );
         query.continuation = listed.continuation;
         assert_eq!(
             query.continuation.as_deref(),
