@@ -5,13 +5,13 @@
 //! cost a fraction of a write each instead of one. The batches are written by a task of
 //! their own, so a caller that stops waiting strands no one.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 
 use async_trait::async_trait;
 use flowforge_orchestrator::backend::Error;
 use tokio::sync::oneshot;
 
+use crate::partition_queue::PartitionQueue;
 use crate::rows::Row;
 
 /// What the batcher writes through: the backend's index table and its batcher.
@@ -32,17 +32,11 @@ const MAX_BATCH: usize = 100;
 
 type Reply = oneshot::Sender<Result<Option<String>, Error>>;
 
-/// The entries waiting per partition, and whether a batch of it is in flight.
+/// The entries waiting per partition.
 #[derive(Default)]
 pub(crate) struct IndexBatcher {
-    partitions: Mutex<HashMap<String, Waiting>>,
+    waiting: PartitionQueue<(Row, Reply)>,
     backend: OnceLock<Weak<dyn IndexWriter>>,
-}
-
-#[derive(Default)]
-struct Waiting {
-    in_flight: bool,
-    rows: Vec<(Row, Reply)>,
 }
 
 impl IndexBatcher {
@@ -55,22 +49,13 @@ impl IndexBatcher {
     pub(crate) async fn upsert(&self, row: Row) -> Result<Option<String>, Error> {
         let (reply, answer) = oneshot::channel();
         let partition = row.partition_key.clone();
-        let start_writer = {
-            let mut partitions = self.partitions.lock().unwrap_or_else(|p| p.into_inner());
-            let waiting = partitions.entry(partition.clone()).or_default();
-            waiting.rows.push((row, reply));
-            !std::mem::replace(&mut waiting.in_flight, true)
-        };
-        if start_writer {
+        if self.waiting.push(&partition, (row, reply)) {
             match self.backend.get().and_then(Weak::upgrade) {
                 Some(backend) => {
                     tokio::spawn(write_batches(Arc::downgrade(&backend), partition));
                 }
                 // Not attached or gone: the waiting replies drop, and their callers get an error.
-                None => {
-                    let mut partitions = self.partitions.lock().unwrap_or_else(|p| p.into_inner());
-                    partitions.remove(&partition);
-                }
+                None => self.waiting.abandon(&partition),
             }
         }
         answer
@@ -80,14 +65,10 @@ impl IndexBatcher {
 
     /// The next batch of a partition, or `None` (and no batch in flight) when none waits.
     fn next_batch(&self, partition: &str) -> Option<Vec<(Row, Reply)>> {
-        let mut partitions = self.partitions.lock().unwrap_or_else(|p| p.into_inner());
-        let waiting = partitions.get_mut(partition)?;
-        if waiting.rows.is_empty() {
-            waiting.in_flight = false;
-            return None;
-        }
-        let take = waiting.rows.len().min(MAX_BATCH);
-        Some(waiting.rows.drain(..take).collect())
+        self.waiting.next(partition, |rows| {
+            let take = rows.len().min(MAX_BATCH);
+            rows.drain(..take).collect()
+        })
     }
 }
 

@@ -29,6 +29,7 @@ mod instance_store;
 mod layout;
 mod list_query;
 mod local_arrivals;
+mod partition_queue;
 mod payload;
 mod payload_store;
 mod queue_store;

@@ -10,14 +10,15 @@
 //! is written again one caller at a time, so each gets its own answer. A transaction whose
 //! outcome is unknown (a timeout) is not retried: its callers get the error, as alone.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::collections::HashSet;
+use std::sync::{Arc, OnceLock, Weak};
 
 use async_trait::async_trait;
 use flowforge_orchestrator::backend::Error;
 use tokio::sync::oneshot;
 
 use crate::instance_store::{Op, BATCH};
+use crate::partition_queue::PartitionQueue;
 
 /// What the batcher writes through: the backend's instances table.
 #[async_trait]
@@ -44,17 +45,11 @@ struct Write {
     reply: Reply,
 }
 
-/// The writes waiting per partition, and whether a transaction of it is in flight.
+/// The writes waiting per partition.
 #[derive(Default)]
 pub(crate) struct RowBatcher {
-    partitions: Mutex<HashMap<String, Waiting>>,
+    waiting: PartitionQueue<Write>,
     backend: OnceLock<Weak<dyn RowWriter>>,
-}
-
-#[derive(Default)]
-struct Waiting {
-    in_flight: bool,
-    writes: Vec<Write>,
 }
 
 impl RowBatcher {
@@ -71,13 +66,7 @@ impl RowBatcher {
         ops: Vec<Op>,
     ) -> Result<Vec<Option<String>>, Error> {
         let (reply, answer) = oneshot::channel();
-        let start_writer = {
-            let mut partitions = self.partitions.lock().unwrap_or_else(|p| p.into_inner());
-            let waiting = partitions.entry(partition.to_owned()).or_default();
-            waiting.writes.push(Write { ops, reply });
-            !std::mem::replace(&mut waiting.in_flight, true)
-        };
-        if start_writer {
+        if self.waiting.push(partition, Write { ops, reply }) {
             match self.backend.get().and_then(Weak::upgrade) {
                 Some(backend) => {
                     tokio::spawn(write_batches(
@@ -86,10 +75,7 @@ impl RowBatcher {
                     ));
                 }
                 // Not attached or gone: the waiting replies drop, and their callers get an error.
-                None => {
-                    let mut partitions = self.partitions.lock().unwrap_or_else(|p| p.into_inner());
-                    partitions.remove(partition);
-                }
+                None => self.waiting.abandon(partition),
             }
         }
         answer
@@ -100,24 +86,20 @@ impl RowBatcher {
     /// The next writes of a partition to share a transaction, or `None` (and none in
     /// flight) when none waits.
     fn next_batch(&self, partition: &str) -> Option<Vec<Write>> {
-        let mut partitions = self.partitions.lock().unwrap_or_else(|p| p.into_inner());
-        let waiting = partitions.get_mut(partition)?;
-        if waiting.writes.is_empty() {
-            waiting.in_flight = false;
-            return None;
-        }
-        let taken = shareable(&waiting.writes);
-        let mut batch = Vec::with_capacity(taken.len());
-        let mut kept = Vec::with_capacity(waiting.writes.len() - taken.len());
-        for (i, write) in waiting.writes.drain(..).enumerate() {
-            if taken.contains(&i) {
-                batch.push(write);
-            } else {
-                kept.push(write);
+        self.waiting.next(partition, |writes| {
+            let taken = shareable(writes);
+            let mut batch = Vec::with_capacity(taken.len());
+            let mut kept = Vec::with_capacity(writes.len() - taken.len());
+            for (i, write) in writes.drain(..).enumerate() {
+                if taken.contains(&i) {
+                    batch.push(write);
+                } else {
+                    kept.push(write);
+                }
             }
-        }
-        waiting.writes = kept;
-        Some(batch)
+            *writes = kept;
+            batch
+        })
     }
 }
 
