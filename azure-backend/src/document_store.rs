@@ -8,9 +8,9 @@ use futures::StreamExt;
 
 use crate::backend::AzureBackend;
 use crate::error::classify;
-use crate::instance_store::Op;
 use crate::rows::odata_quote;
 use crate::rows::Row;
+use crate::table_op::Op;
 
 impl AzureBackend {
     async fn document_rows(&self, filter: String) -> Result<Vec<Document>, Error> {

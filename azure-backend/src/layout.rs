@@ -18,11 +18,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::backend::AzureBackend;
 use crate::error::classify;
-use crate::instance_store::{Op, BATCH};
 use crate::rows::{
     odata_quote, parse_history_key, Row, LAYOUT_FORMAT, LAYOUT_PARTITION, LAYOUT_ROW, STATE_KIND,
     V1_STATE_ROW,
 };
+use crate::table_op::{Op, BATCH};
 
 /// The hub's layout row.
 #[derive(Debug, Serialize, Deserialize)]

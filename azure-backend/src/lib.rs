@@ -41,6 +41,8 @@ mod start_bundler;
 mod status_index;
 mod status_index_store;
 mod storage_health;
+mod table_op;
+mod table_writes;
 mod wake;
 
 pub use backend::AzureBackend;

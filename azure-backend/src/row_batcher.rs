@@ -17,8 +17,8 @@ use async_trait::async_trait;
 use flowforge_orchestrator::backend::Error;
 use tokio::sync::oneshot;
 
-use crate::instance_store::{Op, BATCH};
 use crate::partition_queue::PartitionQueue;
+use crate::table_op::{Op, BATCH};
 
 /// What the batcher writes through: the backend's instances table.
 #[async_trait]

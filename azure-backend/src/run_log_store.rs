@@ -11,9 +11,9 @@ use futures::StreamExt;
 
 use crate::backend::AzureBackend;
 use crate::error::classify;
-use crate::instance_store::{Op, BATCH};
 use crate::rows::odata_quote;
 use crate::rows::Row;
+use crate::table_op::{Op, BATCH};
 
 /// Chunks per page at most (one query page of the service holds up to 1,000 rows).
 const MAX_PAGE: usize = 1_000;

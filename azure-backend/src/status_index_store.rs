@@ -16,11 +16,11 @@ use futures::StreamExt;
 use crate::backend::AzureBackend;
 use crate::error::classify;
 use crate::index_batcher::{IndexBatcher, IndexWriter};
-use crate::instance_store::{Op, BATCH};
 use crate::rows::{Row, STATE_KIND};
 use crate::status_index::{
     self, IndexEntry, IndexKey, COMPLETE_ROW, ENABLED_ROW, MARKER_PARTITION,
 };
+use crate::table_op::{Op, BATCH};
 
 /// Candidates whose state rows are read at once.
 const VERIFY_AT_ONCE: usize = 16;
