@@ -105,17 +105,23 @@ impl RowBatcher {
 
 /// Which of the waiting writes (indices, in arrival order) go in the next transaction: the
 /// first always; then each that fits within 100 operations and the size bound and touches
-/// no row already in it (a transaction may name an entity once).
+/// no row already in it (a transaction may name an entity once) nor a row of a write left
+/// for later (writes of one row keep their order).
 fn shareable(writes: &[Write]) -> Vec<usize> {
     let mut taken = Vec::new();
     let mut ops = 0;
     let mut bytes = 0;
     let mut rows: HashSet<&str> = HashSet::new();
+    let mut later: HashSet<&str> = HashSet::new();
     for (i, write) in writes.iter().enumerate() {
         let size: usize = write.ops.iter().map(Op::approximate_bytes).sum();
-        let clash = write.ops.iter().any(|op| rows.contains(op.row_key()));
+        let clash = write
+            .ops
+            .iter()
+            .any(|op| rows.contains(op.row_key()) || later.contains(op.row_key()));
         let fits = ops + write.ops.len() <= BATCH && bytes + size <= MAX_SHARED_BYTES;
         if !taken.is_empty() && (clash || !fits) {
+            later.extend(write.ops.iter().map(Op::row_key));
             continue;
         }
         taken.push(i);
@@ -210,6 +216,17 @@ mod tests {
         ];
         // The second write of `a` waits; 60 + 40 would pass 100 operations; `c` fits.
         assert_eq!(shareable(&writes), [0, 1, 3, 5]);
+        // A write that waits holds back the later writes of its rows: `d`'s first write
+        // would pass 100 operations, so its second waits too, and `e` fits.
+        let most: Vec<String> = (0..99).map(|i| format!("w{i}")).collect();
+        let most: Vec<&str> = most.iter().map(String::as_str).collect();
+        let writes = vec![
+            write(&most),
+            write(&["d  state", "d  h-1"]),
+            write(&["d  state"]),
+            write(&["e  state"]),
+        ];
+        assert_eq!(shareable(&writes), [0, 3]);
         // A write alone goes whatever its size.
         let big: Vec<String> = (0..100).map(|i| format!("y{i}")).collect();
         let big: Vec<&str> = big.iter().map(String::as_str).collect();
