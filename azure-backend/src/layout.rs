@@ -11,7 +11,6 @@
 
 use std::sync::atomic::Ordering;
 
-use azure_data_tables::IfMatchCondition;
 use flowforge_orchestrator::backend::Error;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -226,15 +225,8 @@ impl AzureBackend {
         }
         for row in old_state {
             let etag = row.etag.unwrap_or_default();
-            let condition = IfMatchCondition::Etag(etag.into());
-            self.counter.count("table.write");
-            self.table
-                .partition_key_client(instance_id)
-                .entity_client(V1_STATE_ROW)
-                .delete()
-                .if_match(condition)
-                .await
-                .map_err(|e| classify("delete format 1 state row", e))?;
+            let delete = vec![Op::DeleteIf(V1_STATE_ROW.into(), etag)];
+            self.transact(&self.table, instance_id, delete).await?;
         }
         Ok(written)
     }
