@@ -119,25 +119,41 @@ pub fn from_parquet(bytes: &[u8], columns: Option<Vec<String>>) -> PolarsResult<
         .finish()
 }
 
-/// The rows of a parquet file, `rows` at a time (at least one slice, maybe empty). Row
-/// groups outside a slice are skipped, so only one slice is decoded at once.
-pub fn parquet_slices(
-    bytes: &[u8],
-    rows: usize,
-    mut each: impl FnMut(DataFrame) -> PolarsResult<()>,
-) -> PolarsResult<()> {
-    let total = ParquetReader::new(Cursor::new(bytes)).num_rows()?;
+/// The row ranges `(offset, length)` a parquet file is read in: its row groups, each cut
+/// into equal parts of at most `most` rows (at least one range, maybe empty). A range never
+/// spans two row groups, so each group's pages and dictionaries are decoded once, and
+/// ranges can be decoded side by side ([`read_parquet_rows`]).
+pub fn parquet_ranges(bytes: &[u8], most: usize) -> PolarsResult<Vec<(usize, usize)>> {
+    let mut reader = ParquetReader::new(Cursor::new(bytes));
+    let groups: Vec<usize> = reader
+        .get_metadata()?
+        .row_groups
+        .iter()
+        .map(|group| group.num_rows())
+        .collect();
+    let mut ranges = Vec::new();
     let mut offset = 0;
-    loop {
-        let slice = ParquetReader::new(Cursor::new(bytes))
-            .with_slice(Some((offset, rows)))
-            .finish()?;
-        each(slice)?;
-        offset += rows;
-        if offset >= total {
-            return Ok(());
+    for rows in groups.into_iter().filter(|rows| *rows > 0) {
+        let parts = rows.div_ceil(most.max(1));
+        let mut start = 0;
+        for part in 0..parts {
+            let end = rows * (part + 1) / parts;
+            ranges.push((offset + start, end - start));
+            start = end;
         }
+        offset += rows;
     }
+    if ranges.is_empty() {
+        ranges.push((0, 0));
+    }
+    Ok(ranges)
+}
+
+/// The rows `(offset, length)` of a parquet file.
+pub fn read_parquet_rows(bytes: &[u8], range: (usize, usize)) -> PolarsResult<DataFrame> {
+    ParquetReader::new(Cursor::new(bytes))
+        .with_slice(Some(range))
+        .finish()
 }
 
 /// Frames of one schema one under the other (their chunks are kept, not copied); at
@@ -243,26 +259,28 @@ mod tests {
     }
 
     #[test]
-    fn pieces_written_one_by_one_read_back_in_slices() {
-        let frame = |from: i64| df!("n" => (from..from + 100).collect::<Vec<_>>()).unwrap();
+    fn pieces_written_one_by_one_read_back_in_ranges_of_their_row_groups() {
+        let frame = |from: i64, rows: i64| {
+            df!("n" => (from..from + rows).collect::<Vec<_>>()).unwrap()
+        };
         let mut bytes = Vec::new();
-        let mut first = frame(0);
+        let mut first = frame(0, 100);
         let mut writer = ParquetPieces::new(&mut bytes, first.schema()).unwrap();
         writer.write(&mut first).unwrap();
-        writer.write(&mut frame(100)).unwrap();
+        writer.write(&mut frame(100, 150)).unwrap();
         writer.finish().unwrap();
-        let mut slices = Vec::new();
-        parquet_slices(&bytes, 64, |slice| {
-            slices.push(slice);
-            Ok(())
-        })
-        .unwrap();
+        let ranges = parquet_ranges(&bytes, 64).unwrap();
+        // 100 rows in two parts of 50, 150 in three of 50: no range crosses a row group.
         assert_eq!(
-            slices.iter().map(DataFrame::height).collect::<Vec<_>>(),
-            [64, 64, 64, 8]
+            ranges,
+            [(0, 50), (50, 50), (100, 50), (150, 50), (200, 50)]
         );
+        let slices: Vec<DataFrame> = ranges
+            .iter()
+            .map(|range| read_parquet_rows(&bytes, *range).unwrap())
+            .collect();
         let all = stack(slices).unwrap();
-        let expected = df!("n" => (0..200i64).collect::<Vec<_>>()).unwrap();
-        assert!(all.equals(&expected));
+        assert!(all.equals(&frame(0, 250)));
+        assert_eq!(parquet_ranges(&bytes, 1000).unwrap(), [(0, 100), (100, 150)]);
     }
 }

@@ -13,7 +13,7 @@ use flowforge_orchestrator::history::FailureDetails;
 use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::frames::{blocking, failure, parquet_slices, stack, to_parquet};
+use super::frames::{blocking, failure, parquet_ranges, read_parquet_rows, stack, to_parquet};
 use super::keys::{repeated_keys, value_runs};
 use super::spec_for;
 use crate::lake::DataLake;
@@ -207,9 +207,17 @@ fn reject_reason(checks: &[(Expr, String)]) -> Expr {
     )
 }
 
-/// Bronze rows decoded at a time: the text columns of one slice are the largest frame
-/// silver holds besides the typed rows it keeps.
-const SLICE_ROWS: usize = 65_536;
+/// The most bronze rows decoded as one range: a range's text columns are the largest
+/// frames silver holds besides the typed rows it keeps. Bronze's row groups (one per
+/// 8 MiB of landing text, about 90,000 flights) are read whole.
+const SLICE_ROWS: usize = 131_072;
+
+/// A range of bronze rows, checked.
+struct CheckedRange {
+    rows: usize,
+    rejects: DataFrame,
+    valid: DataFrame,
+}
 
 struct SilverFrames {
     rows_in: usize,
@@ -219,8 +227,8 @@ struct SilverFrames {
     dropped: DataFrame,
 }
 
-/// Casts and checks bronze one slice at a time (each column typed once; text columns are
-/// dropped as soon as a slice is typed), then removes duplicates of the primary key.
+/// Casts and checks bronze a range of rows at a time (each column typed once; text columns
+/// are dropped as soon as a range is typed), then removes duplicates of the primary key.
 fn transform(spec: &DatasetSpec, bronze: Vec<Vec<u8>>) -> PolarsResult<SilverFrames> {
     let typed_columns: Vec<Expr> = spec
         .schema
@@ -252,36 +260,55 @@ fn transform(spec: &DatasetSpec, bronze: Vec<Vec<u8>>) -> PolarsResult<SilverFra
         .collect();
     as_landed.push(ingested);
     as_landed.extend(["_source_file", "_run_id", "_reject_reason"].map(col));
-    let mut rows_in = 0;
-    let mut rejects = Vec::new();
-    let mut valid = Vec::new();
-    for file in bronze {
-        parquet_slices(&file, SLICE_ROWS, |slice| {
-            rows_in += slice.height();
-            let checked = slice
-                .lazy()
-                .with_columns(typed_columns.clone())
-                .with_column(rejected.clone())
-                .collect()?;
-            rejects.push(
-                checked
-                    .clone()
-                    .lazy()
-                    .filter(col("_rejected"))
-                    .with_column(reason.clone())
-                    .select(as_landed.clone())
-                    .collect()?,
-            );
-            valid.push(
-                checked
-                    .lazy()
-                    .filter(col("_rejected").not())
-                    .select(keep.clone())
-                    .collect()?,
-            );
-            Ok(())
-        })?;
+    // One range's text columns typed, checked and split into rejected and kept rows.
+    let check = |bytes: &[u8], range: (usize, usize)| -> PolarsResult<CheckedRange> {
+        let slice = read_parquet_rows(bytes, range)?;
+        let rows = slice.height();
+        let checked = slice
+            .lazy()
+            .with_columns(typed_columns.clone())
+            .with_column(rejected.clone())
+            .collect()?;
+        let rejects = checked
+            .clone()
+            .lazy()
+            .filter(col("_rejected"))
+            .with_column(reason.clone())
+            .select(as_landed.clone())
+            .collect()?;
+        let valid = checked
+            .lazy()
+            .filter(col("_rejected").not())
+            .select(keep.clone())
+            .collect()?;
+        Ok(CheckedRange {
+            rows,
+            rejects,
+            valid,
+        })
+    };
+    let mut ranges = Vec::new();
+    for file in &bronze {
+        for range in parquet_ranges(file, SLICE_ROWS)? {
+            ranges.push((file.as_slice(), range));
+        }
     }
+    // Ranges are checked side by side: within one range polars leaves a core idle much
+    // of the time (short steps, each planned and run in turn). Results keep file and
+    // row order, which the removal of duplicates depends on (the first row is kept).
+    use rayon::prelude::*;
+    let checked: Vec<CheckedRange> = polars_core::runtime::THREAD_POOL.install(|| {
+        ranges
+            .par_iter()
+            .map(|(bytes, range)| check(bytes, *range))
+            .collect::<PolarsResult<_>>()
+    })?;
+    drop(bronze);
+    let rows_in = checked.iter().map(|c| c.rows).sum();
+    let (rejects, valid): (Vec<DataFrame>, Vec<DataFrame>) = checked
+        .into_iter()
+        .map(|c| (c.rejects, c.valid))
+        .unzip();
     let rejects = stack(rejects)?;
     let valid = stack(valid)?;
     let (good, dropped) = match repeated_keys(&valid, &spec.primary_key)? {
