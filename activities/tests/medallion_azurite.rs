@@ -631,10 +631,19 @@ async fn an_independent_reader_sees_one_commit_per_run_and_travels_back() {
         .map_or_else(|_| root.join(".venv/bin/python"), std::path::PathBuf::from);
     let silver = "az://silver/deltaread/flights";
     let gold = "az://gold/deltaread/flights/carrier_month";
+    // Bronze is plain parquet: the first run's file, read from a local copy.
+    let bronze_file =
+        std::env::temp_dir().join(format!("flowforge-bronze-{}.parquet", std::process::id()));
+    let bronze_file = bronze_file.to_str().unwrap();
+    std::fs::write(
+        bronze_file,
+        p.lake.get("bronze", &first.bronze[0].path).await.unwrap(),
+    )
+    .unwrap();
     let read = std::process::Command::new(&python)
         .arg(root.join("activities/tests/lake/read_delta.py"))
         .arg(azurite::shared().connection_string())
-        .args([silver, gold])
+        .args([silver, gold, bronze_file])
         .output()
         .unwrap_or_else(|e| panic!("{}: {e} (scripts/test makes the venv)", python.display()));
     assert!(
@@ -642,8 +651,24 @@ async fn an_independent_reader_sees_one_commit_per_run_and_travels_back() {
         "{}",
         String::from_utf8_lossy(&read.stderr)
     );
+    let _ = std::fs::remove_file(bronze_file);
     let seen: serde_json::Value = serde_json::from_slice(&read.stdout).unwrap();
     let (silver, gold) = (&seen[silver], &seen[gold]);
+
+    // Bronze: every row, every value as the text that landed, lineage beside it.
+    let bronze = &seen[bronze_file];
+    assert_eq!(bronze["rows"], first.bronze[0].rows, "{bronze}");
+    assert_eq!(
+        bronze["types"],
+        serde_json::json!(["string_view"]),
+        "{bronze}"
+    );
+    assert_eq!(bronze["first_row"]["year"], "2013", "{bronze}");
+    assert_eq!(bronze["first_row"]["_run_id"], "first", "{bronze}");
+    assert_eq!(
+        bronze["first_row"]["_source_file"], "deltaread/a/flights.csv",
+        "{bronze}"
+    );
 
     assert_eq!(silver["version"], 1, "two runs, two commits: {silver}");
     assert_eq!(

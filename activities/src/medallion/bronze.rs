@@ -9,7 +9,7 @@ use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::frames::{
-    blocking, csv_pieces, failure, read_csv_as_text, read_csv_rows_as_text, rows_reaching,
+    blocking, csv_pieces, failure, read_csv_as_text, read_csv_rows_as_text, rows_reaching, MinMax,
     ParquetPieces,
 };
 use super::spec_for;
@@ -207,7 +207,8 @@ pub async fn bronze(lake: DataLake, input: BronzeInput) -> Result<BronzeOutput, 
         let mut frame = bronze_frame(&names, first, &lineage)?;
         let written = |e| failure("BronzeFailed", "writing parquet", e);
         let mut parquet = Vec::new();
-        let mut writer = ParquetPieces::new(&mut parquet, frame.schema()).map_err(written)?;
+        let mut writer =
+            ParquetPieces::new(&mut parquet, frame.schema(), MinMax::Left).map_err(written)?;
         let mut rows = 0;
         loop {
             rows += frame.height();

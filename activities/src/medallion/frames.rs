@@ -5,6 +5,11 @@ use std::sync::OnceLock;
 
 use flowforge_orchestrator::history::{FailureDetails, FailureKind};
 use polars::prelude::*;
+use polars_parquet::read::ParquetError;
+use polars_parquet::write::{
+    array_to_columns, get_dtype_encoding, to_parquet_schema, CompressedPage, Compressor, Encoding,
+    ParquetType, Version, WriteOptions,
+};
 
 /// Reads a CSV with every column as text (bronze keeps values as they came).
 pub fn read_csv_as_text(bytes: &[u8], null_values: &[String]) -> PolarsResult<DataFrame> {
@@ -40,39 +45,123 @@ pub fn read_csv_rows_as_text(bytes: &[u8], names: &[PlSmallStr]) -> PolarsResult
         .finish()
 }
 
-/// A parquet file written one frame at a time (zstd; each frame becomes row groups), so
-/// a stage holds one frame, not the whole file's. Bronze's: columns carry null counts but
-/// no min/max statistics, which for text columns as landed cost a comparison of every
-/// value and serve no reader (silver reads bronze whole).
-pub struct ParquetPieces<W: std::io::Write>(polars::io::parquet::write::BatchedWriter<W>);
+/// A parquet file written one frame at a time (zstd; each frame becomes one row group), so
+/// a stage holds one frame, not the whole file's.
+///
+/// polars' own writer builds each column's dictionary on its pool but encodes the pages and
+/// compresses them one column after the other while it writes; bronze left a core idle
+/// for about a third of its encoding. Here each column is encoded and compressed on the
+/// pool side by side and the finished row group handed to polars' writer, which lays it
+/// out and keeps the footer, as it does for its own streaming sink.
+pub struct ParquetPieces<W: std::io::Write> {
+    writer: polars::io::parquet::write::BatchedWriter<W>,
+    /// The parquet type of each column, in the frame's order.
+    fields: Vec<ParquetType>,
+    /// The encodings polars chooses for each column's leaves.
+    encodings: Vec<Vec<Encoding>>,
+    options: WriteOptions,
+}
+
+/// Whether a file's columns carry min/max statistics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MinMax {
+    /// With min/max (readers prune row groups by them).
+    Kept,
+    /// Null counts only: bronze's text columns as landed, where min/max cost a comparison
+    /// of every value and serve no reader (silver reads bronze whole).
+    Left,
+}
 
 impl<W: std::io::Write> ParquetPieces<W> {
     /// A writer of frames of `schema` into `sink`.
-    pub fn new(sink: W, schema: &Schema) -> PolarsResult<Self> {
-        let statistics = StatisticsOptions {
-            min_value: false,
-            max_value: false,
-            ..StatisticsOptions::default()
+    pub fn new(sink: W, schema: &Schema, min_max: MinMax) -> PolarsResult<Self> {
+        let statistics = match min_max {
+            MinMax::Kept => StatisticsOptions::default(),
+            MinMax::Left => StatisticsOptions {
+                min_value: false,
+                max_value: false,
+                ..StatisticsOptions::default()
+            },
         };
-        ParquetWriter::new(sink)
+        let arrow = schema.to_arrow(CompatLevel::newest());
+        let fields = to_parquet_schema(&arrow)?.fields().to_vec();
+        let encodings = arrow
+            .iter_values()
+            .map(|field| get_dtype_encoding(&field.dtype))
+            .collect();
+        // polars' own options for these settings (`ParquetWriter::materialize_options`).
+        let options = WriteOptions {
+            statistics,
+            compression: ParquetCompression::Zstd(None).into(),
+            version: Version::V1,
+            data_page_size: None,
+        };
+        let writer = ParquetWriter::new(sink)
             .with_compression(ParquetCompression::Zstd(None))
             .with_statistics(statistics)
-            .batched(schema)
-            .map(Self)
+            .batched(schema)?;
+        Ok(Self {
+            writer,
+            fields,
+            encodings,
+            options,
+        })
     }
 
-    /// Appends a frame.
+    /// Appends a frame as one row group.
     pub fn write(&mut self, df: &mut DataFrame) -> PolarsResult<()> {
-        // Each chunk becomes a row group: one per frame, not one per parser chunk (hundreds
-        // of tiny row groups are slow to write and to read back).
+        // One chunk, one row group (hundreds of tiny row groups are slow to write and to
+        // read back).
         df.rechunk_mut_par();
-        self.0.write_batch(df)
+        for batch in df.iter_chunks(CompatLevel::newest(), false) {
+            if batch.is_empty() {
+                continue;
+            }
+            let options = self.options;
+            let work: Vec<_> = batch
+                .columns()
+                .iter()
+                .zip(&self.fields)
+                .zip(&self.encodings)
+                .collect();
+            use rayon::prelude::*;
+            let columns = polars_core::runtime::THREAD_POOL.install(|| {
+                work.par_iter()
+                    .map(|((array, field), encodings)| {
+                        compressed_pages(array, field, encodings, options)
+                    })
+                    .collect::<PolarsResult<Vec<_>>>()
+            })?;
+            let leaves: Vec<Vec<CompressedPage>> = columns.into_iter().flatten().collect();
+            self.writer.write_row_group(batch.len() as u64, &leaves)?;
+        }
+        Ok(())
     }
 
     /// Writes the footer.
     pub fn finish(self) -> PolarsResult<()> {
-        self.0.finish().map(drop)
+        self.writer.finish().map(drop)
     }
+}
+
+/// A column's pages, encoded and compressed, per parquet leaf (one for a flat column).
+fn compressed_pages(
+    array: &ArrayRef,
+    field: &ParquetType,
+    encodings: &[Encoding],
+    options: WriteOptions,
+) -> PolarsResult<Vec<Vec<CompressedPage>>> {
+    array_to_columns(array, field.clone(), options, encodings)?
+        .into_iter()
+        .map(|pages| {
+            let pages = pages.map(|page| {
+                page.map_err(|e| ParquetError::FeatureNotSupported(format!("encoding: {e}")))
+            });
+            Compressor::new(pages, options.compression, Vec::new())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(PolarsError::from)
+        })
+        .collect()
 }
 
 /// The length of the first rows of `text` that reach at least `at_least` bytes, cut at a
@@ -103,14 +192,23 @@ pub fn csv_pieces(text: &[u8], target: usize) -> Vec<&[u8]> {
     pieces
 }
 
-/// Parquet bytes of a frame (zstd).
+/// Parquet bytes of a frame (zstd, min/max statistics): row groups of at most
+/// [`ROW_GROUP_ROWS`] rows, as polars' writer cuts them.
 pub fn to_parquet(df: &mut DataFrame) -> PolarsResult<Vec<u8>> {
     let mut buffer = Vec::new();
-    ParquetWriter::new(&mut buffer)
-        .with_compression(ParquetCompression::Zstd(None))
-        .finish(df)?;
+    let mut writer = ParquetPieces::new(&mut buffer, df.schema(), MinMax::Kept)?;
+    let mut offset = 0;
+    while offset < df.height() || offset == 0 {
+        let mut rows = df.slice(offset as i64, ROW_GROUP_ROWS);
+        writer.write(&mut rows)?;
+        offset += ROW_GROUP_ROWS;
+    }
+    writer.finish()?;
     Ok(buffer)
 }
+
+/// The most rows of one row group of [`to_parquet`] (polars' `ParquetWriter` default).
+pub const ROW_GROUP_ROWS: usize = 512 * 512;
 
 /// A frame from parquet bytes: all columns, or only the named ones.
 pub fn from_parquet(bytes: &[u8], columns: Option<Vec<String>>) -> PolarsResult<DataFrame> {
@@ -238,6 +336,30 @@ mod tests {
     }
 
     #[test]
+    fn frames_written_with_pages_encoded_side_by_side_read_back_equal() {
+        let rows = 3 * ROW_GROUP_ROWS / 2;
+        let text: Vec<Option<String>> = (0..rows)
+            .map(|i| (i % 7 != 0).then(|| format!("value {}", i % 1000)))
+            .collect();
+        let mut frame = df!(
+            "n" => (0..rows as i64).collect::<Vec<_>>(),
+            "x" => (0..rows).map(|i| i as f64 / 3.0).collect::<Vec<_>>(),
+            "text" => text,
+            "wide" => (0..rows).map(|i| format!("a longer text that is not inlined {i}")).collect::<Vec<_>>(),
+        )
+        .unwrap();
+        let bytes = to_parquet(&mut frame).unwrap();
+        // Cut into row groups as polars' writer cuts them.
+        assert_eq!(
+            parquet_ranges(&bytes, usize::MAX).unwrap(),
+            [(0, ROW_GROUP_ROWS), (ROW_GROUP_ROWS, rows - ROW_GROUP_ROWS)]
+        );
+        assert!(from_parquet(&bytes, None).unwrap().equals_missing(&frame));
+        let empty = to_parquet(&mut frame.clear()).unwrap();
+        assert_eq!(from_parquet(&empty, None).unwrap().height(), 0);
+    }
+
+    #[test]
     fn empty_text_is_one_empty_piece() {
         assert_eq!(csv_pieces(b"", 8), vec![&b""[..]]);
     }
@@ -260,27 +382,26 @@ mod tests {
 
     #[test]
     fn pieces_written_one_by_one_read_back_in_ranges_of_their_row_groups() {
-        let frame = |from: i64, rows: i64| {
-            df!("n" => (from..from + rows).collect::<Vec<_>>()).unwrap()
-        };
+        let frame =
+            |from: i64, rows: i64| df!("n" => (from..from + rows).collect::<Vec<_>>()).unwrap();
         let mut bytes = Vec::new();
         let mut first = frame(0, 100);
-        let mut writer = ParquetPieces::new(&mut bytes, first.schema()).unwrap();
+        let mut writer = ParquetPieces::new(&mut bytes, first.schema(), MinMax::Left).unwrap();
         writer.write(&mut first).unwrap();
         writer.write(&mut frame(100, 150)).unwrap();
         writer.finish().unwrap();
         let ranges = parquet_ranges(&bytes, 64).unwrap();
         // 100 rows in two parts of 50, 150 in three of 50: no range crosses a row group.
-        assert_eq!(
-            ranges,
-            [(0, 50), (50, 50), (100, 50), (150, 50), (200, 50)]
-        );
+        assert_eq!(ranges, [(0, 50), (50, 50), (100, 50), (150, 50), (200, 50)]);
         let slices: Vec<DataFrame> = ranges
             .iter()
             .map(|range| read_parquet_rows(&bytes, *range).unwrap())
             .collect();
         let all = stack(slices).unwrap();
         assert!(all.equals(&frame(0, 250)));
-        assert_eq!(parquet_ranges(&bytes, 1000).unwrap(), [(0, 100), (100, 150)]);
+        assert_eq!(
+            parquet_ranges(&bytes, 1000).unwrap(),
+            [(0, 100), (100, 150)]
+        );
     }
 }

@@ -305,10 +305,8 @@ fn transform(spec: &DatasetSpec, bronze: Vec<Vec<u8>>) -> PolarsResult<SilverFra
     })?;
     drop(bronze);
     let rows_in = checked.iter().map(|c| c.rows).sum();
-    let (rejects, valid): (Vec<DataFrame>, Vec<DataFrame>) = checked
-        .into_iter()
-        .map(|c| (c.rejects, c.valid))
-        .unzip();
+    let (rejects, valid): (Vec<DataFrame>, Vec<DataFrame>) =
+        checked.into_iter().map(|c| (c.rejects, c.valid)).unzip();
     let rejects = stack(rejects)?;
     let valid = stack(valid)?;
     let (good, dropped) = match repeated_keys(&valid, &spec.primary_key)? {

@@ -1,13 +1,16 @@
 """Reads the lake's Delta tables with delta-rs's Python package (an independent reader) and
 prints what the Rust test asserts on, as JSON.
 
-usage: read_delta.py <connection string> <table url> [<table url> ...]
+usage: read_delta.py <connection string> <table url or local .parquet file> [...]
+
+A local parquet file (a bronze file the test downloaded) is read with pyarrow alone.
 """
 import json
 import os
 import sys
 
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from deltalake import DeltaTable
 
 
@@ -52,9 +55,23 @@ def describe(url: str, options: dict) -> dict:
     return out
 
 
+def parquet_file(path: str) -> dict:
+    data = pq.read_table(path)
+    return {
+        "rows": data.num_rows,
+        "row_groups": pq.ParquetFile(path).num_row_groups,
+        "types": sorted({str(t) for t in data.schema.types}),
+        "columns": data.column_names,
+        "first_row": {k: v[0] for k, v in data.slice(0, 1).to_pydict().items()},
+    }
+
+
 def main() -> None:
     options = storage_options(sys.argv[1])
-    print(json.dumps({url: describe(url, options) for url in sys.argv[2:]}))
+    print(json.dumps({
+        arg: parquet_file(arg) if arg.endswith(".parquet") else describe(arg, options)
+        for arg in sys.argv[2:]
+    }))
 
 
 if __name__ == "__main__":
