@@ -204,19 +204,21 @@ pub async fn bronze(lake: DataLake, input: BronzeInput) -> Result<BronzeOutput, 
         let mut pieces = csv_pieces(body, PIECE_BYTES).into_iter();
         let first = pieces.next().unwrap_or_default();
         check_columns(&spec, &file, &names)?;
-        let mut frame = bronze_frame(&names, first, &lineage)?;
+        let frame = bronze_frame(&names, first, &lineage)?;
         let written = |e| failure("BronzeFailed", "writing parquet", e);
-        let mut parquet = Vec::new();
+        // The file is smaller than the text it holds: reserved once, its pages are touched
+        // only as it fills (growing by doubling copied it and faulted fresh pages twice).
+        let mut parquet = Vec::with_capacity(body.len());
         let mut writer =
             ParquetPieces::new(&mut parquet, frame.schema(), MinMax::Left).map_err(written)?;
-        let mut rows = 0;
-        loop {
+        let mut rows = frame.height();
+        writer.write(&frame).map_err(written)?;
+        drop(frame);
+        // One piece's frame at a time: each is dropped before the next is parsed.
+        for piece in pieces {
+            let frame = bronze_frame(&names, piece, &lineage)?;
             rows += frame.height();
-            writer.write(&mut frame).map_err(written)?;
-            match pieces.next() {
-                Some(piece) => frame = bronze_frame(&names, piece, &lineage)?,
-                None => break,
-            }
+            writer.write(&frame).map_err(written)?;
         }
         writer.finish().map_err(written)?;
         Ok((parquet, rows))

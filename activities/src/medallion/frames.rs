@@ -109,33 +109,31 @@ impl<W: std::io::Write> ParquetPieces<W> {
     }
 
     /// Appends a frame as one row group.
-    pub fn write(&mut self, df: &mut DataFrame) -> PolarsResult<()> {
-        // One chunk, one row group (hundreds of tiny row groups are slow to write and to
-        // read back).
-        df.rechunk_mut_par();
-        for batch in df.iter_chunks(CompatLevel::newest(), false) {
-            if batch.is_empty() {
-                continue;
-            }
-            let options = self.options;
-            let work: Vec<_> = batch
-                .columns()
-                .iter()
-                .zip(&self.fields)
-                .zip(&self.encodings)
-                .collect();
-            use rayon::prelude::*;
-            let columns = polars_core::runtime::THREAD_POOL.install(|| {
-                work.par_iter()
-                    .map(|((array, field), encodings)| {
-                        compressed_pages(array, field, encodings, options)
-                    })
-                    .collect::<PolarsResult<Vec<_>>>()
-            })?;
-            let leaves: Vec<Vec<CompressedPage>> = columns.into_iter().flatten().collect();
-            self.writer.write_row_group(batch.len() as u64, &leaves)?;
+    pub fn write(&mut self, df: &DataFrame) -> PolarsResult<()> {
+        if df.height() == 0 {
+            return Ok(());
         }
-        Ok(())
+        let options = self.options;
+        let work: Vec<_> = df
+            .columns()
+            .iter()
+            .zip(&self.fields)
+            .zip(&self.encodings)
+            .collect();
+        use rayon::prelude::*;
+        let columns = polars_core::runtime::THREAD_POOL.install(|| {
+            work.par_iter()
+                .map(|((column, field), encodings)| {
+                    // One chunk per column, one column at a time: a frame parsed in many
+                    // chunks is never copied whole, only each column as it is encoded.
+                    let column = column.as_materialized_series().rechunk();
+                    let array = column.to_arrow(0, CompatLevel::newest());
+                    compressed_pages(&array, field, encodings, options)
+                })
+                .collect::<PolarsResult<Vec<_>>>()
+        })?;
+        let leaves: Vec<Vec<CompressedPage>> = columns.into_iter().flatten().collect();
+        self.writer.write_row_group(df.height() as u64, &leaves)
     }
 
     /// Writes the footer.
@@ -194,13 +192,12 @@ pub fn csv_pieces(text: &[u8], target: usize) -> Vec<&[u8]> {
 
 /// Parquet bytes of a frame (zstd, min/max statistics): row groups of at most
 /// [`ROW_GROUP_ROWS`] rows, as polars' writer cuts them.
-pub fn to_parquet(df: &mut DataFrame) -> PolarsResult<Vec<u8>> {
+pub fn to_parquet(df: &DataFrame) -> PolarsResult<Vec<u8>> {
     let mut buffer = Vec::new();
     let mut writer = ParquetPieces::new(&mut buffer, df.schema(), MinMax::Kept)?;
     let mut offset = 0;
     while offset < df.height() || offset == 0 {
-        let mut rows = df.slice(offset as i64, ROW_GROUP_ROWS);
-        writer.write(&mut rows)?;
+        writer.write(&df.slice(offset as i64, ROW_GROUP_ROWS))?;
         offset += ROW_GROUP_ROWS;
     }
     writer.finish()?;
@@ -341,21 +338,21 @@ mod tests {
         let text: Vec<Option<String>> = (0..rows)
             .map(|i| (i % 7 != 0).then(|| format!("value {}", i % 1000)))
             .collect();
-        let mut frame = df!(
+        let frame = df!(
             "n" => (0..rows as i64).collect::<Vec<_>>(),
             "x" => (0..rows).map(|i| i as f64 / 3.0).collect::<Vec<_>>(),
             "text" => text,
             "wide" => (0..rows).map(|i| format!("a longer text that is not inlined {i}")).collect::<Vec<_>>(),
         )
         .unwrap();
-        let bytes = to_parquet(&mut frame).unwrap();
+        let bytes = to_parquet(&frame).unwrap();
         // Cut into row groups as polars' writer cuts them.
         assert_eq!(
             parquet_ranges(&bytes, usize::MAX).unwrap(),
             [(0, ROW_GROUP_ROWS), (ROW_GROUP_ROWS, rows - ROW_GROUP_ROWS)]
         );
         assert!(from_parquet(&bytes, None).unwrap().equals_missing(&frame));
-        let empty = to_parquet(&mut frame.clear()).unwrap();
+        let empty = to_parquet(&frame.clear()).unwrap();
         assert_eq!(from_parquet(&empty, None).unwrap().height(), 0);
     }
 
@@ -385,10 +382,10 @@ mod tests {
         let frame =
             |from: i64, rows: i64| df!("n" => (from..from + rows).collect::<Vec<_>>()).unwrap();
         let mut bytes = Vec::new();
-        let mut first = frame(0, 100);
+        let first = frame(0, 100);
         let mut writer = ParquetPieces::new(&mut bytes, first.schema(), MinMax::Left).unwrap();
-        writer.write(&mut first).unwrap();
-        writer.write(&mut frame(100, 150)).unwrap();
+        writer.write(&first).unwrap();
+        writer.write(&frame(100, 150)).unwrap();
         writer.finish().unwrap();
         let ranges = parquet_ranges(&bytes, 64).unwrap();
         // 100 rows in two parts of 50, 150 in three of 50: no range crosses a row group.

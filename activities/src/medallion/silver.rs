@@ -346,11 +346,11 @@ pub fn partition_files(
     let encode = |runs: &Vec<(usize, usize)>| {
         let rows = rows_of(frame, runs)?;
         let values = partition_values(partition_by, &rows)?;
-        let mut part = rows.drop_many(partition_by.iter().map(String::as_str));
+        let part = rows.drop_many(partition_by.iter().map(String::as_str));
         Ok(EncodedFile {
             partition_values: values,
             rows: part.height(),
-            bytes: to_parquet(&mut part)?,
+            bytes: to_parquet(&part)?,
         })
     };
     // Partitions are encoded side by side: one month's file is too small for polars to
@@ -512,16 +512,17 @@ pub async fn silver(lake: DataLake, input: SilverInput) -> Result<SilverOutput, 
     .await?;
     let (rows_in, rows_out, rejected, duplicates) = counts;
     let encoded_ms = started.elapsed().as_millis();
-    let table = write_run(&lake.table("silver", &spec.name)?, silver_write).await?;
-    let committed_ms = started.elapsed().as_millis();
-    let (rejects, duplicate_rows) = futures::try_join!(
+    // The three tables are independent commits, each idempotent per run (its transaction
+    // id): a retry after one failed finds the others committed and writes nothing to them.
+    let silver_table = lake.table("silver", &spec.name)?;
+    let (table, rejects, duplicate_rows) = futures::try_join!(
+        write_run(&silver_table, silver_write),
         write_left_out(&lake, &spec, "rejects", rejects_write),
         write_left_out(&lake, &spec, "duplicates", duplicates_write)
     )?;
     tracing::debug!(
         read_ms = read_ms as u64,
         encoded_ms = encoded_ms as u64,
-        committed_ms = committed_ms as u64,
         done_ms = started.elapsed().as_millis() as u64,
         "silver phases (cumulative)"
     );
