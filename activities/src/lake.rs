@@ -29,6 +29,22 @@ pub struct DataLake {
     lineage: Option<LineageEndpoint>,
 }
 
+/// What a failed read of a blob means: `None` for an empty blob (it answers a ranged read
+/// with 416), `NotFound` when it does not exist, else a storage failure.
+fn read_failure(container: &str, name: &str, error: azure_core::Error) -> Option<FailureDetails> {
+    let text = error.to_string();
+    if text.contains("416") {
+        return None;
+    }
+    if text.contains("404") || text.contains("BlobNotFound") {
+        return Some(FailureDetails::non_retryable(
+            "NotFound",
+            format!("{container}/{name} does not exist"),
+        ));
+    }
+    Some(storage_failure(&format!("read {container}/{name}"), error))
+}
+
 fn storage_failure(what: &str, error: azure_core::Error) -> FailureDetails {
     let text = error.to_string();
     let first = text.lines().next().unwrap_or_default();
@@ -157,23 +173,49 @@ impl DataLake {
 
     /// A blob's bytes.
     pub async fn get(&self, container: &str, name: &str) -> Result<Vec<u8>, FailureDetails> {
-        let result = self.read_blob(container, name).await;
-        let error = match result {
-            Ok(bytes) => return Ok(bytes),
-            Err(error) => error,
-        };
-        let text = error.to_string();
-        if text.contains("416") {
-            // An empty blob answers a ranged read with 416: it is simply empty.
-            return Ok(Vec::new());
+        match self.read_blob(container, name).await {
+            Ok(bytes) => Ok(bytes),
+            Err(error) => read_failure(container, name, error).map_or(Ok(Vec::new()), Err),
         }
-        if text.contains("404") || text.contains("BlobNotFound") {
-            return Err(FailureDetails::non_retryable(
-                "NotFound",
-                format!("{container}/{name} does not exist"),
-            ));
+    }
+
+    /// A blob's bytes in ranges of [`READ_CHUNK`], each sent to `to` as it arrives, in
+    /// order, so that the receiver works on the start of a large file while the rest is
+    /// read. A failure is sent last (as [`get`](Self::get) would return it); the end of
+    /// the channel without one is the end of the blob. Stops when the receiver does.
+    pub async fn send_ranges(
+        &self,
+        container: &str,
+        name: &str,
+        to: tokio::sync::mpsc::Sender<Result<Vec<u8>, FailureDetails>>,
+    ) {
+        if let Err(error) = self.read_ranges(container, name, &to).await {
+            if let Some(failure) = read_failure(container, name, error) {
+                let _ = to.send(Err(failure)).await;
+            }
         }
-        Err(storage_failure(&format!("read {container}/{name}"), error))
+    }
+
+    async fn read_ranges(
+        &self,
+        container: &str,
+        name: &str,
+        to: &tokio::sync::mpsc::Sender<Result<Vec<u8>, FailureDetails>>,
+    ) -> azure_core::Result<()> {
+        let client = self.container(container).blob_client(name);
+        let mut stream = client.get().chunk_size(READ_CHUNK).into_stream();
+        while let Some(answer) = stream.next().await {
+            let answer = answer?;
+            let mut range = Vec::with_capacity(READ_CHUNK as usize);
+            let mut body = answer.data;
+            while let Some(piece) = body.next().await {
+                range.extend_from_slice(&piece?);
+            }
+            if to.send(Ok(range)).await.is_err() {
+                return Ok(());
+            }
+        }
+        Ok(())
     }
 
     /// A blob's bytes, read in ranges of [`READ_CHUNK`] into one buffer of the blob's

@@ -9,9 +9,9 @@ use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::frames::{
-    blocking, csv_pieces, failure, read_csv_as_text, read_csv_rows_as_text, rows_reaching, MinMax,
-    ParquetPieces,
+    blocking, failure, read_csv_as_text, read_csv_rows_as_text, MinMax, ParquetPieces,
 };
+use super::landing_text::LandingText;
 use super::spec_for;
 use crate::lake::DataLake;
 use crate::spec::DatasetSpec;
@@ -98,17 +98,18 @@ fn read_landing(file: &str, text: &[u8]) -> Result<DataFrame, FailureDetails> {
 const SNIFF_BYTES: usize = 64 << 10;
 
 /// Fails (`NotCsv`) when the start of a file is not text: a NUL byte, or bytes that are
-/// not UTF-8 (a cut multi-byte character at the very end of the window is fine).
-fn check_text(file: &str, bytes: &[u8]) -> Result<(), FailureDetails> {
+/// not UTF-8 (a multi-byte character cut by the end of the window is fine, unless the
+/// window holds the whole file). `bytes` is the start of the file, `whole` whether it is
+/// all of it.
+fn check_text(file: &str, bytes: &[u8], whole: bool) -> Result<(), FailureDetails> {
     let window = &bytes[..bytes.len().min(SNIFF_BYTES)];
+    let window_is_file = whole && window.len() == bytes.len();
     let bad = match (
         window.iter().position(|b| *b == 0),
         std::str::from_utf8(window),
     ) {
         (Some(at), _) => Some(at),
-        (None, Err(e)) if e.error_len().is_some() || window.len() == bytes.len() => {
-            Some(e.valid_up_to())
-        }
+        (None, Err(e)) if e.error_len().is_some() || window_is_file => Some(e.valid_up_to()),
         _ => None,
     };
     match bad {
@@ -160,18 +161,65 @@ fn check_columns(
     Ok(())
 }
 
+/// Landing ranges read ahead of the parsing (each [`crate::lake`] read range, 8 MiB).
+const RANGES_AHEAD: usize = 2;
+
+/// A landing file's text as parquet, piece by piece as its ranges arrive: the file's
+/// checks (empty, not text, no rows, missing columns) before anything is written, then
+/// each piece of whole rows parsed against the header and written as a row group.
+fn encode_landing<I: Iterator<Item = Result<Vec<u8>, FailureDetails>>>(
+    spec: &DatasetSpec,
+    mut landing: LandingText<I>,
+    lineage: &Lineage,
+) -> Result<(Vec<u8>, usize), FailureDetails> {
+    let file = lineage.file;
+    if !landing.read_past_whitespace()? {
+        return Err(FailureDetails::non_retryable(
+            "EmptyFile",
+            format!("landing file {file} is empty"),
+        ));
+    }
+    landing.read_at_least(SNIFF_BYTES)?;
+    check_text(file, landing.rest(), landing.ended())?;
+    let header = landing.next_rows(1)?.unwrap_or_default();
+    let names = header_names(file, &landing.rest()[..header])?;
+    landing.take(header);
+    let has_rows = landing.read_past_whitespace()?;
+    check_columns(spec, file, &names)?;
+    if !has_rows {
+        return Err(FailureDetails::non_retryable(
+            "NoRows",
+            format!("landing file {file} has a header but no rows"),
+        ));
+    }
+    let written = |e| failure("BronzeFailed", "writing parquet", e);
+    // One piece's frame at a time: each is written and dropped before the next is parsed.
+    let piece = |landing: &mut LandingText<I>, length: usize| {
+        let frame = bronze_frame(&names, &landing.rest()[..length], lineage);
+        landing.take(length);
+        frame
+    };
+    let first = landing.next_rows(PIECE_BYTES)?.unwrap_or_default();
+    let frame = piece(&mut landing, first)?;
+    let mut parquet = Vec::new();
+    let mut writer =
+        ParquetPieces::new(&mut parquet, frame.schema(), MinMax::Left).map_err(written)?;
+    let mut rows = frame.height();
+    writer.write(&frame).map_err(written)?;
+    drop(frame);
+    while let Some(length) = landing.next_rows(PIECE_BYTES)? {
+        let frame = piece(&mut landing, length)?;
+        rows += frame.height();
+        writer.write(&frame).map_err(written)?;
+    }
+    writer.finish().map_err(written)?;
+    Ok((parquet, rows))
+}
+
 /// The bronze activity.
 pub async fn bronze(lake: DataLake, input: BronzeInput) -> Result<BronzeOutput, FailureDetails> {
     let spec = spec_for(&input.dataset)?;
     let started = std::time::Instant::now();
-    let bytes = lake.get("landing", &input.file).await?;
-    let read_ms = started.elapsed().as_millis() as u64;
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(FailureDetails::non_retryable(
-            "EmptyFile",
-            format!("landing file {} is empty", input.file),
-        ));
-    }
     let date = input.ingested_at.get(..10).unwrap_or("unknown").to_owned();
     let stem = input
         .file
@@ -184,50 +232,24 @@ pub async fn bronze(lake: DataLake, input: BronzeInput) -> Result<BronzeOutput, 
         "{}/ingest_date={date}/run_id={}/{stem}.parquet",
         spec.name, input.run_id
     );
-    check_text(&input.file, &bytes)?;
-    let file = input.file.clone();
-    let (parquet, rows) = blocking(move || {
-        let (header, body) = bytes.split_at(rows_reaching(&bytes, 1));
-        let names = header_names(&file, header)?;
-        if body.iter().all(u8::is_ascii_whitespace) {
-            check_columns(&spec, &file, &names)?;
-            return Err(FailureDetails::non_retryable(
-                "NoRows",
-                format!("landing file {file} has a header but no rows"),
-            ));
-        }
+    // The file is parsed as it is read: its first piece while later ranges arrive.
+    let (ranges, mut arrived) = tokio::sync::mpsc::channel(RANGES_AHEAD);
+    let reading = lake.send_ranges("landing", &input.file, ranges);
+    let work_input = input.clone();
+    let encoding = blocking(move || {
         let lineage = Lineage {
-            file: &file,
-            ingested_at: &input.ingested_at,
-            run_id: &input.run_id,
+            file: &work_input.file,
+            ingested_at: &work_input.ingested_at,
+            run_id: &work_input.run_id,
         };
-        let mut pieces = csv_pieces(body, PIECE_BYTES).into_iter();
-        let first = pieces.next().unwrap_or_default();
-        check_columns(&spec, &file, &names)?;
-        let frame = bronze_frame(&names, first, &lineage)?;
-        let written = |e| failure("BronzeFailed", "writing parquet", e);
-        // The file is smaller than the text it holds: reserved once, its pages are touched
-        // only as it fills (growing by doubling copied it and faulted fresh pages twice).
-        let mut parquet = Vec::with_capacity(body.len());
-        let mut writer =
-            ParquetPieces::new(&mut parquet, frame.schema(), MinMax::Left).map_err(written)?;
-        let mut rows = frame.height();
-        writer.write(&frame).map_err(written)?;
-        drop(frame);
-        // One piece's frame at a time: each is dropped before the next is parsed.
-        for piece in pieces {
-            let frame = bronze_frame(&names, piece, &lineage)?;
-            rows += frame.height();
-            writer.write(&frame).map_err(written)?;
-        }
-        writer.finish().map_err(written)?;
-        Ok((parquet, rows))
-    })
-    .await?;
+        let ranges = std::iter::from_fn(move || arrived.blocking_recv());
+        encode_landing(&spec, LandingText::new(ranges), &lineage)
+    });
+    let ((), encoded) = tokio::join!(reading, encoding);
+    let (parquet, rows) = encoded?;
     let encoded_ms = started.elapsed().as_millis() as u64;
     lake.put("bronze", &path, parquet).await?;
     tracing::debug!(
-        read_ms,
         encoded_ms,
         done_ms = started.elapsed().as_millis() as u64,
         "bronze phases (cumulative)"
@@ -242,7 +264,7 @@ mod tests {
     #[test]
     fn binary_files_are_told_from_text() {
         let png = [0x89, b'P', b'N', b'G', 0, 0xff, 0xfe, 1, 2, 3];
-        let error = check_text("flights/x.csv", &png).unwrap_err();
+        let error = check_text("flights/x.csv", &png, true).unwrap_err();
         assert_eq!(error.kind.as_str(), "NotCsv");
         assert!(
             error.message.contains("0x00 at offset 4"),
@@ -250,11 +272,13 @@ mod tests {
             error.message
         );
         let latin1 = b"year,month\n2013,\xe9\n";
-        assert!(check_text("f.csv", latin1).is_err());
-        assert!(check_text("f.csv", "year,city\n2013,Zürich\n".as_bytes()).is_ok());
+        assert!(check_text("f.csv", latin1, true).is_err());
+        assert!(check_text("f.csv", "year,city\n2013,Zürich\n".as_bytes(), true).is_ok());
         // A multi-byte character cut by the sniffing window is not an error.
         let mut long = vec![b'a'; SNIFF_BYTES - 1];
         long.extend("é and more".as_bytes());
-        assert!(check_text("f.csv", &long).is_ok());
+        assert!(check_text("f.csv", &long, true).is_ok());
+        // The window read so far (not yet the whole file) may cut a character too.
+        assert!(check_text("f.csv", &long[..SNIFF_BYTES], false).is_ok());
     }
 }

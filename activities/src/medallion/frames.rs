@@ -162,32 +162,19 @@ fn compressed_pages(
         .collect()
 }
 
-/// The length of the first rows of `text` that reach at least `at_least` bytes, cut at a
-/// row end outside quotes (RFC 4180: a doubled quote inside a quoted field toggles twice),
-/// or the whole text.
-pub fn rows_reaching(text: &[u8], at_least: usize) -> usize {
+/// Where the first row end outside quotes at or after `at_least` bytes is (just past its
+/// newline), if `text` has one (RFC 4180: a doubled quote inside a quoted field toggles
+/// twice).
+pub fn row_end_reaching(text: &[u8], at_least: usize) -> Option<usize> {
     let mut quoted = false;
     for (i, byte) in text.iter().enumerate() {
         match byte {
             b'"' => quoted = !quoted,
-            b'\n' if !quoted && i + 1 >= at_least => return i + 1,
+            b'\n' if !quoted && i + 1 >= at_least => return Some(i + 1),
             _ => {}
         }
     }
-    text.len()
-}
-
-/// CSV rows in pieces of about `target` bytes that each parse alone (at least one piece,
-/// empty for empty text). polars 0.55 has no batched CSV reader in its eager API.
-pub fn csv_pieces(text: &[u8], target: usize) -> Vec<&[u8]> {
-    let mut pieces = Vec::new();
-    let mut rest = text;
-    while !rest.is_empty() || pieces.is_empty() {
-        let (piece, tail) = rest.split_at(rows_reaching(rest, target));
-        pieces.push(piece);
-        rest = tail;
-    }
-    pieces
+    None
 }
 
 /// Parquet bytes of a frame (zstd, min/max statistics): row groups of at most
@@ -306,6 +293,25 @@ fn release_freed_memory() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The length of the first rows of `text` that reach at least `at_least` bytes, or the
+    /// whole text.
+    fn rows_reaching(text: &[u8], at_least: usize) -> usize {
+        row_end_reaching(text, at_least).unwrap_or(text.len())
+    }
+
+    /// CSV rows in pieces of about `target` bytes, cut as bronze cuts them (at least one
+    /// piece, empty for empty text).
+    fn csv_pieces(text: &[u8], target: usize) -> Vec<&[u8]> {
+        let mut pieces = Vec::new();
+        let mut rest = text;
+        while !rest.is_empty() || pieces.is_empty() {
+            let (piece, tail) = rest.split_at(rows_reaching(rest, target));
+            pieces.push(piece);
+            rest = tail;
+        }
+        pieces
+    }
 
     #[test]
     fn pieces_end_at_row_ends_and_cover_the_text() {

@@ -5,6 +5,7 @@ pub mod bronze;
 mod frames;
 pub mod gold;
 mod keys;
+mod landing_text;
 pub mod orchestration;
 pub mod silver;
 
