@@ -91,10 +91,13 @@ fn limit_malloc_arenas() {
 /// mimalloc keeps freed pages for 10 ms and backs large spans with transparent huge pages,
 /// so polars' short-lived frames (bronze's text pieces, silver's slices) pile up: the
 /// medallion on the full flights file peaked at 410–470 MiB. Purging at once and without
-/// huge pages: 290–300 MiB, with no speed difference measurable among run-to-run noise;
-/// with each stage's threads collecting their freed blocks once its frame work is done
-/// (`set_memory_release`), 210–230 MiB. `MIMALLOC_PURGE_DELAY` / `MIMALLOC_ALLOW_THP` in
-/// the environment still win.
+/// huge pages: 290–300 MiB; with each stage's threads collecting their freed blocks once
+/// its frame work is done (`set_memory_release`), 210–230 MiB. Purging at once, though,
+/// hands each piece's pages back just before the next piece asks for them again, and
+/// touching a fresh page is the expensive part on a VM: keeping freed pages 20 ms (one
+/// piece to the next) took the medallion from 0.95–1.05 s to 0.91–0.92 s at 228–238 MiB
+/// instead of 200–205 (3 December, seventh session, interleaved with DuckDB). `MIMALLOC_PURGE_DELAY` /
+/// `MIMALLOC_ALLOW_THP` in the environment still win.
 fn return_freed_memory_promptly() {
     #[cfg(target_env = "musl")]
     {
@@ -105,15 +108,15 @@ fn return_freed_memory_promptly() {
         extern "C" {
             fn mi_option_set(option: std::ffi::c_int, value: std::ffi::c_long);
         }
-        for (option, variable) in [
-            (PURGE_DELAY, "MIMALLOC_PURGE_DELAY"),
-            (ALLOW_THP, "MIMALLOC_ALLOW_THP"),
+        for (option, variable, value) in [
+            (PURGE_DELAY, "MIMALLOC_PURGE_DELAY", 20),
+            (ALLOW_THP, "MIMALLOC_ALLOW_THP", 0),
         ] {
             if std::env::var_os(variable).is_none() {
                 // SAFETY: sets a tuning option of the linked mimalloc; any value is valid.
                 #[allow(unsafe_code)]
                 unsafe {
-                    mi_option_set(option, 0);
+                    mi_option_set(option, value);
                 }
             }
         }
