@@ -179,7 +179,7 @@ impl DataLake {
         }
     }
 
-    /// A blob's bytes in ranges of [`READ_CHUNK`], each sent to `to` as it arrives, in
+    /// A blob's bytes in ranges of 8 MiB, each sent to `to` as it arrives, in
     /// order, so that the receiver works on the start of a large file while the rest is
     /// read. A failure is sent last (as [`get`](Self::get) would return it); the end of
     /// the channel without one is the end of the blob. Stops when the receiver does.
