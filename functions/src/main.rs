@@ -88,36 +88,33 @@ fn limit_malloc_arenas() {
     }
 }
 
-/// mimalloc keeps freed pages for 10 ms and backs large spans with transparent huge pages,
-/// so polars' short-lived frames (bronze's text pieces, silver's slices) pile up: the
-/// medallion on the full flights file peaked at 410–470 MiB. Purging at once and without
-/// huge pages: 290–300 MiB; with each stage's threads collecting their freed blocks once
-/// its frame work is done (`set_memory_release`), 210–230 MiB. Purging at once, though,
-/// hands each piece's pages back just before the next piece asks for them again, and
-/// touching a fresh page is the expensive part on a VM: keeping freed pages 20 ms (one
-/// piece to the next) took the medallion from 0.95–1.05 s to 0.91–0.92 s at 228–238 MiB
-/// instead of 200–205 (3 December, seventh session, interleaved with DuckDB). `MIMALLOC_PURGE_DELAY` /
-/// `MIMALLOC_ALLOW_THP` in the environment still win.
+/// mimalloc keeps freed pages for 10 ms, so polars' short-lived frames (bronze's text
+/// pieces, silver's slices) pile up: the medallion on the full flights file peaked at
+/// 410–470 MiB. With each stage's threads collecting their freed blocks once its frame
+/// work is done (`set_memory_release`), 210–230 MiB. Purging at once, though, hands each
+/// piece's pages back just before the next piece asks for them again, and touching a
+/// fresh page is the expensive part on a VM: freed pages are kept 20 ms (one piece to the
+/// next). mimalloc is built without transparent huge pages (the `no_thp` feature): with
+/// them, a small allocation in a fresh span zeroed a whole 2 MiB page, and the medallion
+/// peaked at 221–255 MiB instead of 181–201 at the same time (4 December, eighth
+/// session). On a host whose kernel gives huge pages to every process (THP `always`
+/// rather than the usual `madvise`), `MIMALLOC_ALLOW_THP=0` in the environment makes
+/// mimalloc turn them off for the process at start. `MIMALLOC_PURGE_DELAY` in the
+/// environment still wins.
 fn return_freed_memory_promptly() {
     #[cfg(target_env = "musl")]
     {
-        // Option numbers of mimalloc v3's `mi_option_e` (libmimalloc-sys 0.1.49, pinned in
-        // Cargo.lock): the crate exposes `mi_option_set` only with v2's numbering.
+        // The option number of mimalloc v3's `mi_option_e` (libmimalloc-sys 0.1.49, pinned
+        // in Cargo.lock): the crate exposes `mi_option_set` only with v2's numbering.
         const PURGE_DELAY: std::ffi::c_int = 15;
-        const ALLOW_THP: std::ffi::c_int = 43;
         extern "C" {
             fn mi_option_set(option: std::ffi::c_int, value: std::ffi::c_long);
         }
-        for (option, variable, value) in [
-            (PURGE_DELAY, "MIMALLOC_PURGE_DELAY", 20),
-            (ALLOW_THP, "MIMALLOC_ALLOW_THP", 0),
-        ] {
-            if std::env::var_os(variable).is_none() {
-                // SAFETY: sets a tuning option of the linked mimalloc; any value is valid.
-                #[allow(unsafe_code)]
-                unsafe {
-                    mi_option_set(option, value);
-                }
+        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+            // SAFETY: sets a tuning option of the linked mimalloc; any value is valid.
+            #[allow(unsafe_code)]
+            unsafe {
+                mi_option_set(PURGE_DELAY, 20);
             }
         }
         flowforge_activities::medallion::set_memory_release(collect_freed_blocks);

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
-use deltalake::kernel::{Action, Add, Transaction};
+use deltalake::kernel::{Action, Add, Metadata, Protocol, StructType, Transaction};
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::{DeltaTable, DeltaTableError, TableProperty};
 use flowforge_orchestrator::history::FailureDetails;
@@ -245,6 +245,12 @@ pub async fn write_run(
     })
 }
 
+/// Creates the table with the run's files as its version 0: the protocol and metadata
+/// delta-rs's `CreateBuilder` writes for these columns and properties (reader 1, writer 2:
+/// the properties set here enable no table feature), committed with `If-None-Match`, so a
+/// table another writer created meanwhile goes through delta-rs's conflict check. The
+/// builder then reads the new log back (a listing and the commit twice, eight requests) to
+/// hand over a loaded table; this write needs only the version, so it stops there.
 async fn create_with(
     table: &Table,
     delta: &DeltaTable,
@@ -252,23 +258,47 @@ async fn create_with(
     adds: Vec<Action>,
     properties: CommitProperties,
 ) -> Result<u64, FailureDetails> {
-    let created = delta
-        .create()
-        .with_columns(write.columns.iter().map(TableColumn::field))
-        .with_partition_columns(write.partition_by.clone())
-        .with_configuration_property(
-            TableProperty::LogRetentionDuration,
-            Some("interval 30 days"),
-        )
-        .with_configuration_property(
-            TableProperty::DeletedFileRetentionDuration,
-            Some("interval 7 days"),
-        )
-        .with_actions(adds)
-        .with_commit_properties(properties)
+    let (protocol, metadata) =
+        new_table_actions(write).map_err(|e| table_failure(table, "describing the table", e))?;
+    let operation = DeltaOperation::Create {
+        mode: SaveMode::ErrorIfExists,
+        location: deltalake::table::normalize_table_url(delta.log_store().root_url()),
+        protocol: protocol.clone(),
+        metadata: metadata.clone(),
+    };
+    let mut actions = vec![Action::Protocol(protocol), Action::Metadata(metadata)];
+    actions.extend(adds);
+    let committed = CommitBuilder::from(properties)
+        .with_actions(actions)
+        .build(None, delta.log_store(), operation)
+        .into_prepared_commit_future()
+        .await
+        .map_err(|e| table_failure(table, "creating the table", e))?
         .await
         .map_err(|e| table_failure(table, "creating the table", e))?;
-    Ok(created.version().unwrap_or_default())
+    Ok(committed.version)
+}
+
+/// The protocol and metadata actions of a new table for `write`, as `CreateBuilder` makes
+/// them (it too goes through their JSON form: delta-kernel has no public constructor).
+fn new_table_actions(write: &TableWrite) -> Result<(Protocol, Metadata), DeltaTableError> {
+    let schema = StructType::try_new(write.columns.iter().map(TableColumn::field))?;
+    let protocol = serde_json::from_value(serde_json::json!({
+        "minReaderVersion": 1,
+        "minWriterVersion": 2,
+    }))?;
+    let metadata = serde_json::from_value(serde_json::json!({
+        "id": uuid::Uuid::new_v4().to_string(),
+        "format": { "provider": "parquet", "options": {} },
+        "schemaString": serde_json::to_string(&schema)?,
+        "partitionColumns": write.partition_by,
+        "configuration": {
+            TableProperty::LogRetentionDuration.as_ref(): "interval 30 days",
+            TableProperty::DeletedFileRetentionDuration.as_ref(): "interval 7 days",
+        },
+        "createdTime": chrono::Utc::now().timestamp_millis(),
+    }))?;
+    Ok((protocol, metadata))
 }
 
 async fn commit_to_existing(
@@ -418,6 +448,11 @@ async fn vacuum(table: &Table, delta: DeltaTable) {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use object_store::memory::InMemory;
+    use serde_json::Value;
+
     use super::*;
 
     fn file(values: &[(&str, Option<&str>)]) -> EncodedFile {
@@ -429,6 +464,103 @@ mod tests {
             bytes: Vec::new(),
             rows: 1,
         }
+    }
+
+    /// The first two lines (protocol, metadata) of a table's version 0.
+    async fn first_actions(store: &dyn object_store::ObjectStore, table: &str) -> Vec<Value> {
+        let path = Path::from(format!("{table}/_delta_log/00000000000000000000.json"));
+        let bytes = store.get(&path).await.unwrap().bytes().await.unwrap();
+        String::from_utf8(bytes.to_vec())
+            .unwrap()
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_new_table_is_described_as_delta_rs_creates_it_and_reads_back() {
+        use deltalake::kernel::DataType as DeltaType;
+        let store: Arc<dyn object_store::ObjectStore> = Arc::new(InMemory::new());
+        let columns = vec![
+            TableColumn {
+                name: "carrier".into(),
+                kind: DeltaType::STRING,
+                nullable: false,
+            },
+            TableColumn {
+                name: "delay".into(),
+                kind: DeltaType::DOUBLE,
+                nullable: true,
+            },
+            TableColumn {
+                name: "year".into(),
+                kind: DeltaType::INTEGER,
+                nullable: false,
+            },
+        ];
+        let write = || TableWrite {
+            columns: columns.clone(),
+            partition_by: vec!["year".into()],
+            mode: WriteMode::ReplacePartitions,
+            run_id: "run-1".into(),
+            files: vec![EncodedFile {
+                partition_values: vec![("year".into(), Some("2013".into()))],
+                bytes: b"parquet bytes".to_vec(),
+                rows: 7,
+            }],
+            run_facts: Default::default(),
+        };
+        let ours = Table::new("lake", "ours", store.clone());
+        let first = write_run(&ours, write()).await.unwrap();
+        assert_eq!((first.version, first.rows), (Some(0), 7));
+        assert!(!first.already_committed);
+
+        // delta-rs's own builder, same columns and properties, beside it.
+        let theirs = Table::new("lake", "theirs", store.clone());
+        open(&theirs)
+            .await
+            .unwrap()
+            .create()
+            .with_columns(columns.iter().map(TableColumn::field))
+            .with_partition_columns(["year"])
+            .with_configuration_property(
+                TableProperty::LogRetentionDuration,
+                Some("interval 30 days"),
+            )
+            .with_configuration_property(
+                TableProperty::DeletedFileRetentionDuration,
+                Some("interval 7 days"),
+            )
+            .await
+            .unwrap();
+        let (mine, built) = (
+            first_actions(store.as_ref(), "ours").await,
+            first_actions(store.as_ref(), "theirs").await,
+        );
+        let described = |actions: &[Value]| {
+            let protocol = actions.iter().find_map(|a| a.get("protocol")).cloned();
+            let mut metadata = actions.iter().find_map(|a| a.get("metaData")).cloned();
+            for key in ["id", "createdTime"] {
+                metadata
+                    .as_mut()
+                    .and_then(|m| m.as_object_mut()?.remove(key));
+            }
+            (protocol, metadata)
+        };
+        assert!(described(&mine).0.is_some() && described(&mine).1.is_some());
+        assert_eq!(described(&mine), described(&built));
+        let operation = mine.iter().find_map(|a| a.pointer("/commitInfo/operation"));
+        assert_eq!(operation, Some(&Value::from("CREATE TABLE")));
+
+        // A reader loads the new table with the run's file; the run again writes nothing.
+        let loaded = open(&ours).await.unwrap();
+        assert_eq!(loaded.version(), Some(0));
+        let files: Vec<String> = loaded.get_file_uris().unwrap().collect();
+        assert_eq!(files.len(), 1);
+        assert!(files[0].contains("year=2013/part-00000-"), "{files:?}");
+        let again = write_run(&ours, write()).await.unwrap();
+        assert!(again.already_committed);
+        assert_eq!(again.version, Some(0));
     }
 
     #[test]
