@@ -6,9 +6,11 @@ use std::sync::OnceLock;
 use flowforge_orchestrator::history::{FailureDetails, FailureKind};
 use polars::prelude::*;
 use polars_parquet::read::ParquetError;
+
+use super::page_zstd;
 use polars_parquet::write::{
-    array_to_columns, get_dtype_encoding, to_parquet_schema, CompressedPage, Compressor, Encoding,
-    ParquetType, Version, WriteOptions,
+    array_to_columns, get_dtype_encoding, to_parquet_schema, CompressedPage, Encoding, ParquetType,
+    Version, WriteOptions,
 };
 
 /// Reads a CSV with every column as text (bronze keeps values as they came).
@@ -155,7 +157,8 @@ fn compressed_pages(
             let pages = pages.map(|page| {
                 page.map_err(|e| ParquetError::FeatureNotSupported(format!("encoding: {e}")))
             });
-            Compressor::new(pages, options.compression, Vec::new())
+            pages
+                .map(|page| page_zstd::compress_page(page?))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(PolarsError::from)
         })

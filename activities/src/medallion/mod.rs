@@ -7,6 +7,7 @@ pub mod gold;
 mod keys;
 mod landing_text;
 pub mod orchestration;
+mod page_zstd;
 pub mod silver;
 
 use flowforge_orchestrator::history::FailureDetails;
