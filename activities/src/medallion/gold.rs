@@ -16,7 +16,7 @@ use crate::lake::DataLake;
 use crate::lineage::{self, RunFacts};
 use crate::spec::{Aggregation, DatasetSpec};
 use crate::tables::schema::table_columns;
-use crate::tables::{write_run, TableCommit, TableWrite, WriteMode};
+use crate::tables::{open, write_run_opened, TableCommit, TableWrite, WriteMode};
 
 /// Silver files read from storage at once.
 const READS_AT_ONCE: usize = 8;
@@ -181,7 +181,9 @@ pub async fn gold(lake: DataLake, input: GoldInput) -> Result<GoldOutput, Failur
     )?;
     let work_spec = spec.clone();
     let run_id = input.run_id.clone();
-    let (write, table) = blocking(move || {
+    let gold_table = lake.table("gold", &format!("{}/{}", spec.name, spec.gold.table))?;
+    // The gold table is opened while the rows are aggregated.
+    let work = blocking(move || {
         let spec = work_spec;
         let columns: Vec<String> = silver_columns_used(&spec)
             .into_iter()
@@ -243,11 +245,10 @@ pub async fn gold(lake: DataLake, input: GoldInput) -> Result<GoldOutput, Failur
             run_facts: facts,
         };
         Ok((write, table))
-    })
-    .await?;
+    });
+    let ((write, table), gold_delta) = futures::try_join!(work, open(&gold_table))?;
     let columns = write.columns.clone();
-    let gold_table = lake.table("gold", &format!("{}/{}", spec.name, spec.gold.table))?;
-    let committed = write_run(&gold_table, write).await?;
+    let committed = write_run_opened(&gold_table, gold_delta, write).await?;
     let partitions = gold_partitions(&spec);
     let facts = RunFacts {
         dataset: &spec.name,

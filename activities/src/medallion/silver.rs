@@ -19,7 +19,9 @@ use super::spec_for;
 use crate::lake::DataLake;
 use crate::spec::{ColumnType, DatasetSpec, Rule};
 use crate::tables::schema::table_columns;
-use crate::tables::{write_run, EncodedFile, TableCommit, TableWrite, WriteMode};
+use crate::tables::{
+    open, write_run, write_run_opened, EncodedFile, TableCommit, TableWrite, WriteMode,
+};
 
 /// The columns bronze adds to every row, never null.
 pub const LINEAGE_COLUMNS: [&str; 3] = ["_ingested_at", "_source_file", "_run_id"];
@@ -455,7 +457,10 @@ pub async fn silver(lake: DataLake, input: SilverInput) -> Result<SilverOutput, 
     let read_ms = started.elapsed().as_millis();
     let run_id = input.run_id.clone();
     let work_spec = spec.clone();
-    let (counts, silver_write, rejects_write, duplicates_write) = blocking(move || {
+    // The silver table is opened while the rows are worked out (the rejects and duplicates
+    // tables only once it is known that the run has rows for them).
+    let silver_table = lake.table("silver", &spec.name)?;
+    let work = blocking(move || {
         let spec = work_spec;
         let started = std::time::Instant::now();
         let result = transform(&spec, frames_bytes)
@@ -508,15 +513,15 @@ pub async fn silver(lake: DataLake, input: SilverInput) -> Result<SilverOutput, 
             result.dropped.height(),
         );
         Ok((counts, silver, rejects, duplicates))
-    })
-    .await?;
+    });
+    let ((counts, silver_write, rejects_write, duplicates_write), silver_delta) =
+        futures::try_join!(work, open(&silver_table))?;
     let (rows_in, rows_out, rejected, duplicates) = counts;
     let encoded_ms = started.elapsed().as_millis();
     // The three tables are independent commits, each idempotent per run (its transaction
     // id): a retry after one failed finds the others committed and writes nothing to them.
-    let silver_table = lake.table("silver", &spec.name)?;
     let (table, rejects, duplicate_rows) = futures::try_join!(
-        write_run(&silver_table, silver_write),
+        write_run_opened(&silver_table, silver_delta, silver_write),
         write_left_out(&lake, &spec, "rejects", rejects_write),
         write_left_out(&lake, &spec, "duplicates", duplicates_write)
     )?;

@@ -151,11 +151,19 @@ fn file_path(table: &Table, run_id: &str, index: usize, file: &EncodedFile) -> S
 }
 
 /// Writes and commits a run's files to `table`, creating the table with its first run.
-pub async fn write_run(
+pub async fn write_run(table: &Table, write: TableWrite) -> Result<TableCommit, FailureDetails> {
+    write_run_opened(table, open(table).await?, write).await
+}
+
+/// [`write_run`] on `table` as [`open`] found it: a stage opens its table while it
+/// computes the run's rows, so loading the log is off the stage's path. A commit another
+/// writer makes meanwhile meets delta-rs's conflict check, as one made while the files
+/// upload always did (the same run's commit too: the run's transaction id is in both).
+pub async fn write_run_opened(
     table: &Table,
+    mut delta: DeltaTable,
     mut write: TableWrite,
 ) -> Result<TableCommit, FailureDetails> {
-    let mut delta = open(table).await?;
     let app_id = run_transaction(&write.run_id);
     let files: Vec<TableFile> = write
         .files

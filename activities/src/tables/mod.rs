@@ -17,8 +17,8 @@ use object_store::ObjectStore;
 use url::Url;
 
 pub use commit::{
-    partition_dir, run_transaction, write_run, EncodedFile, TableCommit, TableFile, TableWrite,
-    WriteMode,
+    partition_dir, run_transaction, write_run, write_run_opened, EncodedFile, TableCommit,
+    TableFile, TableWrite, WriteMode,
 };
 pub use read::{read_table, table_files};
 pub use store::container_store;
