@@ -6,6 +6,9 @@
 //! unmapped it (7 % of the medallion's CPU, with the page faults it caused). The pages are
 //! the same bytes either way: same library, same level (zstd's default, which polars'
 //! `Zstd(None)` means), one frame per page.
+//!
+//! A context stays with its thread (polars' pool threads live as long as the process):
+//! its tables and buffers, sized for the largest page it compressed, stay in memory.
 
 use std::cell::RefCell;
 
