@@ -6,12 +6,12 @@ use std::sync::OnceLock;
 use flowforge_orchestrator::history::{FailureDetails, FailureKind};
 use polars::prelude::*;
 use polars_parquet::read::ParquetError;
-
-use super::page_zstd;
 use polars_parquet::write::{
     array_to_columns, get_dtype_encoding, to_parquet_schema, CompressedPage, Encoding, ParquetType,
     Version, WriteOptions,
 };
+
+use super::page_zstd;
 
 /// Reads a CSV with every column as text (bronze keeps values as they came).
 pub fn read_csv_as_text(bytes: &[u8], null_values: &[String]) -> PolarsResult<DataFrame> {
@@ -154,11 +154,12 @@ fn compressed_pages(
     array_to_columns(array, field.clone(), options, encodings)?
         .into_iter()
         .map(|pages| {
-            let pages = pages.map(|page| {
-                page.map_err(|e| ParquetError::FeatureNotSupported(format!("encoding: {e}")))
-            });
             pages
-                .map(|page| page_zstd::compress_page(page?))
+                .map(|page| {
+                    let page = page
+                        .map_err(|e| ParquetError::FeatureNotSupported(format!("encoding: {e}")))?;
+                    page_zstd::compress_page(page)
+                })
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(PolarsError::from)
         })

@@ -287,6 +287,16 @@ async fn create_with(
     Ok(committed.version)
 }
 
+/// The properties every table is created with: its log kept 30 days, removed files 7 days
+/// (what time travel can reach; vacuum deletes files older).
+const TABLE_PROPERTIES: [(TableProperty, &str); 2] = [
+    (TableProperty::LogRetentionDuration, "interval 30 days"),
+    (
+        TableProperty::DeletedFileRetentionDuration,
+        "interval 7 days",
+    ),
+];
+
 /// The protocol and metadata actions of a new table for `write`, as `CreateBuilder` makes
 /// them (it too goes through their JSON form: delta-kernel has no public constructor).
 fn new_table_actions(write: &TableWrite) -> Result<(Protocol, Metadata), DeltaTableError> {
@@ -300,10 +310,10 @@ fn new_table_actions(write: &TableWrite) -> Result<(Protocol, Metadata), DeltaTa
         "format": { "provider": "parquet", "options": {} },
         "schemaString": serde_json::to_string(&schema)?,
         "partitionColumns": write.partition_by,
-        "configuration": {
-            TableProperty::LogRetentionDuration.as_ref(): "interval 30 days",
-            TableProperty::DeletedFileRetentionDuration.as_ref(): "interval 7 days",
-        },
+        "configuration": TABLE_PROPERTIES
+            .iter()
+            .map(|(property, value)| (property.as_ref(), *value))
+            .collect::<BTreeMap<_, _>>(),
         "createdTime": chrono::Utc::now().timestamp_millis(),
     }))?;
     Ok((protocol, metadata))
@@ -474,7 +484,7 @@ mod tests {
         }
     }
 
-    /// The first two lines (protocol, metadata) of a table's version 0.
+    /// The actions of a table's version 0, one JSON value per line.
     async fn first_actions(store: &dyn object_store::ObjectStore, table: &str) -> Vec<Value> {
         let path = Path::from(format!("{table}/_delta_log/00000000000000000000.json"));
         let bytes = store.get(&path).await.unwrap().bytes().await.unwrap();
@@ -531,13 +541,10 @@ mod tests {
             .create()
             .with_columns(columns.iter().map(TableColumn::field))
             .with_partition_columns(["year"])
-            .with_configuration_property(
-                TableProperty::LogRetentionDuration,
-                Some("interval 30 days"),
-            )
-            .with_configuration_property(
-                TableProperty::DeletedFileRetentionDuration,
-                Some("interval 7 days"),
+            .with_configuration(
+                TABLE_PROPERTIES
+                    .iter()
+                    .map(|(property, value)| (property.as_ref(), Some(*value))),
             )
             .await
             .unwrap();
@@ -557,6 +564,16 @@ mod tests {
         };
         assert!(described(&mine).0.is_some() && described(&mine).1.is_some());
         assert_eq!(described(&mine), described(&built));
+        let configuration = described(&mine)
+            .1
+            .and_then(|m| m.get("configuration").cloned());
+        assert_eq!(
+            configuration,
+            Some(serde_json::json!({
+                "delta.logRetentionDuration": "interval 30 days",
+                "delta.deletedFileRetentionDuration": "interval 7 days",
+            }))
+        );
         let operation = mine.iter().find_map(|a| a.pointer("/commitInfo/operation"));
         assert_eq!(operation, Some(&Value::from("CREATE TABLE")));
 
